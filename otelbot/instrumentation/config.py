@@ -1,0 +1,32 @@
+"""The ``OTELBOT_*`` environment variables the instrumentation reads (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import os
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def trace_get_updates() -> bool:
+    """OTELBOT_TRACE_GET_UPDATES: trace getUpdates long polls (off: metrics only)."""
+    return env_flag("OTELBOT_TRACE_GET_UPDATES")
+
+
+def capture_ids() -> bool:
+    """OTELBOT_CAPTURE_IDS: put update, chat and user ids on spans (never on metrics)."""
+    return env_flag("OTELBOT_CAPTURE_IDS")
+
+
+def capture_query_text() -> bool:
+    """OTELBOT_CAPTURE_QUERY_TEXT: record sanitized SQL / Redis command text (default on)."""
+    return env_flag("OTELBOT_CAPTURE_QUERY_TEXT", True)
+
+
+def runtime_dir() -> str | None:
+    """OTELBOT_RUNTIME_DIR: where the runtime stats file is kept for the agent."""
+    return os.environ.get("OTELBOT_RUNTIME_DIR") or None

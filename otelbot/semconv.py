@@ -1,0 +1,372 @@
+"""The otelbot catalogue: every metric, span and attribute name otelbot emits.
+
+This module is the single source of truth. The instrumentation and the agent take
+their names, units and bucket boundaries from here, ``docs/metrics.md`` is generated
+from it (``python -m otelbot.semconv > docs/metrics.md``) and a test fails when the
+two differ.
+
+Stable OpenTelemetry semantic-convention names are used where they exist; names
+specific to Telegram live under ``telegram.*``, anything else under ``otelbot.*``.
+Units are seconds and bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------------------- attributes
+
+# General
+ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+
+# HTTP (stable semconv)
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+HTTP_ROUTE = "http.route"
+URL_FULL = "url.full"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+URL_TEMPLATE = "url.template"
+USER_AGENT_ORIGINAL = "user_agent.original"
+CLIENT_ADDRESS = "client.address"
+
+# Database (stable semconv)
+DB_SYSTEM_NAME = "db.system.name"
+DB_NAMESPACE = "db.namespace"
+DB_OPERATION_NAME = "db.operation.name"
+DB_COLLECTION_NAME = "db.collection.name"
+DB_QUERY_TEXT = "db.query.text"
+DB_RESPONSE_STATUS_CODE = "db.response.status_code"
+DB_OPERATION_BATCH_SIZE = "db.operation.batch.size"
+DB_CLIENT_CONNECTION_POOL_NAME = "db.client.connection.pool.name"
+DB_CLIENT_CONNECTION_STATE = "db.client.connection.state"
+
+# Cache (otelbot)
+CACHE_RESULT = "otelbot.cache.result"
+
+# Telegram (otelbot)
+TELEGRAM_API_METHOD = "telegram.api.method"
+TELEGRAM_API_ERROR_CODE = "telegram.api.error_code"
+TELEGRAM_API_RETRY_AFTER = "telegram.api.retry_after"
+TELEGRAM_BOT_ID = "telegram.bot.id"
+TELEGRAM_UPDATE_TYPE = "telegram.update.type"
+TELEGRAM_UPDATE_OUTCOME = "telegram.update.outcome"
+TELEGRAM_UPDATE_ID = "telegram.update.id"
+TELEGRAM_INGRESS = "telegram.ingress"
+TELEGRAM_HANDLER = "telegram.handler"
+TELEGRAM_CHAT_TYPE = "telegram.chat.type"
+TELEGRAM_CHAT_ID = "telegram.chat.id"
+TELEGRAM_USER_ID = "telegram.user.id"
+TELEGRAM_WEBHOOK_REPLY_METHOD = "telegram.webhook.reply_method"
+TELEGRAM_USERS_WINDOW = "telegram.users.window"
+
+# Runtime
+CPYTHON_GC_GENERATION = "cpython.gc.generation"
+PROCESS_CPU_MODE = "cpu.mode"
+PROCESS_MEMORY_TYPE = "otelbot.memory.type"
+
+# Agent
+OTELBOT_COLLECTOR = "otelbot.collector"
+
+# Well-known values
+DB_SYSTEM_POSTGRESQL = "postgresql"
+DB_SYSTEM_REDIS = "redis"
+CACHE_HIT = "hit"
+CACHE_MISS = "miss"
+CONNECTION_STATE_IDLE = "idle"
+CONNECTION_STATE_USED = "used"
+
+# --------------------------------------------------------------------------- spans
+
+SPAN_TELEGRAM_UPDATE = "telegram.update"  # "telegram.update {type}"
+SPAN_TELEGRAM_API = "telegram.api"  # "telegram.api {method}"
+SPAN_EVENT_FLOOD_WAIT = "telegram.flood_wait"
+SPAN_REDIS_PIPELINE = "PIPELINE"
+
+# Redaction placeholder for a bot token: /bot123456:REDACTED/sendMessage
+TOKEN_PLACEHOLDER = "REDACTED"
+TELEGRAM_URL_TEMPLATE = "/bot{token}/{method}"
+TELEGRAM_FILE_URL_TEMPLATE = "/file/bot{token}/{file_path}"
+
+
+@dataclass(frozen=True)
+class Span:
+    name: str
+    kind: str
+    description: str
+    attributes: tuple[str, ...]
+    source: str
+
+
+SPANS: tuple[Span, ...] = (
+    Span(
+        "telegram.update {type}",
+        "SERVER (polling: root) / INTERNAL (webhook: child of the server span)",
+        "One Telegram update, from arrival to the end of its handler.",
+        (TELEGRAM_UPDATE_TYPE, TELEGRAM_INGRESS, TELEGRAM_BOT_ID, TELEGRAM_CHAT_TYPE,
+         TELEGRAM_HANDLER, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE, TELEGRAM_WEBHOOK_REPLY_METHOD,
+         TELEGRAM_UPDATE_ID, TELEGRAM_CHAT_ID, TELEGRAM_USER_ID),
+        "otelbot_aiogram",
+    ),
+    Span(
+        "telegram.api {method}",
+        "CLIENT",
+        "One Bot API call, with the HTTP details on the same span. getUpdates is not traced "
+        "unless OTELBOT_TRACE_GET_UPDATES=true.",
+        (TELEGRAM_API_METHOD, TELEGRAM_BOT_ID, TELEGRAM_API_ERROR_CODE, TELEGRAM_API_RETRY_AFTER,
+         HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_FULL, URL_TEMPLATE, SERVER_ADDRESS,
+         SERVER_PORT, ERROR_TYPE),
+        "otelbot_aiohttp_client, otelbot_aiogram",
+    ),
+    Span(
+        "{METHOD}",
+        "CLIENT",
+        "Any other aiohttp client request.",
+        (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_FULL, SERVER_ADDRESS, SERVER_PORT,
+         ERROR_TYPE),
+        "otelbot_aiohttp_client",
+    ),
+    Span(
+        "{METHOD} {route}",
+        "SERVER",
+        "An aiohttp server request (webhooks); honours an incoming traceparent.",
+        (HTTP_REQUEST_METHOD, HTTP_ROUTE, HTTP_RESPONSE_STATUS_CODE, URL_PATH, URL_SCHEME,
+         SERVER_ADDRESS, SERVER_PORT, USER_AGENT_ORIGINAL, ERROR_TYPE),
+        "otelbot_aiohttp_server",
+    ),
+    Span(
+        "{operation} {table}",
+        "CLIENT",
+        "One asyncpg operation (execute, executemany, fetch*, cursor, prepared statement), "
+        "e.g. `SELECT users`.",
+        (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_QUERY_TEXT,
+         DB_OPERATION_BATCH_SIZE, SERVER_ADDRESS, SERVER_PORT, DB_RESPONSE_STATUS_CODE,
+         ERROR_TYPE),
+        "otelbot_asyncpg",
+    ),
+    Span(
+        "{COMMAND}",
+        "CLIENT",
+        "One Redis command (`GET`), or `PIPELINE` for a pipeline; arguments are never recorded.",
+        (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_QUERY_TEXT, DB_OPERATION_BATCH_SIZE,
+         SERVER_ADDRESS, SERVER_PORT, ERROR_TYPE),
+        "otelbot_redis",
+    ),
+)
+
+# --------------------------------------------------------------------------- metrics
+
+# Bucket boundaries in seconds, for latencies from sub-millisecond Redis calls to
+# multi-second updates.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
+    0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+# Flood-wait retry_after values are whole seconds, up to hours.
+RETRY_AFTER_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# GC pauses and loop lag: microseconds to seconds.
+PAUSE_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its name, instrument kind, unit and the attributes it may carry."""
+
+    name: str
+    instrument: str  # counter | histogram | updowncounter | gauge | observable_counter | ...
+    unit: str
+    description: str
+    attributes: tuple[str, ...] = ()
+    source: str = "instrumentation"
+    buckets: tuple[float, ...] | None = field(default=None)
+
+
+# Bot (otelbot_aiogram, otelbot_aiohttp_client)
+TELEGRAM_UPDATES = Metric(
+    "telegram.updates", "counter", "{update}", "Updates processed.",
+    (TELEGRAM_UPDATE_TYPE, TELEGRAM_INGRESS, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE),
+)
+TELEGRAM_UPDATE_DURATION = Metric(
+    "telegram.update.duration", "histogram", "s", "Time from an update's arrival to the end "
+    "of its handling.", (TELEGRAM_UPDATE_TYPE, TELEGRAM_UPDATE_OUTCOME), buckets=DURATION_BUCKETS,
+)
+TELEGRAM_UPDATES_ACTIVE = Metric(
+    "telegram.updates.active", "updowncounter", "{update}",
+    "Updates being handled right now (catches unbounded task pile-ups).", (TELEGRAM_UPDATE_TYPE,),
+)
+TELEGRAM_API_DURATION = Metric(
+    "telegram.api.duration", "histogram", "s", "Duration of Bot API calls.",
+    (TELEGRAM_API_METHOD, TELEGRAM_API_ERROR_CODE, ERROR_TYPE), buckets=DURATION_BUCKETS,
+)
+TELEGRAM_API_FLOOD_WAITS = Metric(
+    "telegram.api.flood_waits", "counter", "{wait}",
+    "Bot API calls refused with 429 Too Many Requests (flood control).", (TELEGRAM_API_METHOD,),
+)
+TELEGRAM_API_RETRY_AFTER_METRIC = Metric(
+    "telegram.api.retry_after", "histogram", "s",
+    "retry_after asked for by the Bot API on a flood wait.", (TELEGRAM_API_METHOD,),
+    buckets=RETRY_AFTER_BUCKETS,
+)
+TELEGRAM_USERS_ACTIVE = Metric(
+    "telegram.users.active", "gauge", "{user}",
+    "Distinct users seen in the window, estimated with a fixed-size sketch (no ids kept).",
+    (TELEGRAM_USERS_WINDOW,),
+)
+
+# HTTP (otelbot_aiohttp_client, otelbot_aiohttp_server)
+HTTP_CLIENT_REQUEST_DURATION = Metric(
+    "http.client.request.duration", "histogram", "s", "Duration of HTTP client requests.",
+    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT, URL_TEMPLATE,
+     ERROR_TYPE),
+    buckets=DURATION_BUCKETS,
+)
+HTTP_SERVER_REQUEST_DURATION = Metric(
+    "http.server.request.duration", "histogram", "s", "Duration of HTTP server requests.",
+    (HTTP_REQUEST_METHOD, HTTP_ROUTE, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, ERROR_TYPE),
+    buckets=DURATION_BUCKETS,
+)
+HTTP_SERVER_ACTIVE_REQUESTS = Metric(
+    "http.server.active_requests", "updowncounter", "{request}",
+    "HTTP server requests being handled.", (HTTP_REQUEST_METHOD, URL_SCHEME),
+)
+
+# Database and cache (otelbot_asyncpg, otelbot_redis)
+DB_CLIENT_OPERATION_DURATION = Metric(
+    "db.client.operation.duration", "histogram", "s", "Duration of database client operations.",
+    (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, SERVER_ADDRESS,
+     SERVER_PORT, DB_RESPONSE_STATUS_CODE, ERROR_TYPE),
+    buckets=DURATION_BUCKETS,
+)
+DB_CLIENT_CONNECTION_COUNT = Metric(
+    "db.client.connection.count", "observable_updowncounter", "{connection}",
+    "Connections in the pool, by state (idle, used).",
+    (DB_CLIENT_CONNECTION_POOL_NAME, DB_CLIENT_CONNECTION_STATE),
+)
+DB_CLIENT_CONNECTION_MAX = Metric(
+    "db.client.connection.max", "observable_updowncounter", "{connection}",
+    "Largest number of connections the pool allows.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+)
+DB_CLIENT_CONNECTION_PENDING_REQUESTS = Metric(
+    "db.client.connection.pending_requests", "updowncounter", "{request}",
+    "Callers waiting for a pool connection.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+)
+DB_CLIENT_CONNECTION_WAIT_TIME = Metric(
+    "db.client.connection.wait_time", "histogram", "s",
+    "Time it took to get a connection from the pool.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+    buckets=DURATION_BUCKETS,
+)
+OTELBOT_CACHE_REQUESTS = Metric(
+    "otelbot.cache.requests", "counter", "{request}",
+    "Cache reads by result: a read that returns nothing is a miss; multi-key reads count per key.",
+    (DB_SYSTEM_NAME, DB_OPERATION_NAME, CACHE_RESULT),
+)
+
+# Runtime (otelbot_runtime)
+CPYTHON_GC_COLLECTIONS = Metric(
+    "cpython.gc.collections", "observable_counter", "{collection}",
+    "Garbage collections run, per generation.", (CPYTHON_GC_GENERATION,),
+)
+CPYTHON_GC_COLLECTED_OBJECTS = Metric(
+    "cpython.gc.collected_objects", "observable_counter", "{object}",
+    "Objects collected by the garbage collector, per generation.", (CPYTHON_GC_GENERATION,),
+)
+CPYTHON_GC_UNCOLLECTABLE_OBJECTS = Metric(
+    "cpython.gc.uncollectable_objects", "observable_counter", "{object}",
+    "Objects the garbage collector found but could not free, per generation.",
+    (CPYTHON_GC_GENERATION,),
+)
+OTELBOT_GC_PAUSE_DURATION = Metric(
+    "otelbot.gc.pause.duration", "histogram", "s",
+    "How long each garbage collection stopped the bot (measured with gc.callbacks).",
+    (CPYTHON_GC_GENERATION,), buckets=PAUSE_BUCKETS,
+)
+OTELBOT_ASYNCIO_LOOP_LAG = Metric(
+    "otelbot.asyncio.loop.lag", "histogram", "s",
+    "How late a periodic event-loop callback ran: time the loop was blocked.",
+    buckets=PAUSE_BUCKETS,
+)
+OTELBOT_ASYNCIO_TASKS = Metric(
+    "otelbot.asyncio.tasks", "gauge", "{task}", "asyncio tasks alive on the bot's loop.",
+)
+PROCESS_MEMORY_USAGE = Metric(
+    "process.memory.usage", "observable_updowncounter", "By",
+    "Resident memory of the bot process.", source="instrumentation, agent",
+)
+PROCESS_MEMORY_VIRTUAL = Metric(
+    "process.memory.virtual", "observable_updowncounter", "By",
+    "Virtual memory of the bot process.", source="instrumentation, agent",
+)
+PROCESS_CPU_TIME = Metric(
+    "process.cpu.time", "observable_counter", "s", "CPU time of the bot process.",
+    (PROCESS_CPU_MODE,), source="instrumentation, agent",
+)
+PROCESS_THREAD_COUNT = Metric(
+    "process.thread.count", "observable_updowncounter", "{thread}",
+    "Threads of the bot process.", source="instrumentation, agent",
+)
+PROCESS_OPEN_FILE_DESCRIPTOR_COUNT = Metric(
+    "process.unix.file_descriptor.count", "observable_updowncounter", "{file_descriptor}",
+    "Open file descriptors of the bot process.", source="instrumentation, agent",
+)
+
+# --------------------------------------------------------------------------- agent metrics
+# (otelbot.agent collectors register theirs below)
+
+OTELBOT_AGENT_COLLECT_DURATION = Metric(
+    "otelbot.agent.collect.duration", "histogram", "s", "Duration of one collector run.",
+    (OTELBOT_COLLECTOR,), source="agent", buckets=DURATION_BUCKETS,
+)
+OTELBOT_AGENT_COLLECT_ERRORS = Metric(
+    "otelbot.agent.collect.errors", "counter", "{error}", "Collector runs that failed.",
+    (OTELBOT_COLLECTOR, ERROR_TYPE), source="agent",
+)
+
+
+def all_metrics() -> list[Metric]:
+    """Every metric in the catalogue, in declaration order."""
+    return [v for v in globals().values() if isinstance(v, Metric)]
+
+
+def metric_names() -> set[str]:
+    return {m.name for m in all_metrics()}
+
+
+def render_markdown() -> str:
+    """docs/metrics.md, generated from this module."""
+    out = [
+        "# Metrics and spans",
+        "",
+        "Generated from `otelbot/semconv.py` by `python -m otelbot.semconv`; do not edit by hand.",
+        "",
+        "## Spans",
+        "",
+        "| span name | kind | what it is | attributes | emitted by |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SPANS:
+        attrs = ", ".join(f"`{a}`" for a in s.attributes)
+        out.append(f"| `{s.name}` | {s.kind} | {s.description} | {attrs} | {s.source} |")
+    out += [
+        "",
+        "## Metrics",
+        "",
+        "| metric | instrument | unit | what it is | attributes | emitted by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in all_metrics():
+        attrs = ", ".join(f"`{a}`" for a in m.attributes) or "—"
+        out.append(
+            f"| `{m.name}` | {m.instrument} | `{m.unit}` | {m.description} | {attrs} | {m.source} |"
+        )
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())
