@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from otelbot.testing.memory import MemoryTelemetry
+from otelbot.testing.otlp_receiver import OtlpReceiver
 
 # scripts/services exports these; the defaults are the local servers it reuses.
 PG_DSN = os.environ.get("OTELBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -38,3 +39,11 @@ def telemetry() -> Iterator[MemoryTelemetry]:
     t = MemoryTelemetry()
     yield t
     t.shutdown()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP receiver (HTTP and gRPC) on loopback; what the exporters send lands here."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
