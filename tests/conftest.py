@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from otelbot.testing.fake_bot_api import FakeBotApi
 from otelbot.testing.memory import MemoryTelemetry
 from otelbot.testing.otlp_receiver import OtlpReceiver
 
@@ -47,3 +48,11 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def fake_bot_api(bot_token: str) -> Iterator[FakeBotApi]:
+    """Our fake Telegram Bot API on loopback, in its own thread and event loop."""
+    api = FakeBotApi(bot_token, max_poll_wait=0.5).start()
+    yield api
+    api.stop()

@@ -60,7 +60,12 @@ def record_exception(span: Span, exc: BaseException, *, message: str | None = No
     if not span.is_recording():
         return
     text = redact_text(str(exc) if message is None else message)
-    stack = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    original = str(exc)
+    if message is not None and original:
+        # The stack's last line repeats str(exc); the caller's message is the cleaned one.
+        stack = stack.replace(original, message)
+    stack = redact_text(stack)
     span.add_event(
         "exception",
         {
@@ -127,7 +132,7 @@ class Patches:
             setattr(owner, name, original)
 
 
-class OtelbotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class OtelbotInstrumentor(BaseInstrumentor):
     """Base for otelbot's instrumentors: a tracer, a meter and a patch list."""
 
     _instruments: Collection[str] = ()

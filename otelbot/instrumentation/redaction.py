@@ -28,10 +28,13 @@ SENSITIVE_QUERY_KEYS = frozenset(
 
 
 def redact_path(path: str) -> str:
-    """Redact a token in a URL path: ``/bot1:abc/getMe`` -> ``/bot1:REDACTED/getMe``."""
-    if "/bot" not in path:
-        return path
-    return _PATH_TOKEN.sub(_PATH_REPLACEMENT, path)
+    """Redact a token in a URL path: ``/bot1:abc/getMe`` -> ``/bot1:REDACTED/getMe``, and a
+    full-length token anywhere else in it (``/webhook/<token>``)."""
+    if "/bot" in path:
+        path = _PATH_TOKEN.sub(_PATH_REPLACEMENT, path)
+    if ":" in path or "%3" in path:
+        path = _TEXT_TOKEN.sub(_TEXT_REPLACEMENT, path)
+    return path
 
 
 def redact_text(text: str) -> str:

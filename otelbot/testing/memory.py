@@ -55,7 +55,8 @@ class MemoryTelemetry:
                         continue
                     for dp in metric.data.data_points:
                         value = getattr(dp, "value", dp)
-                        out.append(Point(metric.name, metric.unit, dict(dp.attributes or {}), value))
+                        attrs = dict(dp.attributes or {})
+                        out.append(Point(metric.name, metric.unit or "", attrs, value))
         return out
 
     def shutdown(self) -> None:

@@ -291,7 +291,7 @@ class OtlpReceiver:
                 return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError("OTLP receiver: condition not met within %.1fs" % timeout)
+                raise TimeoutError(f"OTLP receiver: condition not met within {timeout:.1f}s")
             with self._cond:
                 self._cond.wait(min(remaining, 0.2))
 
@@ -355,19 +355,20 @@ class OtlpReceiver:
             receiver.ingest(signal, request.SerializeToString())
             return reply
 
-        class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
                 return handle("traces", request, context,
                               trace_service_pb2.ExportTraceServiceResponse())
 
-        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
                 return handle("metrics", request, context,
                               metrics_service_pb2.ExportMetricsServiceResponse())
 
-        class Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                return handle("logs", request, context, logs_service_pb2.ExportLogsServiceResponse())
+                return handle("logs", request, context,
+                              logs_service_pb2.ExportLogsServiceResponse())
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)

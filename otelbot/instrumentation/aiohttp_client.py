@@ -1,0 +1,246 @@
+"""aiohttp client instrumentation, Telegram-aware.
+
+Usage (``opentelemetry-instrument`` does this for you through the
+``otelbot_aiohttp_client`` entry point)::
+
+    from otelbot.instrumentation.aiohttp_client import AiohttpClientInstrumentor
+    AiohttpClientInstrumentor().instrument()
+
+    async with aiohttp.ClientSession() as s:
+        await s.post("https://api.telegram.org/bot<token>/sendMessage", json={...})
+        # -> span "telegram.api sendMessage", url.full ".../bot123456:REDACTED/sendMessage"
+
+Every request gets one CLIENT span and an ``http.client.request.duration`` point. A Bot
+API request (``…/bot<token>/<method>`` on any host) becomes ``telegram.api <method>``
+with ``url.template`` ``/bot{token}/{method}``, the token redacted, and also counts in
+``telegram.api.duration``; ``getUpdates`` long polls are metrics only unless
+``OTELBOT_TRACE_GET_UPDATES=true``. When the aiogram instrumentation already holds a
+``telegram.api`` span for the call, the HTTP details go on that span: no second span.
+Other requests carry ``traceparent``. The span covers the time to the response headers,
+so no body is read on the bot's behalf.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from otelbot.instrumentation import config
+from otelbot.instrumentation._base import (
+    OtelbotInstrumentor,
+    create_instrument,
+    error_type,
+    internal_error,
+    record_exception,
+)
+from otelbot.instrumentation.redaction import redact_url
+from otelbot.instrumentation.telegram import BotApiTarget, current_api_span, parse_path
+from otelbot.semconv import (
+    ERROR_TYPE,
+    HTTP_CLIENT_REQUEST_DURATION,
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    TELEGRAM_API_DURATION,
+    TELEGRAM_API_ERROR_CODE,
+    TELEGRAM_API_FLOOD_WAITS,
+    TELEGRAM_API_METHOD,
+    URL_FULL,
+    URL_TEMPLATE,
+)
+
+_CLIENT = SpanKind.CLIENT
+_CACHE_MAX = 2048
+
+
+class _Target:
+    """What otelbot records for one URL string, computed once."""
+
+    __slots__ = ("api", "host_attrs", "safe_url", "trace")
+
+    def __init__(self, url: Any, trace_get_updates: bool) -> None:
+        self.api: BotApiTarget | None = parse_path(url.raw_path)
+        self.safe_url = redact_url(str(url))
+        self.host_attrs: dict[str, Any] = {
+            SERVER_ADDRESS: url.host or "",
+            SERVER_PORT: url.port or (443 if url.scheme == "https" else 80),
+        }
+        if self.api is not None:
+            self.host_attrs[URL_TEMPLATE] = self.api.template
+        self.trace = self.api is None or self.api.method != "getUpdates" or trace_get_updates
+
+
+class _Recorder:
+    def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        from yarl import URL
+
+        self._URL = URL
+        self.tracer = tracer
+        self.http_duration = create_instrument(meter, HTTP_CLIENT_REQUEST_DURATION)
+        self.api_duration = create_instrument(meter, TELEGRAM_API_DURATION)
+        self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)
+        self.trace_get_updates = config.trace_get_updates()
+        self._targets: dict[Any, _Target] = {}
+        self._metric_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._api_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def target(self, session: Any, str_or_url: Any) -> _Target:
+        base = getattr(session, "_base_url", None)
+        key = (str_or_url, base) if base is not None else str_or_url
+        try:
+            return self._targets[key]
+        except (KeyError, TypeError):
+            pass
+        url = str_or_url if isinstance(str_or_url, self._URL) else self._URL(str(str_or_url))
+        if base is not None and not url.is_absolute():
+            url = base.join(url)
+        found = _Target(url, self.trace_get_updates)
+        if len(self._targets) >= _CACHE_MAX:
+            self._targets.clear()
+        try:
+            self._targets[key] = found
+        except TypeError:
+            pass
+        return found
+
+    def http_attrs(self, target: _Target, method: str, status: int, err: str | None
+                   ) -> dict[str, Any]:
+        key = (id(target), method, status, err)
+        attrs = self._metric_attrs.get(key)
+        if attrs is None:
+            attrs = {HTTP_REQUEST_METHOD: method, **target.host_attrs}
+            if status:
+                attrs[HTTP_RESPONSE_STATUS_CODE] = status
+            if err is not None:
+                attrs[ERROR_TYPE] = err
+            if len(self._metric_attrs) >= _CACHE_MAX:
+                self._metric_attrs.clear()
+            self._metric_attrs[key] = attrs
+        return attrs
+
+    def api_attrs(self, api_method: str, status: int, err: str | None) -> dict[str, Any]:
+        key = (api_method, status, err)
+        attrs = self._api_attrs.get(key)
+        if attrs is None:
+            attrs = {TELEGRAM_API_METHOD: api_method}
+            if status >= 400:
+                attrs[TELEGRAM_API_ERROR_CODE] = status
+            if err is not None:
+                attrs[ERROR_TYPE] = err
+            if len(self._api_attrs) >= _CACHE_MAX:
+                self._api_attrs.clear()
+            self._api_attrs[key] = attrs
+        return attrs
+
+    def start(self, target: _Target, method: str, kwargs: dict[str, Any]) -> Any:
+        """Open the span for a request, or annotate aiogram's; returns (span, owned)."""
+        api = target.api
+        if api is not None:
+            outer = current_api_span.get()
+            if outer is not None:
+                if outer.is_recording():
+                    outer.set_attributes(target.host_attrs)
+                    outer.set_attribute(HTTP_REQUEST_METHOD, method)
+                    outer.set_attribute(URL_FULL, target.safe_url)
+                return outer, False
+            if not target.trace:
+                return None, False
+            span = self.tracer.start_span(api.span_name, kind=_CLIENT, attributes=api.attributes)
+        else:
+            span = self.tracer.start_span(method, kind=_CLIENT)
+            # Propagate the trace to services other than Telegram.
+            headers = kwargs.get("headers")
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            if carrier:
+                if headers is None:
+                    kwargs["headers"] = carrier
+                else:
+                    merged = dict(headers.items()) if hasattr(headers, "items") else dict(headers)
+                    merged.update(carrier)
+                    kwargs["headers"] = merged
+        if span.is_recording():
+            span.set_attributes(target.host_attrs)
+            span.set_attribute(HTTP_REQUEST_METHOD, method)
+            span.set_attribute(URL_FULL, target.safe_url)
+        return span, True
+
+    def finish(self, target: _Target, method: str, span: Any, owned: bool, started: float,
+               status: int, exc: BaseException | None) -> None:
+        elapsed = time.perf_counter() - started
+        err: str | None = None
+        if exc is not None:
+            err = error_type(exc)
+        elif status >= 400:
+            err = str(status)
+        self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
+        api = target.api
+        if api is not None and not owned and span is not None:
+            # aiogram's span: it records the Bot API metrics itself.
+            if status and span.is_recording():
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+            return
+        if api is not None:
+            self.api_duration.record(elapsed, self.api_attrs(api.method, status, err))
+            if status == 429:
+                self.flood_waits.add(1, self.api_attrs(api.method, 0, None))
+        if span is None:
+            return
+        if span.is_recording():
+            if status:
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+            if exc is not None:
+                record_exception(span, exc)
+            elif status >= 400:
+                span.set_attribute(ERROR_TYPE, err)
+                if api is not None:
+                    span.set_attribute(TELEGRAM_API_ERROR_CODE, status)
+                span.set_status(StatusCode.ERROR)
+        span.end()
+
+
+def _wrap_request(original: Any, recorder: _Recorder) -> Any:
+    async def _request(self: Any, method: str, str_or_url: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            target = recorder.target(self, str_or_url)
+            upper = method.upper()
+            span, owned = recorder.start(target, upper, kwargs)
+            started = time.perf_counter()
+        except Exception as exc:
+            internal_error("aiohttp client request start", exc)
+            return await original(self, method, str_or_url, *args, **kwargs)
+        try:
+            response = await original(self, method, str_or_url, *args, **kwargs)
+        except BaseException as exc:
+            try:
+                recorder.finish(target, upper, span, owned, started, 0, exc)
+            except Exception as inner:
+                internal_error("aiohttp client request end", inner)
+            raise
+        try:
+            recorder.finish(target, upper, span, owned, started, response.status, None)
+        except Exception as inner:
+            internal_error("aiohttp client request end", inner)
+        return response
+
+    return _request
+
+
+class AiohttpClientInstrumentor(OtelbotInstrumentor):
+    """Traces aiohttp ``ClientSession`` requests; Bot API calls become ``telegram.api``."""
+
+    _instruments: Collection[str] = ("aiohttp >= 3.9",)
+    replaces_contrib = "aiohttp-client"
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import aiohttp
+
+        tracer, meter = self.telemetry(**kwargs)
+        recorder = _Recorder(tracer, meter)
+        self.patches.wrap(aiohttp.ClientSession, "_request",
+                          lambda original: _wrap_request(original, recorder))

@@ -1,0 +1,125 @@
+"""otelbot's OpenTelemetry distro and SDK configurator, used by ``opentelemetry-instrument``.
+
+    pip install otelbot
+    OTEL_SERVICE_NAME=my-bot opentelemetry-instrument python bot.py
+
+The distro sets otelbot's defaults (OTLP over HTTP/protobuf for traces, metrics and logs)
+without overriding anything the user set in ``OTEL_*``, loads otelbot's instrumentors,
+and skips the contrib instrumentations of the same libraries (they would make duplicate
+spans), saying so once in the log. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otelbot_redis``
+disables one of otelbot's instrumentors, and the contrib one is then used if installed.
+
+The configurator is the SDK's own, plus a log-record processor that redacts bot tokens
+from every log record before any exporter sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+from opentelemetry.sdk._logs import LogRecordProcessor
+
+from otelbot.instrumentation.redaction import redact_text
+
+logger = logging.getLogger("otelbot")
+
+#: otelbot entry point -> the contrib entry point for the same library.
+CONTRIB_EQUIVALENTS = {
+    "otelbot_aiohttp_client": "aiohttp-client",
+    "otelbot_aiohttp_server": "aiohttp-server",
+    "otelbot_asyncpg": "asyncpg",
+    "otelbot_redis": "redis",
+}
+
+DEFAULTS = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+}
+
+_skipped_contrib: list[str] = []
+
+
+def _disabled() -> set[str]:
+    value = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+class OtelbotDistro(BaseDistro):
+    """Configures defaults and decides which instrumentors load."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        for key, value in DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        name = entry_point.name
+        if entry_point.value.startswith("otelbot."):
+            # Check our own dependencies: a library the bot doesn't use is skipped quietly.
+            kwargs.pop("skip_dep_check", None)
+            instrumentor = entry_point.load()()
+            instrumentor.instrument(raise_exception_on_conflict=True, **kwargs)
+            return
+        disabled = _disabled()
+        for ours, contrib in CONTRIB_EQUIVALENTS.items():
+            if name == contrib and ours not in disabled:
+                _skipped_contrib.append(name)
+                return
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+def post_instrument() -> None:
+    """After all instrumentors loaded: one log line naming the contrib ones skipped."""
+    if _skipped_contrib:
+        logger.warning(
+            "otelbot: skipped the contrib instrumentation(s) %s because otelbot instruments "
+            "the same libraries (disable otelbot's with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS "
+            "to use them instead)",
+            ", ".join(sorted(set(_skipped_contrib))),
+        )
+
+
+class RedactingLogRecordProcessor(LogRecordProcessor):
+    """Removes bot tokens from a log record's body and attributes before export.
+
+    Registered ahead of the exporting processors, so no exporter sees the original.
+    """
+
+    def on_emit(self, log_record: Any) -> None:
+        try:
+            record = getattr(log_record, "log_record", log_record)
+            body = record.body
+            if isinstance(body, str):
+                record.body = redact_text(body)
+            attrs = record.attributes
+            if attrs:
+                for key, value in list(attrs.items()):
+                    if isinstance(value, str):
+                        safe = redact_text(value)
+                        if safe is not value:
+                            attrs[key] = safe
+        except Exception:  # never let telemetry break logging
+            pass
+
+    def emit(self, log_data: Any) -> None:  # SDKs before the on_emit rename
+        self.on_emit(log_data)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class OtelbotConfigurator(_OTelSDKConfigurator):
+    """The SDK configurator, with token redaction for log records."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        processors = list(kwargs.pop("log_record_processors", None) or [])
+        kwargs["log_record_processors"] = [RedactingLogRecordProcessor(), *processors]
+        super()._configure(**kwargs)

@@ -1,0 +1,89 @@
+"""Recognising Telegram Bot API requests, and what the instrumentations share about them.
+
+A Bot API URL is ``{server}/bot{token}/{method}`` on any host (so a local Bot API server
+works too); file downloads are ``{server}/file/bot{token}/{path}``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from otelbot.semconv import (
+    SPAN_TELEGRAM_API,
+    TELEGRAM_API_METHOD,
+    TELEGRAM_BOT_ID,
+    TELEGRAM_FILE_URL_TEMPLATE,
+    TELEGRAM_URL_TEMPLATE,
+    URL_TEMPLATE,
+)
+
+
+@dataclass(frozen=True)
+class BotApiTarget:
+    """What a Bot API path says, computed once per distinct path (see ``parse_path``)."""
+
+    method: str
+    bot_id: str
+    span_name: str
+    safe_path: str  # the path with the token's secret replaced
+    template: str
+    attributes: dict[str, Any]  # telegram.api.method, telegram.bot.id, url.template
+
+
+_cache: dict[str, BotApiTarget | None] = {}
+_CACHE_MAX = 4096
+
+
+def parse_path(path: str) -> BotApiTarget | None:
+    """The Bot API call a URL path makes, or None when it is not a Bot API path."""
+    try:
+        return _cache[path]
+    except KeyError:
+        pass
+    target = _parse(path)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[path] = target
+    return target
+
+
+def _parse(path: str) -> BotApiTarget | None:
+    is_file = path.startswith("/file/bot")
+    start = path.find("/bot")
+    if start < 0 or (start != 0 and not is_file):
+        # A Bot API server may live under a prefix (``/tg/bot...``): accept the last
+        # "/bot<digits>:" segment.
+        start = path.rfind("/bot")
+        if start < 0:
+            return None
+    rest = path[start + 4 :]
+    colon = rest.find(":")
+    slash = rest.find("/")
+    if colon <= 0 or slash < 0 or colon > slash or not rest[:colon].isdigit():
+        return None
+    bot_id = rest[:colon]
+    tail = rest[slash + 1 :]
+    safe_path = path[: start + 4] + bot_id + ":REDACTED/" + tail
+    if is_file:
+        method = "file"
+        template = TELEGRAM_FILE_URL_TEMPLATE
+    else:
+        # aiogram's test environment adds "/test/" before the method.
+        method = tail.rsplit("/", 1)[-1] or tail
+        template = TELEGRAM_URL_TEMPLATE
+    return BotApiTarget(
+        method=method,
+        bot_id=bot_id,
+        span_name=SPAN_TELEGRAM_API + " " + method,
+        safe_path=safe_path,
+        template=template,
+        attributes={TELEGRAM_API_METHOD: method, TELEGRAM_BOT_ID: bot_id, URL_TEMPLATE: template},
+    )
+
+
+#: Set by the aiogram instrumentation while it has a ``telegram.api`` span open for a call,
+#: so the aiohttp client instrumentation adds its HTTP details to that span instead of
+#: opening a second one.
+current_api_span: ContextVar[Any] = ContextVar("otelbot_current_api_span", default=None)
