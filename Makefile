@@ -1,0 +1,36 @@
+# otelbot — the README's commands. `make test` and `make demo` work on a fresh machine:
+# they create .venv, install the project, and make sure PostgreSQL and Redis run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test demo lint bench docs services clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+services:
+	scripts/services
+
+test: $(VENV)/.installed services
+	source .services/env && $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check otelbot tests examples
+	$(BIN)/mypy
+
+docs: $(VENV)/.installed
+	$(BIN)/python -m otelbot.semconv > docs/metrics.md
+
+demo: $(VENV)/.installed services
+	source .services/env && $(BIN)/otelbot demo
+
+bench: $(VENV)/.installed services
+	source .services/env && $(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .services .pytest_cache .mypy_cache .ruff_cache
