@@ -327,6 +327,306 @@ OTELBOT_AGENT_COLLECT_ERRORS = Metric(
     (OTELBOT_COLLECTOR, ERROR_TYPE), source="agent",
 )
 
+# Agent attributes
+POSTGRESQL_INDEX_NAME = "postgresql.index.name"
+POSTGRESQL_BACKEND_STATE = "postgresql.backend.state"
+POSTGRESQL_APPLICATION_NAME = "postgresql.application.name"
+POSTGRESQL_ROW_STATE = "postgresql.row.state"  # live | dead
+POSTGRESQL_MAINTENANCE_MODE = "postgresql.maintenance.mode"  # manual | auto
+POSTGRESQL_QUERY_ID = "postgresql.query.id"
+PROCESS_PID = "process.pid"
+PROCESS_CONTEXT_SWITCH_TYPE = "process.context_switch.type"  # voluntary | involuntary
+OTELBOT_SIGNAL = "otelbot.signal"  # metrics | logs
+FINDING_OBJECT = "otelbot.finding.object"
+FINDING_EVIDENCE = "otelbot.finding.evidence"
+FINDING_SUGGESTION = "otelbot.finding.suggestion"
+
+# Agent findings: OTel log records carrying these event names.
+EVENT_UNUSED_INDEX = "otelbot.postgresql.unused_index"
+EVENT_DUPLICATE_INDEX = "otelbot.postgresql.duplicate_index"
+EVENT_INVALID_INDEX = "otelbot.postgresql.invalid_index"
+EVENT_MISSING_INDEX = "otelbot.postgresql.missing_index"
+EVENT_IDLE_IN_TRANSACTION = "otelbot.postgresql.idle_in_transaction"
+EVENT_BOT_FROZEN = "otelbot.bot.frozen"
+
+OTELBOT_AGENT_EXPORT_FAILED = Metric(
+    "otelbot.agent.export.failed", "counter", "{item}",
+    "Data points or log records the agent could not deliver to the OTLP endpoint (counted loss).",
+    (OTELBOT_SIGNAL,), source="agent",
+)
+
+_PG = (SERVER_ADDRESS, SERVER_PORT, DB_NAMESPACE)
+_PG_TABLE = (*_PG, DB_COLLECTION_NAME)
+_PG_INDEX = (*_PG_TABLE, POSTGRESQL_INDEX_NAME)
+_REDIS = (SERVER_ADDRESS, SERVER_PORT)
+
+# Process collector (process.* above, plus)
+PROCESS_CONTEXT_SWITCHES = Metric(
+    "process.context_switches", "observable_counter", "{context_switch}",
+    "Context switches of the bot process.", (PROCESS_CONTEXT_SWITCH_TYPE,), source="agent",
+)
+PROCESS_UPTIME = Metric(
+    "process.uptime", "observable_gauge", "s", "Time since the bot process started.",
+    source="agent",
+)
+
+# Runtime collector (reads the bot's stats file; cpython.gc.*, otelbot.asyncio.tasks and
+# telegram.updates.active above carry process.pid when the agent reports them)
+OTELBOT_GC_PAUSE_TIME = Metric(
+    "otelbot.gc.pause.time", "observable_counter", "s",
+    "Total time garbage collections stopped the bot.", (CPYTHON_GC_GENERATION, PROCESS_PID),
+    source="agent",
+)
+OTELBOT_GC_PAUSE_MAX = Metric(
+    "otelbot.gc.pause.max", "observable_gauge", "s", "Longest garbage-collection pause.",
+    (CPYTHON_GC_GENERATION, PROCESS_PID), source="agent",
+)
+OTELBOT_ASYNCIO_LOOP_LAG_LAST = Metric(
+    "otelbot.asyncio.loop.lag.last", "observable_gauge", "s",
+    "Event-loop lag measured at the bot's last tick.", (PROCESS_PID,), source="agent",
+)
+OTELBOT_ASYNCIO_LOOP_LAG_MAX = Metric(
+    "otelbot.asyncio.loop.lag.max", "observable_gauge", "s",
+    "Longest event-loop lag since the bot started.", (PROCESS_PID,), source="agent",
+)
+OTELBOT_BOT_UPDATES_HANDLED = Metric(
+    "otelbot.bot.updates.handled", "observable_counter", "{update}",
+    "Updates the bot has handled since it started.", (PROCESS_PID,), source="agent",
+)
+OTELBOT_BOT_HEARTBEAT_AGE = Metric(
+    "otelbot.bot.heartbeat.age", "observable_gauge", "s",
+    "Seconds since the bot last wrote its stats file; a large value means a frozen bot.",
+    (PROCESS_PID,), source="agent",
+)
+
+# PostgreSQL collector: names of the OpenTelemetry Collector postgresqlreceiver where it has one
+POSTGRESQL_UP = Metric(
+    "postgresql.up", "observable_gauge", "1", "1 when the database answered the last poll, else 0.",
+    (*_PG, ERROR_TYPE), source="agent",
+)
+POSTGRESQL_DB_SIZE = Metric(
+    "postgresql.db_size", "observable_updowncounter", "By", "Database size.", _PG, source="agent",
+)
+POSTGRESQL_COMMITS = Metric(
+    "postgresql.commits", "observable_counter", "{commit}", "Committed transactions.", _PG,
+    source="agent",
+)
+POSTGRESQL_ROLLBACKS = Metric(
+    "postgresql.rollbacks", "observable_counter", "{rollback}", "Rolled-back transactions.", _PG,
+    source="agent",
+)
+POSTGRESQL_BLKS_HIT = Metric(
+    "postgresql.blks_hit", "observable_counter", "{block}",
+    "Block reads served from the buffer cache (cache hit ratio = hit / (hit + read)).", _PG,
+    source="agent",
+)
+POSTGRESQL_BLKS_READ = Metric(
+    "postgresql.blks_read", "observable_counter", "{block}", "Block reads that missed the cache.",
+    _PG, source="agent",
+)
+POSTGRESQL_DEADLOCKS = Metric(
+    "postgresql.deadlocks", "observable_counter", "{deadlock}", "Deadlocks detected.", _PG,
+    source="agent",
+)
+POSTGRESQL_TEMP_FILES = Metric(
+    "postgresql.temp_files", "observable_counter", "{file}",
+    "Temporary files written by queries (work_mem too small).", _PG, source="agent",
+)
+POSTGRESQL_TEMP_IO = Metric(
+    "postgresql.temp.io", "observable_counter", "By", "Bytes written to temporary files.", _PG,
+    source="agent",
+)
+POSTGRESQL_CONFLICTS = Metric(
+    "postgresql.conflicts", "observable_counter", "{query}",
+    "Queries cancelled by recovery conflicts (standbys).", _PG, source="agent",
+)
+POSTGRESQL_DATABASE_XID_AGE = Metric(
+    "postgresql.database.xid_age", "observable_gauge", "{transaction}",
+    "Age of the database's oldest unfrozen transaction id (wraparound risk).", _PG,
+    source="agent",
+)
+POSTGRESQL_BACKENDS = Metric(
+    "postgresql.backends", "observable_updowncounter", "{connection}",
+    "Connections to the database by state and application_name (top applications, rest as "
+    "`(other)`).", (*_PG, POSTGRESQL_BACKEND_STATE, POSTGRESQL_APPLICATION_NAME), source="agent",
+)
+POSTGRESQL_CONNECTION_MAX = Metric(
+    "postgresql.connection.max", "observable_updowncounter", "{connection}",
+    "max_connections of the server.", _PG, source="agent",
+)
+POSTGRESQL_IDLE_IN_TRANSACTION_MAX = Metric(
+    "postgresql.idle_in_transaction.max_duration", "observable_gauge", "s",
+    "Longest time a session has been idle inside an open transaction.", _PG, source="agent",
+)
+POSTGRESQL_TRANSACTION_MAX = Metric(
+    "postgresql.transaction.max_duration", "observable_gauge", "s",
+    "Age of the oldest open transaction.", _PG, source="agent",
+)
+POSTGRESQL_LOCKS_WAITING = Metric(
+    "postgresql.locks.waiting", "observable_gauge", "{lock}", "Lock requests not yet granted.",
+    _PG, source="agent",
+)
+POSTGRESQL_TABLE_COUNT = Metric(
+    "postgresql.table.count", "observable_updowncounter", "{table}", "User tables.", _PG,
+    source="agent",
+)
+POSTGRESQL_TABLE_SIZE = Metric(
+    "postgresql.table.size", "observable_updowncounter", "By",
+    "Table size with TOAST and indexes (top tables, rest as `(other)`).", _PG_TABLE,
+    source="agent",
+)
+POSTGRESQL_SEQUENTIAL_SCANS = Metric(
+    "postgresql.sequential_scans", "observable_counter", "{sequential_scan}",
+    "Sequential scans of the table.", _PG_TABLE, source="agent",
+)
+POSTGRESQL_SEQUENTIAL_SCANS_ROWS = Metric(
+    "postgresql.sequential_scans.rows_read", "observable_counter", "{row}",
+    "Rows read by sequential scans of the table.", _PG_TABLE, source="agent",
+)
+POSTGRESQL_TABLE_INDEX_SCANS = Metric(
+    "postgresql.table.index_scans", "observable_counter", "{scan}",
+    "Index scans on the table, all its indexes together.", _PG_TABLE, source="agent",
+)
+POSTGRESQL_ROWS = Metric(
+    "postgresql.rows", "observable_updowncounter", "{row}", "Live and dead rows of the table.",
+    (*_PG_TABLE, POSTGRESQL_ROW_STATE), source="agent",
+)
+POSTGRESQL_TABLE_VACUUM_COUNT = Metric(
+    "postgresql.table.vacuum.count", "observable_counter", "{vacuum}",
+    "Vacuums of the table, manual or by autovacuum.", (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
+    source="agent",
+)
+POSTGRESQL_TABLE_ANALYZE_COUNT = Metric(
+    "postgresql.table.analyze.count", "observable_counter", "{analyze}",
+    "Analyzes of the table, manual or by autovacuum.", (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
+    source="agent",
+)
+POSTGRESQL_TABLE_VACUUM_AGE = Metric(
+    "postgresql.table.vacuum.age", "observable_gauge", "s",
+    "Time since the table was last vacuumed (either mode); absent when never.", _PG_TABLE,
+    source="agent",
+)
+POSTGRESQL_TABLE_ANALYZE_AGE = Metric(
+    "postgresql.table.analyze.age", "observable_gauge", "s",
+    "Time since the table was last analyzed (either mode); absent when never.", _PG_TABLE,
+    source="agent",
+)
+POSTGRESQL_INDEX_COUNT = Metric(
+    "postgresql.index.count", "observable_updowncounter", "{index}", "User indexes.", _PG,
+    source="agent",
+)
+POSTGRESQL_INDEX_SCANS = Metric(
+    "postgresql.index.scans", "observable_counter", "{scan}",
+    "Scans of the index (top indexes, rest as `(other)`).", _PG_INDEX, source="agent",
+)
+POSTGRESQL_INDEX_SIZE = Metric(
+    "postgresql.index.size", "observable_updowncounter", "By", "Index size.", _PG_INDEX,
+    source="agent",
+)
+POSTGRESQL_INDEX_TUPLES_READ = Metric(
+    "postgresql.index.tuples_read", "observable_counter", "{tuple}",
+    "Index entries returned by scans of the index.", _PG_INDEX, source="agent",
+)
+POSTGRESQL_INDEX_TUPLES_FETCHED = Metric(
+    "postgresql.index.tuples_fetched", "observable_counter", "{tuple}",
+    "Live table rows fetched by simple index scans of the index.", _PG_INDEX, source="agent",
+)
+_PG_STATEMENT = (*_PG, POSTGRESQL_QUERY_ID, DB_QUERY_TEXT)
+POSTGRESQL_STATEMENT_CALLS = Metric(
+    "postgresql.statement.calls", "observable_counter", "{call}",
+    "Calls of a top statement from pg_stat_statements (normalized text, `$n` placeholders).",
+    _PG_STATEMENT, source="agent",
+)
+POSTGRESQL_STATEMENT_TIME = Metric(
+    "postgresql.statement.time", "observable_counter", "s",
+    "Total execution time of a top statement.", _PG_STATEMENT, source="agent",
+)
+POSTGRESQL_STATEMENT_MEAN_TIME = Metric(
+    "postgresql.statement.mean_time", "observable_gauge", "s",
+    "Mean execution time of a top statement.", _PG_STATEMENT, source="agent",
+)
+POSTGRESQL_STATEMENT_ROWS = Metric(
+    "postgresql.statement.rows", "observable_counter", "{row}",
+    "Rows returned or affected by a top statement.", _PG_STATEMENT, source="agent",
+)
+
+# Redis collector: names of the OpenTelemetry Collector redisreceiver where it has one
+REDIS_UP = Metric(
+    "redis.up", "observable_gauge", "1", "1 when Redis answered the last poll, else 0.",
+    (*_REDIS, ERROR_TYPE), source="agent",
+)
+REDIS_MEMORY_USED = Metric(
+    "redis.memory.used", "observable_gauge", "By", "Memory allocated by Redis.", _REDIS,
+    source="agent",
+)
+REDIS_MEMORY_RSS = Metric(
+    "redis.memory.rss", "observable_gauge", "By", "Resident memory of the Redis process.", _REDIS,
+    source="agent",
+)
+REDIS_MEMORY_PEAK = Metric(
+    "redis.memory.peak", "observable_gauge", "By", "Peak memory allocated by Redis.", _REDIS,
+    source="agent",
+)
+REDIS_MEMORY_FRAGMENTATION_RATIO = Metric(
+    "redis.memory.fragmentation_ratio", "observable_gauge", "1",
+    "Resident memory / allocated memory.", _REDIS, source="agent",
+)
+REDIS_MAXMEMORY = Metric(
+    "redis.maxmemory", "observable_gauge", "By", "maxmemory setting (0 = no limit).", _REDIS,
+    source="agent",
+)
+REDIS_CLIENTS_CONNECTED = Metric(
+    "redis.clients.connected", "observable_updowncounter", "{client}", "Connected clients.",
+    _REDIS, source="agent",
+)
+REDIS_CLIENTS_BLOCKED = Metric(
+    "redis.clients.blocked", "observable_updowncounter", "{client}",
+    "Clients blocked in a blocking call.", _REDIS, source="agent",
+)
+REDIS_COMMANDS_PROCESSED = Metric(
+    "redis.commands.processed", "observable_counter", "{command}", "Commands processed.", _REDIS,
+    source="agent",
+)
+REDIS_CONNECTIONS_RECEIVED = Metric(
+    "redis.connections.received", "observable_counter", "{connection}", "Connections accepted.",
+    _REDIS, source="agent",
+)
+REDIS_CONNECTIONS_REJECTED = Metric(
+    "redis.connections.rejected", "observable_counter", "{connection}",
+    "Connections rejected (maxclients).", _REDIS, source="agent",
+)
+REDIS_KEYSPACE_HITS = Metric(
+    "redis.keyspace.hits", "observable_counter", "{hit}", "Key lookups that found the key.",
+    _REDIS, source="agent",
+)
+REDIS_KEYSPACE_MISSES = Metric(
+    "redis.keyspace.misses", "observable_counter", "{miss}", "Key lookups that missed.", _REDIS,
+    source="agent",
+)
+REDIS_KEYS_EVICTED = Metric(
+    "redis.keys.evicted", "observable_counter", "{key}", "Keys evicted by maxmemory.", _REDIS,
+    source="agent",
+)
+REDIS_KEYS_EXPIRED = Metric(
+    "redis.keys.expired", "observable_counter", "{key}", "Keys expired.", _REDIS, source="agent",
+)
+REDIS_DB_KEYS = Metric(
+    "redis.db.keys", "observable_gauge", "{key}", "Keys in the logical database.",
+    (*_REDIS, DB_NAMESPACE), source="agent",
+)
+REDIS_DB_EXPIRES = Metric(
+    "redis.db.expires", "observable_gauge", "{key}", "Keys with a TTL in the logical database.",
+    (*_REDIS, DB_NAMESPACE), source="agent",
+)
+REDIS_SLOWLOG_LENGTH = Metric(
+    "redis.slowlog.length", "observable_gauge", "{entry}", "Entries in the slow log.", _REDIS,
+    source="agent",
+)
+REDIS_UPTIME = Metric(
+    "redis.uptime", "observable_counter", "s", "Time since the Redis server started.", _REDIS,
+    source="agent",
+)
+
 
 def all_metrics() -> list[Metric]:
     """Every metric in the catalogue, in declaration order."""
