@@ -116,20 +116,33 @@ class Patches:
     def __init__(self) -> None:
         self._saved: list[tuple[Any, str, Any]] = []
 
-    def wrap(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
-        """Replace ``owner.name`` by ``make(original)``; a missing attribute is skipped."""
-        original = owner.__dict__.get(name)
+    def wrap(self, owner: Any, name: str, make: Callable[[Any], Any],
+             inherited: bool = False) -> None:
+        """Replace ``owner.name`` by ``make(original)``; a missing attribute is skipped.
+
+        With ``inherited``, an attribute owner only inherits is wrapped on owner itself
+        (and removed again on restore), leaving the base class untouched.
+        """
+        own = name in owner.__dict__
+        original = owner.__dict__.get(name) if own else (
+            getattr(owner, name, None) if inherited else None)
         if original is None:
             return
         replacement = make(original)
         replacement.__otelbot_original__ = original
         setattr(owner, name, replacement)
-        self._saved.append((owner, name, original))
+        self._saved.append((owner, name, original if own else _INHERITED))
 
     def restore(self) -> None:
         while self._saved:
             owner, name, original = self._saved.pop()
-            setattr(owner, name, original)
+            if original is _INHERITED:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+_INHERITED = object()
 
 
 class OtelbotInstrumentor(BaseInstrumentor):

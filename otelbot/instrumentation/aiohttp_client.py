@@ -38,7 +38,7 @@ from otelbot.instrumentation._base import (
     record_exception,
 )
 from otelbot.instrumentation.redaction import redact_url
-from otelbot.instrumentation.telegram import BotApiTarget, current_api_span, parse_path
+from otelbot.instrumentation.telegram import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.semconv import (
     ERROR_TYPE,
     HTTP_CLIENT_REQUEST_DURATION,
@@ -141,12 +141,13 @@ class _Recorder:
         """Open the span for a request, or annotate aiogram's; returns (span, owned)."""
         api = target.api
         if api is not None:
-            outer = current_api_span.get()
+            outer = current_api_call.get()
             if outer is not None:
-                if outer.is_recording():
-                    outer.set_attributes(target.host_attrs)
-                    outer.set_attribute(HTTP_REQUEST_METHOD, method)
-                    outer.set_attribute(URL_FULL, target.safe_url)
+                span = outer.span
+                if span is not None and span.is_recording():
+                    span.set_attributes(target.host_attrs)
+                    span.set_attribute(HTTP_REQUEST_METHOD, method)
+                    span.set_attribute(URL_FULL, target.safe_url)
                 return outer, False
             if not target.trace:
                 return None, False
@@ -180,10 +181,12 @@ class _Recorder:
             err = str(status)
         self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
         api = target.api
-        if api is not None and not owned and span is not None:
-            # aiogram's span: it records the Bot API metrics itself.
-            if status and span.is_recording():
-                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+        if isinstance(span, ApiCall):
+            # aiogram's call: it records the Bot API metrics itself.
+            span.status = status
+            outer = span.span
+            if status and outer is not None and outer.is_recording():
+                outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
             return
         if api is not None:
             self.api_duration.record(elapsed, self.api_attrs(api.method, status, err))

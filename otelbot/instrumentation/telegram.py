@@ -83,7 +83,17 @@ def _parse(path: str) -> BotApiTarget | None:
     )
 
 
-#: Set by the aiogram instrumentation while it has a ``telegram.api`` span open for a call,
-#: so the aiohttp client instrumentation adds its HTTP details to that span instead of
-#: opening a second one.
-current_api_span: ContextVar[Any] = ContextVar("otelbot_current_api_span", default=None)
+class ApiCall:
+    """A Bot API call whose ``telegram.api`` span a framework instrumentation (aiogram)
+    holds open. The aiohttp client instrumentation puts its HTTP details on ``span`` and
+    the response status in ``status`` instead of opening a second span."""
+
+    __slots__ = ("span", "status")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.status = 0
+
+
+#: The ApiCall in progress in this context, if any.
+current_api_call: ContextVar[ApiCall | None] = ContextVar("otelbot_api_call", default=None)

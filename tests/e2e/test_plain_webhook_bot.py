@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otelbot.testing.fake_bot_api import Fault, FakeBotApi
+from otelbot.testing.fake_bot_api import FakeBotApi, Fault
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.e2e._run import free_port, otel_env, run_instrumented
 

@@ -1,0 +1,468 @@
+"""aiogram 3 instrumentation: one trace per Telegram update.
+
+Usage (``opentelemetry-instrument python bot.py`` does this for you through the
+``otelbot_aiogram`` entry point)::
+
+    from otelbot.instrumentation.aiogram import AiogramInstrumentor
+    AiogramInstrumentor().instrument()
+    await dp.start_polling(bot)     # every update: a trace rooted at "telegram.update message"
+
+Every update, however it arrives (long polling, aiogram's aiohttp webhook handlers, or a
+direct ``Dispatcher.feed_update`` / ``feed_raw_update`` / ``feed_webhook_update`` call),
+gets one span ``telegram.update <type>``: the root of its trace under polling, a child of
+the webhook's server span under webhooks. It is current while handlers run, so SQL,
+Redis and Bot API calls nest under it, also from ``handle_as_tasks`` tasks and from sync
+handlers (aiogram runs them in a thread with the context copied).
+
+Bot API calls made through aiogram's ``AiohttpSession`` get one span
+``telegram.api <method>`` with the HTTP details on it (the aiohttp client
+instrumentation adds them instead of opening a span of its own), the Bot API error code,
+and for flood control (429) ``telegram.api.retry_after`` plus a ``telegram.flood_wait``
+event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from otelbot.instrumentation import config, stats_file
+from otelbot.instrumentation._base import (
+    OtelbotInstrumentor,
+    create_instrument,
+    error_type,
+    internal_error,
+    record_exception,
+)
+from otelbot.instrumentation.telegram import ApiCall, current_api_call
+from otelbot.instrumentation.users import ActiveUsers
+from otelbot.semconv import (
+    ERROR_TYPE,
+    SPAN_EVENT_FLOOD_WAIT,
+    SPAN_TELEGRAM_API,
+    SPAN_TELEGRAM_UPDATE,
+    TELEGRAM_API_DURATION,
+    TELEGRAM_API_ERROR_CODE,
+    TELEGRAM_API_FLOOD_WAITS,
+    TELEGRAM_API_METHOD,
+    TELEGRAM_API_RETRY_AFTER,
+    TELEGRAM_API_RETRY_AFTER_METRIC,
+    TELEGRAM_BOT_ID,
+    TELEGRAM_CHAT_ID,
+    TELEGRAM_CHAT_TYPE,
+    TELEGRAM_HANDLER,
+    TELEGRAM_INGRESS,
+    TELEGRAM_UPDATE_DURATION,
+    TELEGRAM_UPDATE_ID,
+    TELEGRAM_UPDATE_OUTCOME,
+    TELEGRAM_UPDATE_TYPE,
+    TELEGRAM_UPDATES,
+    TELEGRAM_UPDATES_ACTIVE,
+    TELEGRAM_URL_TEMPLATE,
+    TELEGRAM_USER_ID,
+    TELEGRAM_USERS_ACTIVE,
+    TELEGRAM_USERS_WINDOW,
+    TELEGRAM_WEBHOOK_REPLY_METHOD,
+    URL_TEMPLATE,
+)
+
+INGRESS_POLLING = "polling"
+INGRESS_WEBHOOK = "webhook"
+INGRESS_DIRECT = "direct"
+OUTCOME_HANDLED = "handled"
+OUTCOME_UNHANDLED = "unhandled"
+OUTCOME_ERROR = "error"
+
+#: Set by the polling / webhook entry points so ``feed_update`` knows how the update came.
+_ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default=None)
+
+
+class _UpdateState:
+    """One update being handled: its span and what the handlers told us."""
+
+    __slots__ = ("exc", "handler", "span", "started", "type")
+
+    def __init__(self, span: Any, update_type: str, started: float) -> None:
+        self.span = span
+        self.type = update_type
+        self.started = started
+        self.handler: str | None = None
+        self.exc: BaseException | None = None
+
+
+_current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_update", default=None)
+_EMPTY_CONTEXT = context.Context()
+
+
+class _Recorder:
+    def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        from aiogram.dispatcher.event.bases import UNHANDLED
+        from aiogram.exceptions import TelegramRetryAfter
+        from aiogram.methods import TelegramMethod
+        from aiogram.types import ErrorEvent
+
+        self.unhandled = UNHANDLED
+        self.retry_after_exc = TelegramRetryAfter
+        self.telegram_method = TelegramMethod
+        self.error_event = ErrorEvent
+        self.tracer = tracer
+        self.capture_ids = config.capture_ids()
+        self.trace_get_updates = config.trace_get_updates()
+        self.updates = create_instrument(meter, TELEGRAM_UPDATES)
+        self.update_duration = create_instrument(meter, TELEGRAM_UPDATE_DURATION)
+        self.active = create_instrument(meter, TELEGRAM_UPDATES_ACTIVE)
+        self.api_duration = create_instrument(meter, TELEGRAM_API_DURATION)
+        self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)
+        self.retry_after = create_instrument(meter, TELEGRAM_API_RETRY_AFTER_METRIC)
+        self.users = ActiveUsers()
+        self.users_gauge = create_instrument(meter, TELEGRAM_USERS_ACTIVE,
+                                             callbacks=[self._observe_users])
+        self._type_attrs: dict[str, dict[str, Any]] = {}
+        self._span_names: dict[str, str] = {}
+        self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._api_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._api_span_attrs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._handler_names: dict[int, str] = {}
+        self._bot_ids: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ updates
+    def _observe_users(self, options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        try:
+            return [Observation(value, {TELEGRAM_USERS_WINDOW: window})
+                    for window, value in self.users.estimates().items()]
+        except Exception as exc:
+            internal_error("active users gauge", exc)
+            return []
+
+    def type_attrs(self, update_type: str) -> dict[str, Any]:
+        attrs = self._type_attrs.get(update_type)
+        if attrs is None:
+            attrs = self._type_attrs[update_type] = {TELEGRAM_UPDATE_TYPE: update_type}
+        return attrs
+
+    def bot_id(self, bot: Any) -> str:
+        key = id(bot)
+        value = self._bot_ids.get(key)
+        if value is None:
+            try:
+                value = str(bot.id)
+            except Exception:
+                value = ""
+            self._bot_ids[key] = value
+        return value
+
+    def begin(self, bot: Any, update: Any) -> tuple[_UpdateState, Any, Any]:
+        ingress = _ingress.get() or INGRESS_DIRECT
+        try:
+            update_type = update.event_type
+            event = update.event
+        except Exception:
+            update_type, event = "unknown", None
+        name = self._span_names.get(update_type)
+        if name is None:
+            name = self._span_names[update_type] = SPAN_TELEGRAM_UPDATE + " " + update_type
+        if ingress == INGRESS_POLLING:
+            parent, kind = _EMPTY_CONTEXT, SpanKind.SERVER
+        else:
+            parent, kind = None, SpanKind.INTERNAL
+        span = self.tracer.start_span(name, context=parent, kind=kind)
+        user = getattr(event, "from_user", None)
+        if span.is_recording():
+            attrs: dict[str, Any] = {
+                TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_INGRESS: ingress,
+                TELEGRAM_BOT_ID: self.bot_id(bot),
+            }
+            chat = getattr(event, "chat", None)
+            if chat is None:
+                message = getattr(event, "message", None)
+                chat = getattr(message, "chat", None)
+            if chat is not None:
+                attrs[TELEGRAM_CHAT_TYPE] = str(getattr(chat, "type", "") or "")
+            if self.capture_ids:
+                attrs[TELEGRAM_UPDATE_ID] = update.update_id
+                if chat is not None:
+                    attrs[TELEGRAM_CHAT_ID] = chat.id
+                if user is not None:
+                    attrs[TELEGRAM_USER_ID] = user.id
+            span.set_attributes(attrs)
+        if user is not None:
+            self.users.add(user.id)
+        state = _UpdateState(span, update_type, time.perf_counter())
+        ctx_token = context.attach(trace.set_span_in_context(span))
+        state_token = _current_update.set(state)
+        self.active.add(1, self.type_attrs(update_type))
+        stats_file.update_started()
+        return state, ctx_token, state_token
+
+    def end(self, begun: tuple[_UpdateState, Any, Any], result: Any,
+            exc: BaseException | None) -> None:
+        state, ctx_token, state_token = begun
+        elapsed = time.perf_counter() - state.started
+        _current_update.reset(state_token)
+        context.detach(ctx_token)
+        stats_file.update_finished()
+        error = exc or state.exc
+        if error is not None:
+            outcome = OUTCOME_ERROR
+        elif result is self.unhandled:
+            outcome = OUTCOME_UNHANDLED
+        else:
+            outcome = OUTCOME_HANDLED
+        err = error_type(error) if error is not None else None
+        self.active.add(-1, self.type_attrs(state.type))
+        ingress = _ingress.get() or INGRESS_DIRECT
+        self.updates.add(1, self.count_attrs(state.type, ingress, outcome, err))
+        self.update_duration.record(elapsed, self.outcome_attrs(state.type, outcome))
+        span = state.span
+        if span.is_recording():
+            span.set_attribute(TELEGRAM_UPDATE_OUTCOME, outcome)
+            span.set_attribute(TELEGRAM_HANDLER, state.handler or OUTCOME_UNHANDLED)
+            if exc is not None and exc is not state.exc:
+                record_exception(span, exc)
+            elif error is not None:
+                span.set_attribute(ERROR_TYPE, err)
+                span.set_status(StatusCode.ERROR)
+            if isinstance(result, self.telegram_method):
+                span.set_attribute(TELEGRAM_WEBHOOK_REPLY_METHOD, result.__api_method__)
+        span.end()
+
+    def outcome_attrs(self, update_type: str, outcome: str) -> dict[str, Any]:
+        key = (update_type, outcome)
+        attrs = self._outcome_attrs.get(key)
+        if attrs is None:
+            attrs = self._outcome_attrs[key] = {TELEGRAM_UPDATE_TYPE: update_type,
+                                                TELEGRAM_UPDATE_OUTCOME: outcome}
+        return attrs
+
+    def count_attrs(self, update_type: str, ingress: str, outcome: str,
+                    err: str | None) -> dict[str, Any]:
+        key = (update_type, ingress, outcome, err)
+        attrs = self._count_attrs.get(key)
+        if attrs is None:
+            attrs = {TELEGRAM_UPDATE_TYPE: update_type, TELEGRAM_INGRESS: ingress,
+                     TELEGRAM_UPDATE_OUTCOME: outcome}
+            if err is not None:
+                attrs[ERROR_TYPE] = err
+            self._count_attrs[key] = attrs
+        return attrs
+
+    # ------------------------------------------------------------------ handlers
+    def handler_name(self, handler: Any) -> str:
+        key = id(handler)
+        name = self._handler_names.get(key)
+        if name is None:
+            callback = getattr(handler, "callback", handler)
+            module = getattr(callback, "__module__", None) or ""
+            qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+            name = f"{module}.{qualname}" if module else qualname
+            self._handler_names[key] = name
+        return name
+
+    # ------------------------------------------------------------------ Bot API
+    def api_span_attrs(self, api_method: str, bot_id: str) -> dict[str, Any]:
+        key = (api_method, bot_id)
+        attrs = self._api_span_attrs.get(key)
+        if attrs is None:
+            attrs = self._api_span_attrs[key] = {
+                TELEGRAM_API_METHOD: api_method, TELEGRAM_BOT_ID: bot_id,
+                URL_TEMPLATE: TELEGRAM_URL_TEMPLATE,
+            }
+        return attrs
+
+    def api_attrs(self, api_method: str, code: int, err: str | None) -> dict[str, Any]:
+        key = (api_method, code, err)
+        attrs = self._api_attrs.get(key)
+        if attrs is None:
+            attrs = {TELEGRAM_API_METHOD: api_method}
+            if code:
+                attrs[TELEGRAM_API_ERROR_CODE] = code
+            if err is not None:
+                attrs[ERROR_TYPE] = err
+            self._api_attrs[key] = attrs
+        return attrs
+
+    def api_begin(self, bot: Any, method: Any) -> tuple[str, ApiCall, Any, float]:
+        api_method = method.__api_method__
+        if api_method == "getUpdates" and not self.trace_get_updates:
+            span = None
+        else:
+            span = self.tracer.start_span(
+                SPAN_TELEGRAM_API + " " + api_method, kind=SpanKind.CLIENT,
+                attributes=self.api_span_attrs(api_method, self.bot_id(bot)),
+            )
+        call = ApiCall(span)
+        token = current_api_call.set(call)
+        return api_method, call, token, time.perf_counter()
+
+    def api_end(self, begun: tuple[str, ApiCall, Any, float], exc: BaseException | None) -> None:
+        api_method, call, token, started = begun
+        elapsed = time.perf_counter() - started
+        current_api_call.reset(token)
+        code = call.status if call.status >= 400 else 0
+        err = error_type(exc) if exc is not None else None
+        retry_after = None
+        if exc is not None:
+            if isinstance(exc, self.retry_after_exc):
+                retry_after = exc.retry_after
+                code = code or 429
+            elif not code:
+                code = _error_code(exc)
+        self.api_duration.record(elapsed, self.api_attrs(api_method, code, err))
+        if retry_after is not None:
+            only_method = self.api_attrs(api_method, 0, None)
+            self.flood_waits.add(1, only_method)
+            self.retry_after.record(retry_after, only_method)
+        span = call.span
+        if span is None:
+            return
+        if span.is_recording():
+            if code:
+                span.set_attribute(TELEGRAM_API_ERROR_CODE, code)
+            if retry_after is not None:
+                span.set_attribute(TELEGRAM_API_RETRY_AFTER, retry_after)
+                span.add_event(SPAN_EVENT_FLOOD_WAIT, {TELEGRAM_API_RETRY_AFTER: retry_after})
+            if exc is not None:
+                record_exception(span, exc)
+        span.end()
+
+
+_ERROR_CODES = {
+    "TelegramBadRequest": 400, "TelegramMigrateToChat": 400, "TelegramUnauthorizedError": 401,
+    "TelegramForbiddenError": 403, "TelegramNotFound": 404, "TelegramConflictError": 409,
+    "TelegramEntityTooLarge": 413, "TelegramRetryAfter": 429, "TelegramServerError": 500,
+    "RestartingTelegram": 500,
+}
+
+
+def _error_code(exc: BaseException) -> int:
+    return _ERROR_CODES.get(type(exc).__name__, 0)
+
+
+# ---------------------------------------------------------------------- wrappers
+
+def _wrap_feed_update(original: Any, recorder: _Recorder) -> Any:
+    async def feed_update(self: Any, bot: Any, update: Any, **kwargs: Any) -> Any:
+        try:
+            begun = recorder.begin(bot, update)
+        except Exception as exc:
+            internal_error("aiogram update start", exc)
+            return await original(self, bot, update, **kwargs)
+        try:
+            result = await original(self, bot, update, **kwargs)
+        except BaseException as exc:
+            try:
+                recorder.end(begun, None, exc)
+            except Exception as inner:
+                internal_error("aiogram update end", inner)
+            raise
+        try:
+            recorder.end(begun, result, None)
+        except Exception as inner:
+            internal_error("aiogram update end", inner)
+        return result
+
+    return feed_update
+
+
+def _wrap_ingress(original: Any, ingress: str) -> Any:
+    async def entry(*args: Any, **kwargs: Any) -> Any:
+        if _ingress.get() is not None:
+            return await original(*args, **kwargs)
+        token = _ingress.set(ingress)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            _ingress.reset(token)
+
+    return entry
+
+
+def _wrap_handler_call(original: Any, recorder: _Recorder) -> Any:
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _current_update.get()
+        if state is None:
+            return await original(self, *args, **kwargs)
+        is_error_handler = bool(args) and isinstance(args[0], recorder.error_event)
+        if not is_error_handler:
+            try:
+                state.handler = recorder.handler_name(self)
+            except Exception as exc:
+                internal_error("aiogram handler name", exc)
+        try:
+            return await original(self, *args, **kwargs)
+        except BaseException as exc:
+            # Recorded here, so it shows even when an errors handler swallows it.
+            if not is_error_handler and state.exc is None and _is_failure(exc):
+                state.exc = exc
+                try:
+                    record_exception(state.span, exc)
+                except Exception as inner:
+                    internal_error("aiogram handler error", inner)
+            raise
+
+    return call
+
+
+def _is_failure(exc: BaseException) -> bool:
+    # aiogram's control-flow exceptions are not failures.
+    return type(exc).__name__ not in ("SkipHandler", "CancelHandler", "CancelledError")
+
+
+def _wrap_make_request(original: Any, recorder: _Recorder) -> Any:
+    async def make_request(self: Any, bot: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            begun = recorder.api_begin(bot, method)
+        except Exception as exc:
+            internal_error("aiogram Bot API call start", exc)
+            return await original(self, bot, method, *args, **kwargs)
+        try:
+            result = await original(self, bot, method, *args, **kwargs)
+        except BaseException as exc:
+            try:
+                recorder.api_end(begun, exc)
+            except Exception as inner:
+                internal_error("aiogram Bot API call end", inner)
+            raise
+        try:
+            recorder.api_end(begun, None)
+        except Exception as inner:
+            internal_error("aiogram Bot API call end", inner)
+        return result
+
+    return make_request
+
+
+class AiogramInstrumentor(OtelbotInstrumentor):
+    """Traces aiogram 3 updates, handlers and Bot API calls."""
+
+    _instruments: Collection[str] = ("aiogram >= 3.0",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from aiogram import Dispatcher
+        from aiogram.client.session.aiohttp import AiohttpSession
+        from aiogram.dispatcher.event.handler import HandlerObject
+
+        tracer, meter = self.telemetry(**kwargs)
+        recorder = _Recorder(tracer, meter)
+        wrap = self.patches.wrap
+        wrap(Dispatcher, "feed_update", lambda o: _wrap_feed_update(o, recorder))
+        wrap(Dispatcher, "_process_update", lambda o: _wrap_ingress(o, INGRESS_POLLING))
+        wrap(Dispatcher, "feed_webhook_update", lambda o: _wrap_ingress(o, INGRESS_WEBHOOK))
+        wrap(Dispatcher, "feed_raw_update", lambda o: _wrap_ingress(o, INGRESS_DIRECT))
+        try:
+            from aiogram.webhook.aiohttp_server import BaseRequestHandler
+
+            wrap(BaseRequestHandler, "handle", lambda o: _wrap_ingress(o, INGRESS_WEBHOOK))
+        except ImportError:  # aiohttp missing: no webhook handlers
+            pass
+        wrap(HandlerObject, "call", lambda o: _wrap_handler_call(o, recorder), inherited=True)
+        wrap(AiohttpSession, "make_request", lambda o: _wrap_make_request(o, recorder))
