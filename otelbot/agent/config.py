@@ -46,6 +46,7 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class ConfigError(Exception):
@@ -156,7 +157,7 @@ class PostgresConfig(_Section):
     top_indexes: int = Field(default=100, ge=1)
     top_statements: int = Field(default=20, ge=0)
     top_applications: int = Field(default=10, ge=1)
-    unused_index_window: Duration = 7 * 86400.0
+    unused_index_window: NonNegativeDuration = 7 * 86400.0  # 0: report never-used at once
     missing_index_min_seq_scans: int = Field(default=100, ge=1)
     missing_index_min_rows: int = Field(default=10_000, ge=1)
     idle_in_transaction_after: Duration = 60.0

@@ -224,9 +224,16 @@ WITH x AS (
          string_to_array(i.indkey::text, ' ') AS cols,
          string_to_array(i.indclass::text, ' ') AS ops,
          string_to_array(i.indcollation::text, ' ') AS colls,
-         coalesce(pg_get_expr(i.indexprs, i.indrelid), '') AS exprs,
-         coalesce(pg_get_expr(i.indpred, i.indrelid), '') AS pred,
+         -- raw node trees: pg_get_expr() would lock the table
+         regexp_replace(coalesce(i.indexprs::text, ''), ':location -?[0-9]+', '', 'g') AS exprs,
+         regexp_replace(coalesce(i.indpred::text, ''), ':location -?[0-9]+', '', 'g') AS pred,
          n.nspname, c.relname, t.relname AS table_name,
+         -- column names from the catalog: pg_get_indexdef() would lock the table
+         (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
+                                 ELSE a.attname::text END, ', ' ORDER BY k.ord)
+            FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+            LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         ) AS columns,
          EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) AS backs_constraint
     FROM pg_index i
     JOIN pg_class c ON c.oid = i.indexrelid
@@ -237,7 +244,7 @@ WITH x AS (
 )
 SELECT a.nspname || '.' || a.table_name AS table_name,
        a.nspname || '.' || a.relname AS index_name, b.nspname || '.' || b.relname AS covered_by,
-       pg_get_indexdef(a.indexrelid) AS index_def, pg_get_indexdef(b.indexrelid) AS covering_def,
+       a.columns AS index_columns, b.columns AS covering_columns,
        format('DROP INDEX CONCURRENTLY %I.%I;', a.nspname, a.relname) AS drop_sql
   FROM x a JOIN x b ON a.indrelid = b.indrelid AND a.indexrelid <> b.indexrelid
  WHERE a.relam = b.relam AND a.exprs = b.exprs AND a.pred = b.pred
@@ -621,8 +628,9 @@ class PostgresCollector(Collector):
             out.findings.append(
                 Finding(
                     semconv.EVENT_DUPLICATE_INDEX, r["index_name"],
-                    f"{r['index_def']} is covered by {r['covering_def']}: the second index "
-                    "starts with the same columns and serves the same queries",
+                    f"index {r['index_name']} ({r['index_columns']}) is covered by "
+                    f"{r['covered_by']} ({r['covering_columns']}) on {r['table_name']}: that "
+                    "index starts with the same columns and serves the same queries",
                     r["drop_sql"],
                     {**base, semconv.DB_COLLECTION_NAME: r["table_name"],
                      semconv.POSTGRESQL_INDEX_NAME: r["index_name"]},
