@@ -357,7 +357,8 @@ class Pipeline:
                     next_due[tier] = now + self._intervals[tier]
                 delay = min(next_due.values()) - self._clock()
             else:
-                # Everything due stays due, so the first poll after recovery collects it all.
+                # Its data was dropped: the first poll after recovery collects every tier.
+                next_due = dict.fromkeys(Tier, 0.0)
                 delay = self._backoff(self.status[index].failures_in_row)
             if delay > 0:
                 try:

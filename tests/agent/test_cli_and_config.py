@@ -1,0 +1,165 @@
+"""The otelbot-agent command and its configuration, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from otelbot.agent.config import ConfigError, load_config
+from otelbot.testing.otlp_receiver import OtlpReceiver
+
+from .conftest import free_port
+
+AGENT = [sys.executable, "-m", "otelbot.agent.cli"]
+
+
+def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")}
+    full_env.update(env or {})
+    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=60,
+                          env=full_env)
+
+
+def write_config(tmp_path: Path, pg_dsn: str, redis_url: str, extra: str = "") -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"postgresql:\n  databases:\n    - dsn: {pg_dsn}\n"
+        f"redis:\n  instances:\n    - url: {redis_url}\n"
+        f"state_file: {tmp_path / 'state.json'}\n{extra}"
+    )
+    return path
+
+
+def test_env_wins_over_the_file_and_durations_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("intervals:\n  fast: 15s\n  slow: 5m\npostgresql:\n  lock_timeout: 2s\n")
+    monkeypatch.setenv("OTELBOT_AGENT_INTERVALS__FAST", "3s")
+    monkeypatch.setenv("OTELBOT_AGENT_REDIS__INSTANCES", '[{"url": "redis://127.0.0.1:6379/1"}]')
+    config = load_config(path)
+    assert config.intervals.fast == 3.0 and config.intervals.slow == 300.0
+    assert config.postgresql.lock_timeout == 2.0
+    assert config.redis.instances[0].label() == "127.0.0.1:6379"
+
+
+def test_secrets_come_from_files(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql://bot:pa55word@db.internal:6543/botdb\n")
+    path = tmp_path / "a.yaml"
+    path.write_text(f"postgresql:\n  databases:\n    - dsn_file: {tmp_path / 'dsn'}\n")
+    db = load_config(path).postgresql.databases[0]
+    assert db.connect_dsn().endswith("@db.internal:6543/botdb")
+    assert db.label() == "db.internal:6543/botdb"
+    assert "pa55word" not in repr(db)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("intervals:\n  fast: soon\n", "intervals.fast: expected a duration like 15s"),
+        ("postgres:\n  databases: []\n", "postgres: unknown key"),
+        ("process:\n  enabled: true\n", "process: set one of pid, pid_file or pattern"),
+        ("postgresql:\n  databases:\n    - dsn_file: /nonexistent/dsn\n",
+         "postgresql.databases.0: cannot read dsn_file '/nonexistent/dsn'"),
+        ("redis:\n  instances:\n    - url: http://x\n",
+         "redis.instances.0: url must start with redis://"),
+        ("intervals: [1, 2\n", "line 2"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+    ],
+)
+def test_bad_configs_give_one_line_each(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 1
+    assert expected in info.value.problems[0]
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("intervals:\n  fast: -1\n  slow: never\nredis:\n  instances: [{}]\n")
+    result = run_agent("check", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("otelbot-agent: config error: ") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_check_ok_and_failing_target(tmp_path: Path, pg_dsn: str, redis_url: str) -> None:
+    ok = run_agent("check", "--config", str(write_config(tmp_path, pg_dsn, redis_url)))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok    postgresql" in ok.stdout and "ok    redis" in ok.stdout
+
+    dead = free_port()
+    bad = write_config(
+        tmp_path, f"postgresql://postgres:hunter2secret@127.0.0.1:{dead}/test", redis_url,
+    )
+    result = run_agent("check", "--config", str(bad))
+    assert result.returncode == 1
+    assert f"FAIL  postgresql 127.0.0.1:{dead}/test" in result.stdout
+    assert "check host and port" in result.stdout
+    assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_once_json_and_table(tmp_path: Path, pg_dsn: str, redis_url: str) -> None:
+    config = str(write_config(tmp_path, pg_dsn, redis_url))
+    result = run_agent("once", "--config", config, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {o["name"]: o for o in objects if o["type"] == "metric"}
+    assert by_name["postgresql.up"]["value"] == 1
+    assert by_name["redis.up"]["value"] == 1
+    assert set(by_name["postgresql.db_size"]) == {"type", "name", "unit", "attributes", "value"}
+    assert by_name["postgresql.db_size"]["unit"] == "By"
+    assert by_name["postgresql.db_size"]["attributes"]["db.namespace"] == pg_dsn.rsplit("/", 1)[1]
+
+    table = run_agent("once", "--config", config, "--format", "table")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split() == ["METRIC", "VALUE", "UNIT", "ATTRIBUTES"]
+    assert "finding(s)" in table.stdout
+    assert not (tmp_path / "state.json").exists()  # once changes nothing
+
+
+def test_run_exports_serves_health_and_stops_on_sigterm(
+    tmp_path: Path, redis_url: str, otlp_receiver: OtlpReceiver
+) -> None:
+    port = free_port()
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"intervals:\n  fast: 0.5s\nexport_interval: 0.5s\n"
+        f"redis:\n  instances:\n    - url: {redis_url}\n"
+        f"health:\n  port: {port}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+               OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="otb-agent-e2e")
+    proc = subprocess.Popen([*AGENT, "run", "--config", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        otlp_receiver.wait_for(lambda r: r.points("redis.up"), 20)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert otlp_receiver.points("redis.up")[0].resource["service.name"] == "otb-agent-e2e"
