@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -441,7 +442,7 @@ class PostgresCollector(Collector):
             err = error_type(exc)
             self._up(out, False, err)
             out.target_up = False
-            out.failures.append(Failure(NAME, err, f"{self.target}: {_describe(exc)}"))
+            out.failures.append(Failure(NAME, err, f"{self.target}: {self._scrub(_describe(exc))}"))
             return out
         for category, run in self._categories:
             if category.tier not in tiers:
@@ -451,7 +452,8 @@ class PostgresCollector(Collector):
                 await run(out)
             except Exception as exc:
                 err = error_type(exc)
-                out.failures.append(Failure(category.name, err, f"{self.target}: {_describe(exc)}"))
+                message = f"{self.target}: {self._scrub(_describe(exc))}"
+                out.failures.append(Failure(category.name, err, message))
                 if isinstance(exc, _DISCONNECTED) or self._conn is None or self._conn.is_closed():
                     self._drop_connection()
                     out.samples.clear()
@@ -652,6 +654,17 @@ class PostgresCollector(Collector):
                 )
             )
 
+    def _scrub(self, text: str) -> str:
+        """Error messages never carry the password or the DSN."""
+        for secret in (self._db.password, self._db.dsn):
+            if secret is not None and secret.get_secret_value():
+                text = text.replace(secret.get_secret_value(), "***")
+        if self._db.dsn is not None:
+            password = urlsplit(self._db.dsn.get_secret_value()).password
+            if password:
+                text = text.replace(password, "***")
+        return text
+
     # ----------------------------------------------------------------------- check
 
     async def check(self) -> str:
@@ -660,7 +673,7 @@ class PostgresCollector(Collector):
             rows = await self._fetch(DATABASE_SQL)
         except Exception as exc:
             self._drop_connection()
-            raise CheckError(f"{_describe(exc)}; {_hint(exc)}") from None
+            raise CheckError(f"{self._scrub(_describe(exc))}; {_hint(exc)}") from None
         finally:
             await self.close()
         if not rows:
