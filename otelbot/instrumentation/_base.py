@@ -154,7 +154,10 @@ class OtelbotInstrumentor(BaseInstrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.patches = Patches()
+        # BaseInstrumentor is a singleton and __init__ runs on every call: keep the patch
+        # list of the instance so `XInstrumentor().uninstrument()` restores what it patched.
+        if not hasattr(self, "patches"):
+            self.patches = Patches()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._instruments

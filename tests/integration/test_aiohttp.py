@@ -274,3 +274,12 @@ async def test_server_uninstrument_restores_handle(telemetry: MemoryTelemetry) -
     assert web_app.Application._handle is not original
     inst.uninstrument()
     assert web_app.Application._handle is original
+
+
+def test_uninstrument_through_a_new_instrumentor_object_restores(telemetry: MemoryTelemetry) -> None:
+    from aiohttp import web_app
+
+    original = web_app.Application._handle
+    AiohttpServerInstrumentor().instrument(**telemetry.providers)
+    AiohttpServerInstrumentor().uninstrument()  # opentelemetry-instrument users do this
+    assert web_app.Application._handle is original
