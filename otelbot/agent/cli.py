@@ -261,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_once(config, args.format, sys.stdout, sys.stderr))
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:  # `otelbot-agent once | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

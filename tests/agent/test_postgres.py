@@ -38,6 +38,15 @@ async def indexed_table(pg_admin: asyncpg.Connection) -> Any:
         "table": t, "used": f"{t}_used", "unused": f"{t}_unused", "dup": f"{t}_dup",
         "invalid": f"{t}_invalid",
     }
+    try:
+        await _create_indexed_table(pg_admin, names)
+        yield names
+    finally:
+        await pg_admin.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+async def _create_indexed_table(pg_admin: asyncpg.Connection, names: dict[str, str]) -> None:
+    t = names["table"]
     await pg_admin.execute(
         f"CREATE TABLE {t} (id int PRIMARY KEY, a int, b int, c text, u int);"
         f"INSERT INTO {t} SELECT g, g % 10, g, 'x', g FROM generate_series(1, 2000) g;"
@@ -51,8 +60,6 @@ async def indexed_table(pg_admin: asyncpg.Connection) -> Any:
         # fails on the duplicate values of a and leaves an invalid index behind
         await pg_admin.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {names['invalid']} ON {t} (a)")
     await use_index(pg_admin, t, names["used"])
-    yield names
-    await pg_admin.execute(f"DROP TABLE IF EXISTS {t}")
 
 
 async def use_index(conn: asyncpg.Connection, table: str, index: str) -> None:
