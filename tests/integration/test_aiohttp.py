@@ -276,7 +276,9 @@ async def test_server_uninstrument_restores_handle(telemetry: MemoryTelemetry) -
     assert web_app.Application._handle is original
 
 
-def test_uninstrument_through_a_new_instrumentor_object_restores(telemetry: MemoryTelemetry) -> None:
+def test_uninstrument_through_a_new_instrumentor_object_restores(
+    telemetry: MemoryTelemetry,
+) -> None:
     from aiohttp import web_app
 
     original = web_app.Application._handle
