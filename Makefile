@@ -29,8 +29,12 @@ docs: $(VENV)/.installed
 demo: $(VENV)/.installed services
 	source .services/env && $(BIN)/otelbot demo
 
-bench: $(VENV)/.installed services
-	source .services/env && $(BIN)/python -m bench.run
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed services
+	source .services/env && $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .services .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""End-to-end: the workload bot under each configuration, updates per second.
+
+Each run: a fresh fake Bot API process with ``updates`` message updates queued, the bot
+(bare or under ``opentelemetry-instrument``) long-polling it, the OTLP receiver process
+shared by all runs. Throughput is read from the fake API's call log: the times of the
+``sendMessage`` calls, first and last 10% dropped (start-up and drain).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, Child, FakeApi, Receiver, \
+    instrument_command
+
+#: Every otelbot instrumentor entry point: naming them all lets the contrib ones load.
+OTELBOT_ENTRY_POINTS = ("otelbot_aiohttp_client,otelbot_aiohttp_server,otelbot_asyncpg,"
+                        "otelbot_redis,otelbot_aiogram,otelbot_runtime")
+SAMPLE_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+             "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+OFFLOAD = {"OTEL_TRACES_EXPORTER": "otelbot_offload"}
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    instrumented: bool
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+CONFIGS = [
+    Config("bare", False, {}, "plain python, no OpenTelemetry"),
+    Config("otelbot", True, {}, "otelbot, 100% sampled, OTLP/HTTP exporter in the bot"),
+    Config("otelbot+offload", True, OFFLOAD,
+           "otelbot, 100% sampled, OTLP encoding in a helper process"),
+    Config("contrib", True, {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": OTELBOT_ENTRY_POINTS},
+           "contrib aiohttp-client/asyncpg/redis, 100% sampled, OTLP/HTTP exporter"),
+    Config("otelbot 10%", True, SAMPLE_10, "otelbot, parentbased_traceidratio 0.1"),
+    Config("otelbot+offload 10%", True, {**SAMPLE_10, **OFFLOAD},
+           "otelbot, 10% sampled, OTLP encoding in a helper process"),
+    Config("contrib 10%", True,
+           {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": OTELBOT_ENTRY_POINTS, **SAMPLE_10},
+           "contrib, parentbased_traceidratio 0.1"),
+]
+
+
+@dataclass
+class RunResult:
+    config: str
+    updates_per_s: float
+    spans_per_update: float
+    cpu_us_per_update: float
+    peak_rss_mb: float
+
+
+def bot_env(config: Config, api: FakeApi, receiver: Receiver, work_ms: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({
+        "BOT_TOKEN": BOT_TOKEN, "BOT_API_BASE": api.base_url, "PG_DSN": PG_DSN,
+        "REDIS_URL": REDIS_URL, "BENCH_WORK_MS": str(work_ms), "PYTHONUNBUFFERED": "1",
+    })
+    if config.instrumented:
+        env.update({
+            "OTEL_SERVICE_NAME": "bench-bot",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+        })
+        env.update(config.env)
+    return env
+
+
+def steady_rate(times: list[float], trim: float = 0.1) -> float:
+    """Calls per second between the first and last ``trim`` share of the calls."""
+    times = sorted(times)
+    lo, hi = int(len(times) * trim), int(len(times) * (1 - trim)) - 1
+    if hi <= lo or times[hi] <= times[lo]:
+        return 0.0
+    return (hi - lo) / (times[hi] - times[lo])
+
+
+def run_once(config: Config, receiver: Receiver, updates: int, work_ms: float,
+             timeout: float = 300.0) -> RunResult:
+    api = FakeApi(updates)
+    cmd = [sys.executable, "-m", "bench.workload_bot"]
+    if config.instrumented:
+        cmd = [instrument_command(), *cmd]
+    spans_before = receiver.spans()
+    bot = Child(cmd, bot_env(config, api, receiver, work_ms))
+    try:
+        bot.wait_line("polling", 60)
+        cpu_start = bot.cpu_seconds()
+        deadline = time.monotonic() + timeout
+        while True:
+            status = api.get("/_control/status")
+            if status["delivered"] >= updates and status["calls"] >= updates:
+                sent = api.get("/_control/calls?method=sendMessage")
+                if len(sent) >= updates:
+                    break
+            if bot.proc.poll() is not None:
+                raise RuntimeError(f"bot exited early:\n{bot.output[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{config.name}: {updates} updates not handled in time")
+            time.sleep(0.25)
+        cpu = bot.cpu_seconds() - cpu_start
+        _, peak = bot.rss_bytes()
+    finally:
+        code = bot.stop()
+        api.stop()
+    if code not in (0, -15):
+        raise RuntimeError(f"{config.name}: bot exited with {code}:\n{bot.output[-3000:]}")
+    spans = 0
+    if config.instrumented:
+        # The bot flushes its span queue on shutdown; wait for the count to settle.
+        last, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 0.6:
+            now = receiver.spans() - spans_before
+            if now != last:
+                last, stable_since = now, time.monotonic()
+            time.sleep(0.1)
+        spans = last
+    return RunResult(config.name, steady_rate([c["at"] for c in sent]), spans / updates,
+                     cpu / updates * 1e6, peak / 2**20)
+
+
+@dataclass
+class Summary:
+    config: Config
+    runs: list[RunResult]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.updates_per_s for r in self.runs)
+
+    def med(self, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs)
+
+
+def run_interleaved(configs: list[Config], repeats: int, updates: int, work_ms: float,
+                    log=print) -> list[Summary]:
+    """A B C …, A B C …: each round runs every configuration once."""
+    receiver = Receiver()
+    summaries = [Summary(c, []) for c in configs]
+    try:
+        for round_no in range(1, repeats + 1):
+            for summary in summaries:
+                result = run_once(summary.config, receiver, updates, work_ms)
+                summary.runs.append(result)
+                log(f"  round {round_no}/{repeats} {summary.config.name:<22} "
+                    f"{result.updates_per_s:7.1f} updates/s  "
+                    f"{result.spans_per_update:4.2f} spans/update  "
+                    f"{result.cpu_us_per_update:6.0f} µs CPU/update")
+    finally:
+        receiver.close()
+    return summaries

@@ -1,0 +1,111 @@
+"""``make bench``: every benchmark, side by side, one table.
+
+    python -m bench.run                       # full run, writes bench/results/latest.md
+    python -m bench.run --quick               # tiny sizes (what the smoke test runs)
+    python -m bench.run --only e2e --configs bare,otelbot --repeats 3
+
+Parts: ``e2e`` (the workload bot per configuration, interleaved rounds), ``ops`` (added
+µs per aiohttp request / asyncpg query / Redis command, otelbot vs contrib), ``pressure``
+(the OTLP endpoint down during load), ``agent`` (one agent collection on a large schema
+beside prometheus-postgres-exporter, when both are available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from bench import e2e
+from bench.procs import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def e2e_table(summaries: list[e2e.Summary]) -> str:
+    bare = next((s.median for s in summaries if s.config.name == "bare"), None)
+    rows = ["| configuration | updates/s (median) | min–max | ratio to bare | spans/update "
+            "| bot CPU µs/update | bot peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in summaries:
+        ratio = f"{s.median / bare:.2f}" if bare else "–"
+        lo = min(r.updates_per_s for r in s.runs)
+        hi = max(r.updates_per_s for r in s.runs)
+        rows.append(f"| {s.config.name} | {s.median:.0f} | {lo:.0f}–{hi:.0f} | {ratio} | "
+                    f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
+                    f"{s.med('peak_rss_mb'):.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="e2e,ops,pressure,agent",
+                        help="comma-separated parts to run")
+    parser.add_argument("--configs", default=",".join(c.name for c in e2e.CONFIGS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--work-ms", type=float, default=1.0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.updates = 1, 60
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = [c for c in e2e.CONFIGS if c.name in wanted]
+    unknown = set(wanted) - {c.name for c in configs}
+    if unknown:
+        parser.error(f"unknown configuration(s) {sorted(unknown)}; "
+                     f"known: {[c.name for c in e2e.CONFIGS]}")
+
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    sections = [f"# otelbot benchmark results\n\n{started}; `{command.strip()}`\n\n"
+                f"Machine: {machine()}\n"]
+    data: dict[str, object] = {"when": started, "machine": machine(), "command": command}
+
+    if "e2e" in parts:
+        print(f"e2e: {len(configs)} configurations x {args.repeats} rounds, "
+              f"{args.updates} updates each, {args.work_ms} ms work per update", flush=True)
+        summaries = e2e.run_interleaved(configs, args.repeats, args.updates, args.work_ms,
+                                        log=lambda m: print(m, flush=True))
+        table = e2e_table(summaries)
+        sections.append(
+            f"## End to end: aiogram bot, {args.updates} updates, {args.repeats} interleaved "
+            f"rounds\n\nPer update: one asyncpg pool SELECT, one Redis INCR, one sendMessage, "
+            f"{args.work_ms} ms of Python work.\n\n{table}\n")
+        data["e2e"] = [{"config": s.config.name, "description": s.config.description,
+                        "median": s.median, "runs": [r.__dict__ for r in s.runs]}
+                       for s in summaries]
+
+    text = "\n".join(sections)
+    print("\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The benchmark's workload: a plain aiogram 3 bot with no otelbot code in it.
+
+Per update: one ``SELECT`` through an asyncpg pool, one Redis ``INCR``, one
+``sendMessage`` and ~1 ms of Python work (``BENCH_WORK_MS``). It long-polls the Bot API
+at ``BOT_API_BASE`` (the fake one, in another process) and runs until SIGTERM.
+
+    BOT_TOKEN=123:abc BOT_API_BASE=http://127.0.0.1:8081 python -m bench.workload_bot
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import asyncpg
+import redis.asyncio as redis
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Message
+
+router = Router(name="bench")
+pool: asyncpg.Pool | None = None
+cache: redis.Redis | None = None
+WORK_S = float(os.environ.get("BENCH_WORK_MS", "1.0")) / 1000.0
+
+
+def work(seconds: float) -> int:
+    """Ordinary Python work (what a handler does between its I/O calls)."""
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += sum(range(50))
+    return n
+
+
+@router.message(F.text)
+async def handle(message: Message) -> None:
+    assert pool is not None and cache is not None
+    user = message.from_user.id if message.from_user else 0
+    relations = await pool.fetchval("SELECT count(*) FROM pg_class WHERE relpages >= $1", 0)
+    hits = await cache.incr("bench:hits:" + str(user))
+    work(WORK_S)
+    await message.answer(f"{relations} relations, hit {hits}")
+
+
+async def main() -> None:
+    global pool, cache
+    pool = await asyncpg.create_pool(os.environ["PG_DSN"], min_size=4, max_size=8)
+    cache = redis.Redis.from_url(os.environ["REDIS_URL"])
+    session = AiohttpSession(api=TelegramAPIServer.from_base(os.environ["BOT_API_BASE"]))
+    bot = Bot(os.environ["BOT_TOKEN"], session=session)
+    dp = Dispatcher()
+    dp.include_router(router)
+    print("polling", flush=True)
+    await dp.start_polling(bot, polling_timeout=1, handle_signals=True, close_bot_session=True)
+    await cache.aclose()
+    await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
