@@ -101,12 +101,15 @@ _EMPTY_CONTEXT = context.Context()
 
 class _Recorder:
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        from aiogram import Dispatcher
         from aiogram.dispatcher.event.bases import UNHANDLED
         from aiogram.exceptions import TelegramRetryAfter
         from aiogram.methods import TelegramMethod
         from aiogram.types import ErrorEvent
 
         self.unhandled = UNHANDLED
+        # The Dispatcher registers its own update listener as a handler: not the bot's.
+        self.internal_callbacks = {Dispatcher.__dict__.get("_listen_update")}
         self.retry_after_exc = TelegramRetryAfter
         self.telegram_method = TelegramMethod
         self.error_event = ErrorEvent
@@ -256,16 +259,20 @@ class _Recorder:
         return attrs
 
     # ------------------------------------------------------------------ handlers
-    def handler_name(self, handler: Any) -> str:
+    def handler_name(self, handler: Any) -> str | None:
+        """The bot's handler's qualified name; None for aiogram's own listeners."""
         key = id(handler)
         name = self._handler_names.get(key)
         if name is None:
             callback = getattr(handler, "callback", handler)
+            if getattr(callback, "__func__", None) in self.internal_callbacks:
+                self._handler_names[key] = ""
+                return None
             module = getattr(callback, "__module__", None) or ""
             qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
             name = f"{module}.{qualname}" if module else qualname
             self._handler_names[key] = name
-        return name
+        return name or None
 
     # ------------------------------------------------------------------ Bot API
     def api_span_attrs(self, api_method: str, bot_id: str) -> dict[str, Any]:
@@ -394,7 +401,9 @@ def _wrap_handler_call(original: Any, recorder: _Recorder) -> Any:
         is_error_handler = bool(args) and isinstance(args[0], recorder.error_event)
         if not is_error_handler:
             try:
-                state.handler = recorder.handler_name(self)
+                name = recorder.handler_name(self)
+                if name is not None:
+                    state.handler = name
             except Exception as exc:
                 internal_error("aiogram handler name", exc)
         try:

@@ -149,7 +149,8 @@ class FakeBotApi:
     async def serve(self) -> None:
         """Start serving on the running loop (used directly by the CLI)."""
         self._new_updates = asyncio.Event()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -160,6 +161,11 @@ class FakeBotApi:
     async def _cleanup(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        # Requests still sleeping in a scripted fault (slow, hang) end here.
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:

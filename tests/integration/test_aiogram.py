@@ -1,0 +1,230 @@
+"""aiogram instrumentation in-process: a real Dispatcher and Bot against the fake Bot API,
+the real Redis, checked with the in-memory SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.exceptions import TelegramForbiddenError, TelegramNetworkError
+from aiogram.methods import SendMessage
+from aiogram.types import Message, Update
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+from otelbot.instrumentation.aiogram import AiogramInstrumentor
+from otelbot.instrumentation.aiohttp_client import AiohttpClientInstrumentor
+from otelbot.instrumentation.redis import RedisInstrumentor
+from otelbot.testing.fake_bot_api import FakeBotApi, Fault
+from otelbot.testing.memory import MemoryTelemetry
+
+
+@pytest.fixture
+def instrumented(telemetry: MemoryTelemetry) -> Iterator[MemoryTelemetry]:
+    parts = [AiogramInstrumentor(), AiohttpClientInstrumentor(), RedisInstrumentor()]
+    for p in parts:
+        p.instrument(**telemetry.providers)
+    yield telemetry
+    for p in parts:
+        p.uninstrument()
+
+
+@pytest.fixture
+async def bot(fake_bot_api: FakeBotApi, bot_token: str) -> AsyncIterator[Bot]:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(fake_bot_api.base_url))
+    b = Bot(bot_token, session=session)
+    yield b
+    await b.session.close()
+
+
+def update(api: FakeBotApi, text: str, bot: Bot) -> Update:
+    return Update.model_validate(api.message_update(text), context={"bot": bot})
+
+
+def make_dispatcher(redis_url: str) -> Dispatcher:
+    router = Router()
+    sync_redis = redis.Redis.from_url(redis_url)
+
+    @router.message(F.text == "sync")
+    def sync_handler(message: Message) -> None:  # aiogram runs it in a thread
+        sync_redis.get("otb_aiogram_test:sync")
+
+    @router.message(F.text == "reply")
+    async def webhook_reply(message: Message) -> SendMessage:
+        return message.answer("replied in the webhook response")
+
+    @router.message(F.text == "blocked")
+    async def blocked(message: Message) -> None:
+        await message.answer("you blocked me")
+
+    @router.message(F.text == "broken")
+    async def broken(message: Message) -> None:
+        await message.answer("the answer will not parse")
+
+    @router.message(F.text == "hello")
+    async def hello(message: Message) -> None:
+        await message.answer("hi")
+
+    dp = Dispatcher()
+    dp.include_router(router)
+    return dp
+
+
+def by_name(t: MemoryTelemetry, name: str) -> list[Any]:
+    return [s for s in t.spans() if s.name == name]
+
+
+async def test_direct_feed_update_with_bot_api_child(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
+) -> None:
+    dp = make_dispatcher(redis_url)
+    tracer = instrumented.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("outer") as outer:
+        await dp.feed_update(bot, update(fake_bot_api, "hello", bot))
+    (span,) = by_name(instrumented, "telegram.update message")
+    assert span.parent.span_id == outer.get_span_context().span_id  # direct: under the caller
+    assert span.attributes["telegram.ingress"] == "direct"
+    assert span.attributes["telegram.handler"].endswith("hello")
+    assert span.attributes["telegram.update.outcome"] == "handled"
+    (api,) = by_name(instrumented, "telegram.api sendMessage")
+    assert api.parent.span_id == span.context.span_id
+    assert api.attributes["http.response.status_code"] == 200
+    assert api.attributes["url.template"] == "/bot{token}/{method}"
+    # one span per Bot API call: nothing else from the aiohttp layer
+    assert [s.name for s in instrumented.spans()] == ["telegram.api sendMessage",
+                                                      "telegram.update message", "outer"]
+
+
+async def test_sync_handler_in_a_thread_keeps_the_trace(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
+) -> None:
+    dp = make_dispatcher(redis_url)
+    await dp.feed_raw_update(bot, fake_bot_api.message_update("sync"))
+    (span,) = by_name(instrumented, "telegram.update message")
+    (get,) = by_name(instrumented, "GET")
+    assert get.parent.span_id == span.context.span_id
+    assert span.attributes["telegram.handler"].endswith("sync_handler")
+
+
+async def test_unhandled_update(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
+) -> None:
+    dp = make_dispatcher(redis_url)
+    result = await dp.feed_update(bot, update(fake_bot_api, "nobody handles this", bot))
+    assert result is UNHANDLED
+    (span,) = by_name(instrumented, "telegram.update message")
+    assert span.attributes["telegram.update.outcome"] == "unhandled"
+    assert span.attributes["telegram.handler"] == "unhandled"
+    counts = instrumented.points("telegram.updates")
+    assert counts[0].attributes["telegram.update.outcome"] == "unhandled"
+
+
+async def test_webhook_reply_method_is_recorded(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
+) -> None:
+    dp = make_dispatcher(redis_url)
+    result = await dp.feed_webhook_update(bot, fake_bot_api.message_update("reply"))
+    assert isinstance(result, SendMessage)
+    (span,) = by_name(instrumented, "telegram.update message")
+    assert span.attributes["telegram.ingress"] == "webhook"
+    assert span.attributes["telegram.webhook.reply_method"] == "sendMessage"
+
+
+async def test_bot_api_errors_and_broken_json_reach_the_bot_unchanged(
+    telemetry: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, bot_token: str
+) -> None:
+    async def calls() -> list[tuple[str, str]]:
+        fake_bot_api.script("sendMessage", [Fault.forbidden(), Fault.broken_json(),
+                                            Fault.hang(2)])
+        seen = []
+        for timeout in (None, None, 1):
+            try:
+                await bot.send_message(1, "x", request_timeout=timeout)
+            except Exception as exc:
+                seen.append((type(exc).__name__, str(exc)))
+        return seen
+
+    bare = await calls()
+    parts = [AiogramInstrumentor(), AiohttpClientInstrumentor()]
+    for p in parts:
+        p.instrument(**telemetry.providers)
+    try:
+        instrumented = await calls()
+    finally:
+        for p in parts:
+            p.uninstrument()
+    assert [name for name, _ in bare] == ["TelegramForbiddenError", "ClientDecodeError",
+                                           "TelegramNetworkError"]
+    assert instrumented == bare
+    spans = by_name(telemetry, "telegram.api sendMessage")
+    assert len(spans) == 3 and len(telemetry.spans()) == 3
+    forbidden, broken, timeout = spans
+    assert forbidden.attributes["telegram.api.error_code"] == 403
+    assert forbidden.attributes["error.type"] == (
+        TelegramForbiddenError.__module__ + ".TelegramForbiddenError")
+    assert broken.attributes["error.type"].endswith("ClientDecodeError")
+    assert timeout.attributes["error.type"] == (
+        TelegramNetworkError.__module__ + ".TelegramNetworkError")
+    assert all(s.status.status_code == StatusCode.ERROR for s in spans)
+    text = repr([(dict(s.attributes), [dict(e.attributes) for e in s.events]) for s in spans])
+    assert bot_token.split(":")[1] not in text
+
+
+async def test_get_updates_traced_only_when_asked(
+    telemetry: MemoryTelemetry, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [AiogramInstrumentor(), AiohttpClientInstrumentor()]
+    for p in parts:
+        p.instrument(**telemetry.providers)
+    try:
+        await bot.get_updates(timeout=0)
+        assert telemetry.spans() == []
+    finally:
+        for p in parts:
+            p.uninstrument()
+    monkeypatch.setenv("OTELBOT_TRACE_GET_UPDATES", "true")
+    for p in parts:
+        p.instrument(**telemetry.providers)
+    try:
+        await bot.get_updates(timeout=0)
+    finally:
+        for p in parts:
+            p.uninstrument()
+    assert [s.name for s in telemetry.spans()] == ["telegram.api getUpdates"]
+    methods = [p.attributes["telegram.api.method"]
+               for p in telemetry.points("telegram.api.duration")]
+    assert methods == ["getUpdates"]
+
+
+async def test_cancelled_update_passes_through(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
+) -> None:
+    dp = make_dispatcher(redis_url)
+    fake_bot_api.script("sendMessage", [Fault.slow(5)])
+    task = asyncio.ensure_future(dp.feed_update(bot, update(fake_bot_api, "hello", bot)))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (span,) = by_name(instrumented, "telegram.update message")
+    assert span.attributes["error.type"].endswith("CancelledError")
+    assert trace.get_current_span() is trace.INVALID_SPAN  # context restored
+
+
+async def test_uninstrument_restores_aiogram(telemetry: MemoryTelemetry) -> None:
+    from aiogram.dispatcher.event.handler import HandlerObject
+
+    originals = (Dispatcher.feed_update, AiohttpSession.make_request, HandlerObject.call)
+    AiogramInstrumentor().instrument(**telemetry.providers)
+    assert Dispatcher.feed_update is not originals[0]
+    assert "call" in HandlerObject.__dict__
+    AiogramInstrumentor().uninstrument()
+    assert (Dispatcher.feed_update, AiohttpSession.make_request, HandlerObject.call) == originals
+    assert "call" not in HandlerObject.__dict__
