@@ -1,0 +1,13 @@
+"""``otelbot demo``: the whole product on one machine, with no backend to install.
+
+It loads the demo schema into PostgreSQL, starts the fake Bot API, runs
+``examples/demo_bot`` under the real ``opentelemetry-instrument`` and a real
+``otelbot-agent run`` beside it, both exporting OTLP to a receiver inside the demo, drives
+a mix of updates at the bot, and prints what the telemetry shows (terminal and HTML).
+
+- ``fake_api``: the fake Bot API with per-chat flood control (429 + retry_after);
+- ``load``: the update mix and the driver that pushes it;
+- ``run``: the orchestration (services, schema, processes, progress display);
+- ``analysis``: the report's numbers and the built-in problems, from the telemetry;
+- ``render``: the report as rich tables and as a self-contained HTML file.
+"""
