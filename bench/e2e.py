@@ -14,8 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, Child, FakeApi, Receiver, \
-    instrument_command
+from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, Child, FakeApi, Receiver, instrument_command
 
 #: Every otelbot instrumentor entry point: naming them all lets the contrib ones load.
 OTELBOT_ENTRY_POINTS = ("otelbot_aiohttp_client,otelbot_aiohttp_server,otelbot_asyncpg,"

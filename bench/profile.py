@@ -19,6 +19,72 @@ from pathlib import Path
 from bench import e2e
 from bench.procs import Child, FakeApi, Receiver, instrument_command
 
+_OTEL_PARTS = {"metrics", "trace", "sdk", "attributes", "context", "util", "propagate",
+               "propagators", "baggage", "exporter", "instrumentation", "semconv", "proto"}
+
+
+def package_of(frame: str) -> str | None:
+    """The top-level package a py-spy frame is in (``aiogram``, ``opentelemetry``,
+    ``otelbot``); None for the standard library."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    top = path.lstrip("/").split("/", 1)[0].removesuffix(".py")
+    if "/" in path and top in _OTEL_PARTS:  # py-spy drops the namespace package's name
+        return "opentelemetry"
+    if not top or top.startswith("<") or top in sys.stdlib_module_names:
+        return None
+    return top
+
+
+def by_package(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, float]]:
+    """Main-thread samples per package; stdlib frames count for the package calling them."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if thread not in frames[0]:
+            continue
+        n = int(count)
+        total += n
+        owner = "stdlib/asyncio"
+        for frame in reversed(frames[1:]):
+            package = package_of(frame)
+            if package is not None:
+                owner = package
+                break
+        counts[owner] += n
+    return [(p, n / total) for p, n in counts.most_common()] if total else []
+
+
+def instrumentation_cost(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, float]]:
+    """Main-thread samples spent in otelbot/OpenTelemetry, per innermost otelbot function
+    (what the instrumentation adds, including the SDK and stdlib work it causes)."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if thread not in frames[0]:
+            continue
+        n = int(count)
+        total += n
+        owner = None
+        for frame in reversed(frames[1:]):
+            package = package_of(frame)
+            if package is None:
+                continue
+            if package == "otelbot":
+                owner = frame  # the innermost otelbot frame: the instrumentation step
+                break
+            if package != "opentelemetry":
+                break
+        if owner is not None:
+            counts[owner] += n
+    return [(f, n / total) for f, n in counts.most_common()] if total else []
+
 
 def summarize(collapsed: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
@@ -32,7 +98,12 @@ def summarize(collapsed: Path, top: int) -> str:
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    out = [f"{total} samples", "", "own:"]
+    out = [f"{total} samples", "", "main thread by package:"]
+    out += [f"  {share:6.1%}  {package}" for package, share in by_package(collapsed)]
+    cost = instrumentation_cost(collapsed)
+    out += ["", f"otelbot/OpenTelemetry on the main thread: {sum(c for _, c in cost):.1%}"]
+    out += [f"  {share:6.1%}  {frame}" for frame, share in cost[:top]]
+    out += ["", "own:"]
     out += [f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
     out += ["", "inclusive:"]
     out += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]

@@ -43,14 +43,14 @@ def machine() -> str:
 
 def e2e_table(summaries: list[e2e.Summary]) -> str:
     bare = next((s.median for s in summaries if s.config.name == "bare"), None)
-    rows = ["| configuration | updates/s (median) | min–max | ratio to bare | spans/update "
+    rows = ["| configuration | updates/s (median) | min-max | ratio to bare | spans/update "
             "| bot CPU µs/update | bot peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
-        ratio = f"{s.median / bare:.2f}" if bare else "–"
+        ratio = f"{s.median / bare:.2f}" if bare else "-"
         lo = min(r.updates_per_s for r in s.runs)
         hi = max(r.updates_per_s for r in s.runs)
-        rows.append(f"| {s.config.name} | {s.median:.0f} | {lo:.0f}–{hi:.0f} | {ratio} | "
+        rows.append(f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | "
                     f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
                     f"{s.med('peak_rss_mb'):.0f} |")
     return "\n".join(rows)

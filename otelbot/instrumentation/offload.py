@@ -1,0 +1,306 @@
+"""Span export with the OTLP encoding in a helper process, off the bot's GIL (opt-in).
+
+    OTEL_TRACES_EXPORTER=otelbot_offload opentelemetry-instrument python bot.py
+
+The standard OTLP exporter turns every span into protobuf objects in the bot's process:
+~24 µs of Python per span, in the batch processor's thread, holding the GIL the event
+loop needs. With ``otelbot_offload`` the bot's batch processor hands each batch to this
+exporter, which flattens the spans into plain tuples and writes them, ``marshal``-ed, to a
+pipe; a helper process (``python -m otelbot.instrumentation.offload``, started on first
+use) rebuilds the SDK's ``ReadableSpan`` objects and sends them with the standard
+``OTLPSpanExporter`` (HTTP/protobuf, or gRPC when ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``),
+configured by the same ``OTEL_EXPORTER_OTLP_*`` variables. The collector receives the
+same OTLP content as from the in-process exporter.
+
+Memory stays bounded: when the helper falls behind (collector down, retries) the pipe
+fills, this exporter's write waits in the batch processor's thread, and the batch
+processor drops spans at its bounded queue, as it does with the standard exporter. If the
+helper dies, it is started again on the next batch (at most once per 5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+logger = logging.getLogger("otelbot")
+
+_HEADER = struct.Struct("<cI")  # frame kind, payload length
+_SPANS = b"S"
+_FLUSH = b"F"
+_RESTART_EVERY = 5.0
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- bot side
+
+def _flatten(spans: Sequence[Any]) -> tuple[Any, ...]:
+    """The batch as plain tuples, dicts and strings (what ``marshal`` takes), with each
+    resource and instrumentation scope written once."""
+    resources: dict[int, int] = {}
+    scopes: dict[int, int] = {}
+    resource_table: list[Any] = []
+    scope_table: list[Any] = []
+    rows: list[Any] = []
+    append = rows.append
+    for span in spans:
+        resource = span._resource
+        r = resources.get(id(resource))
+        if r is None:
+            r = resources[id(resource)] = len(resource_table)
+            resource_table.append((dict(resource.attributes), resource.schema_url or ""))
+        scope = span._instrumentation_scope
+        s = scopes.get(id(scope))
+        if s is None:
+            s = scopes[id(scope)] = len(scope_table)
+            if scope is None:
+                scope_table.append(None)
+            else:
+                scope_table.append((scope.name, scope.version, scope.schema_url,
+                                    dict(scope.attributes or {})))
+        ctx = span._context
+        parent = span._parent
+        attributes = span._attributes
+        events = span._events
+        links = span._links
+        status = span._status
+        append((
+            span._name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags),
+            tuple(ctx.trace_state.items()) if ctx.trace_state else (),
+            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote,
+                                         int(parent.trace_flags)),
+            span._kind.value, span._start_time, span._end_time,
+            dict(attributes) if attributes else None,
+            getattr(attributes, "dropped", 0),
+            tuple((e.name, e.timestamp, dict(e.attributes) if e.attributes else None)
+                  for e in events) if events else (),
+            getattr(events, "dropped", 0),
+            tuple((ln.context.trace_id, ln.context.span_id, int(ln.context.trace_flags),
+                   dict(ln.attributes) if ln.attributes else None) for ln in links)
+            if links else (),
+            getattr(links, "dropped", 0),
+            status.status_code.value, status.description,
+            r, s,
+        ))
+    return (FORMAT_VERSION, tuple(resource_table), tuple(scope_table), tuple(rows))
+
+
+_PLAIN_TYPES = (bool, int, float, str, bytes)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of the attribute types (enums, ``TraceFlags``) replaced by
+    their base type, so that ``marshal`` takes it."""
+    if value is None or type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    for base in _PLAIN_TYPES:
+        if isinstance(value, base):
+            return str.__str__(value) if base is str else cast(Any, base)(value)
+    return str(value)
+
+
+def _helper_command() -> list[str]:
+    # -I: the helper must not load opentelemetry-instrument's sitecustomize (PYTHONPATH)
+    # and instrument, or offload, itself.
+    return [sys.executable, "-I", "-m", "otelbot.instrumentation.offload"]
+
+
+class OffloadSpanExporter(SpanExporter):
+    """A ``SpanExporter`` that passes batches to the OTLP-encoding helper process."""
+
+    def __init__(self, command: Sequence[str] | None = None, **_: Any) -> None:
+        self._command = list(command) if command else _helper_command()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._last_start = 0.0
+        self._closed = False
+
+    def _helper(self) -> subprocess.Popen[bytes] | None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return proc
+        now = time.monotonic()
+        if proc is not None:
+            logger.warning("otelbot: the span export helper exited (%s); restarting it",
+                           proc.returncode)
+            if now - self._last_start < _RESTART_EVERY:
+                return None
+        self._last_start = now
+        env = {k: v for k, v in os.environ.items() if k != "OTEL_TRACES_EXPORTER"}
+        self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, close_fds=True)
+        return self._proc
+
+    def _send(self, kind: bytes, payload: bytes) -> subprocess.Popen[bytes] | None:
+        proc = self._helper()
+        if proc is None or proc.stdin is None:
+            return None
+        try:
+            proc.stdin.write(_HEADER.pack(kind, len(payload)) + payload)
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return None
+        return proc
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        if self._closed:
+            return SpanExportResult.FAILURE
+        try:
+            batch = _flatten(spans)
+            try:
+                payload = marshal.dumps(batch)
+            except ValueError:  # e.g. a str-enum attribute value: rare, slow path
+                payload = marshal.dumps(_plain(batch))
+        except Exception as exc:  # never break the bot
+            logger.warning("otelbot: could not hand spans to the export helper: %s", exc)
+            return SpanExportResult.FAILURE
+        with self._lock:
+            ok = self._send(_SPANS, payload) is not None
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until the helper has sent everything handed to it so far."""
+        with self._lock:
+            proc = self._send(_FLUSH, b"") if self._proc is not None else None
+            if proc is None or proc.stdout is None:
+                return self._proc is None
+            return _read_ack(proc, timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Close the pipe; the helper sends what it holds and exits (waited for ~10 s)."""
+        with self._lock:
+            self._closed = True
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10")) + 2)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+
+
+def _read_ack(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    assert proc.stdout is not None
+    done = threading.Event()
+    result: list[bytes] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        result.append(proc.stdout.readline())
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return done.wait(timeout) and result[0] == b"ok\n"
+
+
+# --------------------------------------------------------------------------- helper side
+
+def _rebuild(batch: tuple[Any, ...]) -> list[Any]:
+    """The SDK spans a flattened batch describes."""
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util import BoundedList
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+    from opentelemetry.util.types import Attributes  # noqa: F401
+
+    version, resource_table, scope_table, rows = batch
+    if version != FORMAT_VERSION:
+        raise ValueError(f"span batch format {version}, expected {FORMAT_VERSION}")
+    resources = [Resource(attrs, schema_url or None) for attrs, schema_url in resource_table]
+    scopes = [None if s is None else InstrumentationScope(s[0], s[1], s[2], s[3])
+              for s in scope_table]
+
+    def attributes(values: Any, dropped: int) -> Any:
+        if not dropped:
+            return values
+        bounded = BoundedAttributes(maxlen=None, attributes=values, immutable=False)
+        bounded.dropped = dropped
+        return bounded
+
+    def bounded(items: list[Any], dropped: int) -> Any:
+        if not dropped:
+            return items
+        out: Any = BoundedList(None)
+        out.extend(items)
+        out.dropped = dropped
+        return out
+
+    spans = []
+    for (name, trace_id, span_id, flags, state, parent, kind, start, end, attrs,
+         dropped_attrs, events, dropped_events, links, dropped_links, code, description,
+         r, s) in rows:
+        context = SpanContext(trace_id, span_id, False, flags,
+                              TraceState(list(state)) if state else None)
+        parent_context = None if parent is None else SpanContext(
+            parent[0], parent[1], parent[2], parent[3])
+        spans.append(ReadableSpan(
+            name, context=context, parent=parent_context, resource=resources[r],
+            attributes=attributes(attrs, dropped_attrs),
+            events=bounded([Event(n, a, t) for n, t, a in events], dropped_events),
+            links=bounded([Link(SpanContext(t, i, False, f), a) for t, i, f, a in links],
+                          dropped_links),
+            kind=SpanKind(kind), status=Status(StatusCode(code), description),
+            start_time=start, end_time=end, instrumentation_scope=scopes[s],
+        ))
+    return spans
+
+
+def _standard_exporter() -> Any:
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def helper_main() -> int:
+    """Read batches from stdin until EOF; send each with the standard OTLP exporter."""
+    exporter = _standard_exporter()
+    stdin = sys.stdin.buffer
+    stdout = sys.stdout.buffer
+    try:
+        while True:
+            header = stdin.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                break
+            kind, size = _HEADER.unpack(header)
+            payload = stdin.read(size)
+            if len(payload) < size:
+                break
+            if kind == _SPANS:
+                try:
+                    exporter.export(_rebuild(marshal.loads(payload)))
+                except Exception as exc:
+                    logger.warning("otelbot export helper: batch dropped: %s", exc)
+            elif kind == _FLUSH:
+                stdout.write(b"ok\n")
+                stdout.flush()
+    finally:
+        exporter.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(helper_main())

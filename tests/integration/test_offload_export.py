@@ -1,0 +1,119 @@
+"""The opt-in ``otelbot_offload`` span exporter: OTLP encoded and sent by a helper process,
+arriving at a real OTLP receiver with the same content as from the standard exporter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Link, SpanKind, StatusCode
+
+from otelbot.instrumentation.offload import OffloadSpanExporter
+from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+
+def emit_spans(exporter: SpanExporter, service: str) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}),
+                              span_limits=SpanLimits(max_span_attributes=6))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("otelbot.test", "1.2.3")
+    with tracer.start_as_current_span("telegram.update message", kind=SpanKind.SERVER,
+                                      attributes={"telegram.update.type": "message"}) as root:
+        leaf = tracer.start_span("SELECT users", kind=SpanKind.CLIENT, attributes={
+            "db.system.name": "postgresql", "server.port": 5432, "ratio": 0.5,
+            "ok": True, "tags": ("a", "b"), "ids": (1, 2)})
+        leaf.add_event("exception", {"exception.type": "RuntimeError"})
+        leaf.set_status(StatusCode.ERROR, "boom")
+        leaf.end()
+        linked = tracer.start_span("linked", links=[Link(root.get_span_context(), {"n": 1})])
+        for i in range(8):  # two over the limit: the dropped count travels too
+            linked.set_attribute(f"k{i}", i)
+        linked.end()
+        root.set_attribute("telegram.update.outcome", "handled")
+    for _ in range(300):  # more than one batch
+        tracer.start_span("INCRBY", kind=SpanKind.CLIENT).end()
+    provider.shutdown()
+
+
+def comparable(span: ReceivedSpan) -> tuple[object, ...]:
+    resource = {k: v for k, v in span.resource.items() if k != "service.name"}
+    return (span.name, span.kind, span.attributes, span.events, span.status_code,
+            span.status_message, span.scope, sorted(resource.items()),
+            span.parent_span_id != "", span.end_ns >= span.start_ns > 0)
+
+
+@pytest.fixture
+def otlp_env(otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> OtlpReceiver:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.http_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    return otlp_receiver
+
+
+def test_offloaded_spans_arrive_as_the_standard_exporter_sends_them(
+    otlp_env: OtlpReceiver,
+) -> None:
+    emit_spans(OTLPSpanExporter(), "standard")
+    emit_spans(OffloadSpanExporter(), "offload")
+    spans = otlp_env.spans()
+    standard = [s for s in spans if s.resource["service.name"] == "standard"]
+    offload = [s for s in spans if s.resource["service.name"] == "offload"]
+    assert len(standard) == len(offload) == 303
+    assert sorted(map(comparable, offload)) == sorted(map(comparable, standard))
+    # Trace structure survives the trip: the leaf is the root's child, in the root's trace.
+    root = next(s for s in offload if s.name == "telegram.update message")
+    leaf = next(s for s in offload if s.name == "SELECT users")
+    assert (leaf.trace_id, leaf.parent_span_id) == (root.trace_id, root.span_id)
+    assert leaf.attributes["tags"] == ["a", "b"] and leaf.status_code == 2
+    assert dropped_counts(otlp_env) == {"standard": 2, "offload": 2}
+
+
+def dropped_counts(receiver: OtlpReceiver) -> dict[str, int]:
+    """dropped_attributes_count of the span named "linked", per service, off the wire."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    found = {}
+    for body in receiver.raw:
+        try:
+            req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        except Exception:
+            continue
+        for rs in req.resource_spans:
+            service = next(a.value.string_value for a in rs.resource.attributes
+                           if a.key == "service.name")
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    if span.name == "linked":
+                        found[service] = span.dropped_attributes_count
+    return found
+
+
+def test_helper_is_a_separate_process_that_exits_with_the_exporter(
+    otlp_env: OtlpReceiver,
+) -> None:
+    exporter = OffloadSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.get_tracer("t").start_span("one").end()
+    assert provider.force_flush(10_000)
+    otlp_env.wait_for(lambda r: r.spans("one"), 10)
+    helper = exporter._proc
+    assert helper is not None and helper.pid != os.getpid()
+    provider.shutdown()
+    assert helper.poll() is not None
+
+
+def test_enum_attribute_values_are_sent_as_their_plain_value(otlp_env: OtlpReceiver) -> None:
+    import enum
+
+    class ChatType(str, enum.Enum):
+        PRIVATE = "private"
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OffloadSpanExporter()))
+    provider.get_tracer("t").start_span("enum", attributes={"chat": ChatType.PRIVATE}).end()
+    provider.shutdown()
+    assert otlp_env.wait_for(lambda r: r.spans("enum"), 10)[0].attributes["chat"] == "private"
