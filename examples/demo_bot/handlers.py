@@ -154,9 +154,9 @@ async def remember_visit(message: Message, command: CommandObject) -> None:
     scans it on each call, so the bot grows and this handler slows down as it runs."""
     user, page = _user(message), (command.args or "home")
     seen = sum(1 for u, p, _ in _visits if u == user and p == page)
-    _visits.extend((user, page, i) for i in range(2000))
+    _visits.extend((user, page, i) for i in range(3000))
     _snapshots.append(b"<html>" + page.encode() * 16 * 1024)
-    await message.answer(f"You have been on {page} {seen // 2000 + 1} time(s).")
+    await message.answer(f"You have been on {page} {seen // 3000 + 1} time(s).")
 
 
 @router.message(F.text)

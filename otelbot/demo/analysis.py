@@ -21,6 +21,7 @@ DEMO_SCHEMA = "otelbot_demo"
 UPDATE_PREFIX = semconv.SPAN_TELEGRAM_UPDATE + " "
 API_PREFIX = semconv.SPAN_TELEGRAM_API + " "
 MB = 1024 * 1024
+WATERFALL_ROWS = 24
 
 # Problem keys, in report order.
 N_PLUS_ONE = "n+1 queries"
@@ -333,9 +334,16 @@ def _waterfall(traces: Traces) -> tuple[list[WaterfallRow], str]:
     rows = [WaterfallRow(0, root.name, 0.0, root.duration,
                          f"handler {traces.handler(root)}, outcome "
                          f"{root.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME, '?')}")]
-    for s in members[:60]:
+    for s in members[:WATERFALL_ROWS]:
         rows.append(WaterfallRow(depth(s), s.name, (s.start_ns - root.start_ns) / 1e9,
                                  s.duration, _detail(s)))
+    if len(members) > WATERFALL_ROWS:
+        rest = members[WATERFALL_ROWS:]
+        end = max(s.end_ns for s in rest)
+        rows.append(WaterfallRow(1, f"... {len(rest)} more spans", (rest[0].start_ns
+                                 - root.start_ns) / 1e9, (end - rest[0].start_ns) / 1e9,
+                                 ", ".join(f"{n} x {name}" for name, n in
+                                           Counter(s.name for s in rest).most_common(3))))
     return rows, traces.handler(root)
 
 
@@ -444,7 +452,7 @@ def _runtime(observed: Observed) -> Runtime:
 
 def _memory(observed: Observed) -> MemoryTrend | None:
     points = sorted((p for p in observed.points
-                     if p.name == semconv.PROCESS_MEMORY_USAGE.name and p.value is not None),
+                     if p.name == semconv.PROCESS_MEMORY_USAGE.name and p.value),
                     key=lambda p: p.time_ns)
     if len(points) < 2:
         return None
@@ -615,7 +623,7 @@ def _memory_problem(traces: Traces, memory: MemoryTrend | None) -> Problem:
         early = statistics.median(traces.self_time(r) for r in ordered[:third])
         late = statistics.median(traces.self_time(r) for r in ordered[-third:])
         growth = late - early
-        if growth >= 0.0005 and late >= 2 * early and (best is None or growth > best[0]):
+        if growth >= 0.0005 and late >= 1.5 * early and (best is None or growth > best[0]):
             best = (growth, handler, early, late)
     grew = memory is not None and memory.growth > 0
     if best is None:

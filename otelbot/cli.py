@@ -1,0 +1,84 @@
+"""``otelbot``: the project's command line.
+
+    otelbot demo [--duration 60] [--html otelbot-demo-report.html] [--otlp-endpoint URL]
+
+``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
+it, drives updates at it and prints what the telemetry shows (docs/demo.md).
+Exit codes: 0 ok, 1 a built-in problem was not found or the token leaked, 2 the demo
+could not run (one line says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_CANNOT_RUN = 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from otelbot.demo.analysis import analyse
+    from otelbot.demo.render import print_report, write_html
+    from otelbot.demo.run import DemoError, DemoOptions, Sizes, run_demo
+
+    # Not a terminal (CI, a pipe, a file): wide enough for the report's tables.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    opts = DemoOptions(duration=args.duration, small=args.small, html=Path(args.html),
+                       otlp_endpoint=args.otlp_endpoint, progress=not args.no_progress)
+    if args.pg_dsn:
+        opts.pg_dsn = args.pg_dsn
+    if args.redis_url:
+        opts.redis_url = args.redis_url
+    try:
+        observed = run_demo(opts, console)
+    except DemoError as exc:
+        console.print(f"[red]otelbot demo: {exc}[/]", highlight=False, soft_wrap=True)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        console.print("[yellow]otelbot demo: interrupted[/]")
+        return EXIT_CANNOT_RUN
+    report = analyse(observed, min_cache_reads=Sizes.for_run(opts.small).min_cache_reads)
+    console.print()
+    print_report(report, console)
+    write_html(report, opts.html)
+    console.print(f"\nHTML report: [bold]{opts.html.resolve()}[/]", highlight=False)
+    complete = all(p.found for p in report.problems) or report.limited is not None
+    clean = report.token is None or report.token.clean
+    return EXIT_OK if complete and clean else EXIT_INCOMPLETE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="otelbot", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the demo bot with its built-in problems and print "
+                                       "what otelbot shows about them")
+    demo.add_argument("--duration", type=float, default=60.0,
+                      help="seconds of load (default 60)")
+    demo.add_argument("--html", default="otelbot-demo-report.html",
+                      help="where to write the HTML report (default ./otelbot-demo-report.html)")
+    demo.add_argument("--otlp-endpoint", metavar="URL",
+                      help="send the telemetry to this OTLP/HTTP endpoint (a real collector, "
+                           "e.g. http://localhost:4318) instead of the embedded receiver")
+    demo.add_argument("--pg-dsn", help="PostgreSQL DSN (default $OTELBOT_TEST_PG_DSN or "
+                                       "postgresql://postgres@127.0.0.1:5432/test)")
+    demo.add_argument("--redis-url", help="Redis URL (default $OTELBOT_TEST_REDIS_URL or "
+                                          "redis://127.0.0.1:6379/0)")
+    demo.add_argument("--small", action="store_true",
+                      help="small data and agent thresholds, for a run of a few seconds")
+    demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if args.duration <= 0:
+            parser.error("--duration must be positive")
+        return _demo(args)
+    return EXIT_CANNOT_RUN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The demo report as rich renderables: printed to the terminal, and recorded into one
+self-contained HTML file (inline styles, no external assets)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console, RenderableType
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+from otelbot.demo.analysis import MB, Report
+
+SPARK = "▁▂▃▄▅▆▇█"
+HTML_WIDTH = 160
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000:.1f}" if seconds < 0.1 else f"{seconds * 1000:.0f}"
+
+
+def _bar(offset: float, duration: float, total: float, width: int = 30) -> Text:
+    if total <= 0:
+        return Text("")
+    start = int(offset / total * width)
+    length = max(1, round(duration / total * width))
+    return Text(" " * start + "█" * min(length, width - start), style="cyan")
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    spread = high - low or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / spread * len(SPARK)))]
+                   for v in values)
+
+
+def _section(title: str) -> Rule:
+    return Rule(f"[bold]{title}", align="left", style="blue")
+
+
+def renderables(report: Report) -> Iterator[RenderableType]:
+    summary = (f"{report.duration:.0f} s of load: {report.updates_sent} updates sent, "
+               f"{report.updates_traced} traced; received {report.spans} spans, "
+               f"{report.points} metric points, {report.logs} log records")
+    yield Panel(summary, title="[bold]otelbot demo report", border_style="green")
+    if report.limited:
+        yield Text(report.limited, style="yellow")
+
+    yield _section("Problems found")
+    problems = Table(show_lines=True, expand=True)
+    problems.add_column("problem", style="bold", no_wrap=True)
+    problems.add_column("handler", style="magenta", no_wrap=True)
+    problems.add_column("evidence (from the telemetry)", ratio=1)
+    for p in report.problems:
+        mark = "[green]✓[/]" if p.found else "[red]✗[/]"
+        problems.add_row(f"{mark} {p.key}", p.handler or "—",
+                         p.evidence or "[dim]not visible in this run's telemetry[/]")
+    yield problems
+
+    yield _section("Update latency per handler (telegram.update spans)")
+    latency = Table()
+    for col in ("handler", "updates", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        latency.add_column(col, justify="left" if col == "handler" else "right")
+    for h in report.latency:
+        latency.add_row(h.handler, str(h.updates), str(h.errors), _ms(h.p50), _ms(h.p95),
+                        _ms(h.p99), _ms(h.max))
+    yield latency if report.latency else Text("no update spans received", style="dim")
+
+    yield _section(f"Slowest trace ({report.slowest_handler or 'none'})")
+    if report.slowest:
+        total = report.slowest[0].duration
+        waterfall = Table(box=None, padding=(0, 1))
+        waterfall.add_column("span")
+        waterfall.add_column("start ms", justify="right")
+        waterfall.add_column("ms", justify="right")
+        waterfall.add_column("", no_wrap=True)
+        waterfall.add_column("detail", style="dim", overflow="fold", max_width=70)
+        for row in report.slowest:
+            waterfall.add_row("  " * row.depth + row.name, _ms(row.offset), _ms(row.duration),
+                              _bar(row.offset, row.duration, total), row.detail)
+        yield waterfall
+    else:
+        yield Text("no traces received", style="dim")
+
+    yield _section("Bot API calls per method")
+    api = Table()
+    for col in ("method", "calls", "errors", "flood waits (429)", "p95 ms"):
+        api.add_column(col, justify="left" if col == "method" else "right")
+    for a in report.api:
+        api.add_row(a.method, str(a.calls), str(a.errors),
+                    f"[red]{a.flood_waits}[/]" if a.flood_waits else "0", _ms(a.p95))
+    yield api
+
+    yield _section("Database statements by total time (db.query.text)")
+    statements = Table()
+    statements.add_column("statement", overflow="fold", ratio=1)
+    for col in ("calls", "total ms", "mean ms", "p95 ms"):
+        statements.add_column(col, justify="right")
+    statements.add_column("handler", style="magenta")
+    for s in report.statements:
+        statements.add_row(s.text, str(s.calls), _ms(s.total), _ms(s.mean), _ms(s.p95),
+                           ", ".join(s.handlers))
+    yield statements if report.statements else Text("no SQL spans received", style="dim")
+
+    yield _section("Cache (otelbot.cache.requests)")
+    cache = Table()
+    for col in ("reads", "hits", "misses", "hit ratio"):
+        cache.add_column(col, justify="left" if col == "reads" else "right")
+    for c in report.cache:
+        cache.add_row(c.what, str(c.hits), str(c.misses),
+                      f"{c.ratio:.0%}" if c.ratio is not None else "—")
+    yield cache if report.cache else Text("no cache metrics received", style="dim")
+
+    yield _section("Runtime: event loop and garbage collector")
+    rt = report.runtime
+    if rt is not None:
+        lag = f"{rt.loop_lag_max:.3f} s" if rt.loop_lag_max is not None else "—"
+        lines = [f"event-loop lag max: [bold]{lag}[/] [dim]({rt.loop_lag_source or 'no data'})[/]",
+                 f"GC: {rt.gc_collections} collections, {rt.gc_pause_total * 1000:.1f} ms paused "
+                 f"in all, longest pause {_ms(rt.gc_pause_max)} ms "
+                 "[dim](otelbot.gc.pause.duration)[/]"]
+        if rt.tasks_max is not None:
+            lines.append(f"asyncio tasks, most at once: {rt.tasks_max:.0f}")
+        yield Text.from_markup("\n".join(lines))
+
+    yield _section("Memory trend (process.memory.usage, bot process)")
+    mem = report.memory
+    if mem is not None:
+        values = [v for _, v in mem.samples]
+        yield Text.from_markup(
+            f"[cyan]{sparkline(values)}[/]\n{mem.first / MB:.1f} MB -> {mem.last / MB:.1f} MB "
+            f"(peak {mem.peak / MB:.1f} MB, {mem.per_minute / MB:+.1f} MB/min over "
+            f"{len(mem.samples)} samples)")
+    else:
+        yield Text("no memory samples received", style="dim")
+
+    yield _section("Agent findings (otelbot-agent, as OTel log records)")
+    if report.findings:
+        findings = Table(show_lines=True, expand=True)
+        findings.add_column("finding", no_wrap=True)
+        findings.add_column("object", style="magenta")
+        findings.add_column("evidence", ratio=2)
+        findings.add_column("suggested statement", style="green", ratio=2)
+        for f in report.findings:
+            findings.add_row(f.event.rsplit(".", 1)[-1], f.object, f.evidence, f.suggestion)
+        yield findings
+    else:
+        yield Text("no findings received", style="dim")
+    if report.other_findings:
+        yield Text(f"({report.other_findings} findings about other schemas of the same "
+                   "database not shown)", style="dim")
+
+    token = report.token
+    if token is not None:
+        if token.clean and token.requests:
+            yield Text.from_markup(
+                f"[green]✓ the bot token appeared nowhere in the telemetry[/] (scanned "
+                f"{token.requests} OTLP requests, {token.bytes_scanned / 1024:.0f} kB, and "
+                f"{token.output_chars} characters of the bot's and agent's output)")
+        elif token.clean:
+            yield Text.from_markup(
+                f"[green]✓ the bot token appeared nowhere in the bot's and agent's output[/] "
+                f"({token.output_chars} characters; the OTLP data went elsewhere, not scanned)")
+        else:
+            yield Text.from_markup(
+                f"[red bold]✗ the bot token was found in: {', '.join(token.found_in)}[/]")
+
+
+def print_report(report: Report, console: Console) -> None:
+    for part in renderables(report):
+        console.print(part)
+
+
+def write_html(report: Report, path: Path) -> None:
+    recorder = Console(file=io.StringIO(), record=True, width=HTML_WIDTH, force_terminal=True,
+                       color_system="truecolor")
+    print_report(report, recorder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recorder.save_html(str(path), inline_styles=True, clear=True)

@@ -1,0 +1,417 @@
+"""Runs the demo: services, schema, fake Bot API, the instrumented bot, the agent, the load,
+a live progress display, and the report at the end.
+
+Problems a user can cause (PostgreSQL or Redis unreachable, a command missing, the bot not
+starting) raise ``DemoError`` with one line saying what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from otelbot import semconv
+from otelbot.demo.analysis import Observed
+from otelbot.demo.fake_api import FloodControlledBotApi
+from otelbot.demo.load import LoadDriver, update_mix
+from otelbot.testing.otlp_receiver import OtlpReceiver
+
+ROOT = Path(__file__).resolve().parents[2]
+BOT_DIR = ROOT / "examples" / "demo_bot"
+SERVICE_NAME = "otelbot-demo-bot"
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class DemoError(Exception):
+    """Something the user can fix; the message is the one line to show."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the demo data is, and the agent thresholds that go with it."""
+
+    customers: int
+    orders_per_customer: int
+    promo_codes: int
+    users: int
+    missing_index_min_seq_scans: int
+    unused_index_window: float
+    min_cache_reads: int
+
+    @classmethod
+    def for_run(cls, small: bool) -> Sizes:
+        if small:
+            return cls(200, 10, 20_000, 40, 5, 2.0, 3)
+        return cls(500, 20, 60_000, 60, 20, 6.0, 10)
+
+
+@dataclass
+class DemoOptions:
+    duration: float = 60.0
+    small: bool = False
+    html: Path = Path("otelbot-demo-report.html")
+    otlp_endpoint: str | None = None
+    pg_dsn: str = field(default_factory=lambda: os.environ.get("OTELBOT_TEST_PG_DSN",
+                                                               DEFAULT_PG_DSN))
+    redis_url: str = field(default_factory=lambda: os.environ.get("OTELBOT_TEST_REDIS_URL",
+                                                                  DEFAULT_REDIS_URL))
+    bot_dir: Path = BOT_DIR
+    progress: bool = True
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or ''}".rstrip(":")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- services
+
+
+async def _load_schema(dsn: str, sql: str) -> None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except Exception as exc:
+        raise DemoError(
+            f"PostgreSQL is not reachable at {_where(dsn)} ({_first_line(exc)}): start it with "
+            "scripts/services (make demo does) or set OTELBOT_TEST_PG_DSN / --pg-dsn"
+        ) from None
+    try:
+        await conn.execute(sql)
+    except Exception as exc:
+        raise DemoError(f"cannot load the demo schema into {_where(dsn)}: {_first_line(exc)}; "
+                        "the role needs CREATE on the database") from None
+    finally:
+        await conn.close()
+
+
+def load_schema(opts: DemoOptions, sizes: Sizes) -> None:
+    path = opts.bot_dir / "schema.sql"
+    sql = Template(path.read_text()).substitute(
+        customers=sizes.customers, orders_per_customer=sizes.orders_per_customer,
+        promo_codes=sizes.promo_codes)
+    asyncio.run(_load_schema(opts.pg_dsn, sql))
+
+
+def reset_cache(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+        keys = list(client.scan_iter("otelbot_demo:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except Exception as exc:
+        raise DemoError(
+            f"Redis is not reachable at {_where(url)} ({_first_line(exc)}): start it with "
+            "scripts/services (make demo does) or set OTELBOT_TEST_REDIS_URL / --redis-url"
+        ) from None
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _command(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        raise DemoError(f"the `{name}` command is not installed: pip install -e '.[dev]' "
+                        "(make demo does)")
+    return found
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def tail(self, n: int = 15) -> str:
+        return "".join(self.lines[-n:]).rstrip()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextmanager
+def child(name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator[Child]:
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    c = Child(name, proc)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            c.lines.append(line)
+
+    reader = threading.Thread(target=pump, name=f"{name}-output", daemon=True)
+    reader.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        reader.join(5)
+
+
+def _otel_env(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({
+        "OTEL_SERVICE_NAME": SERVICE_NAME,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "20000",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def agent_config(path: Path, opts: DemoOptions, sizes: Sizes, pid: int, runtime_dir: Path,
+                 state_file: Path) -> None:
+    """Short intervals so a one-minute run gets many polls and advice rounds; thresholds
+    sized to the demo data (docs/agent.md has every key)."""
+    path.write_text(f"""\
+intervals: {{fast: 1s, slow: 2s, advice: 3s}}
+export_interval: 1s
+state_file: {state_file}
+log_level: WARNING
+process: {{enabled: true, pid: {pid}}}
+runtime: {{enabled: true, dir: {runtime_dir}, frozen_after: 10s}}
+postgresql:
+  databases: [{{name: demo, dsn: "{opts.pg_dsn}"}}]
+  unused_index_window: {sizes.unused_index_window}s
+  missing_index_min_seq_scans: {sizes.missing_index_min_seq_scans}
+  missing_index_min_rows: {sizes.promo_codes // 4}
+redis:
+  instances: [{{name: cache, url: "{opts.redis_url}"}}]
+health: {{enabled: false}}
+""")
+
+
+def _token() -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+    return "123456789:AA" + "".join(secrets.choice(alphabet) for _ in range(33))
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ProgressView:
+    """The live display: a bar for the load, and what has arrived so far."""
+
+    def __init__(self, console: Console, duration: float, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                            TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task("driving updates", total=duration)
+        self.stats: Callable[[], list[tuple[str, str]]] = list
+        self._live: Live | None = None
+
+    def step(self, label: str) -> None:
+        if self.enabled:
+            self.console.print(f"[green]✓[/] {label}")
+
+    def __enter__(self) -> ProgressView:
+        if self.enabled:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=4,
+                              transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
+
+    def update(self, elapsed: float, description: str | None = None) -> None:
+        kwargs = {"description": description} if description else {}
+        self.bar.update(self.task, completed=elapsed, **kwargs)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self) -> Group:
+        table = Table.grid(padding=(0, 2))
+        stats = self.stats()
+        for i in range(0, len(stats), 3):
+            row = []
+            for label, value in stats[i:i + 3]:
+                row.append(f"[dim]{label}[/] [bold]{value}[/]")
+            table.add_row(*row)
+        return Group(self.bar, table)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_demo(opts: DemoOptions, console: Console) -> Observed:
+    """Run everything and return what was observed. Raises ``DemoError``."""
+    sizes = Sizes.for_run(opts.small)
+    if not (opts.bot_dir / "__main__.py").exists():
+        raise DemoError(f"the demo bot is not at {opts.bot_dir}: run otelbot demo from a "
+                        "checkout of the otelbot repository (make demo)")
+    instrument = _command("opentelemetry-instrument")
+    agent_cmd = _command("otelbot-agent")
+    view = ProgressView(console, opts.duration, opts.progress)
+
+    load_schema(opts, sizes)
+    view.step(f"demo schema loaded into {_where(opts.pg_dsn)} (schema otelbot_demo: "
+              f"{sizes.promo_codes} promo codes, {sizes.customers * sizes.orders_per_customer} "
+              "orders)")
+    reset_cache(opts.redis_url)
+    view.step(f"Redis at {_where(opts.redis_url)} ready")
+
+    token = _token()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otelbot-demo-")))
+        runtime_dir = work / "runtime"
+        runtime_dir.mkdir()
+        receiver: OtlpReceiver | None = None
+        if opts.otlp_endpoint:
+            endpoint = opts.otlp_endpoint
+        else:
+            receiver = OtlpReceiver(grpc_port=None).start()
+            stack.callback(receiver.stop)
+            endpoint = receiver.http_endpoint
+        api = FloodControlledBotApi(token, max_poll_wait=0.5).start()
+        stack.callback(api.stop)
+        view.step(f"fake Bot API on {api.base_url}; OTLP to "
+                  f"{endpoint if opts.otlp_endpoint else 'the embedded receiver ' + endpoint}")
+
+        env = _otel_env(endpoint)
+        bot_env = {**env, "BOT_TOKEN": token, "BOT_API_BASE": api.base_url,
+                   "PG_DSN": opts.pg_dsn, "REDIS_URL": opts.redis_url,
+                   "OTELBOT_RUNTIME_DIR": str(runtime_dir)}
+        bot = stack.enter_context(child("bot", [instrument, sys.executable, str(opts.bot_dir)],
+                                        bot_env, work))
+        _wait_for_line(bot, "demo bot polling", 60)
+        view.step(f"demo bot running under opentelemetry-instrument (pid {bot.proc.pid})")
+
+        driver = LoadDriver(api, update_mix(sizes.promo_codes), sizes.users)
+        driver.one_of_each()  # every handler runs once before the agent's first advice poll
+        _wait_until(lambda: api.pending_updates == 0, 15)
+        time.sleep(1.5)
+
+        config = work / "agent.yaml"
+        agent_config(config, opts, sizes, bot.proc.pid, runtime_dir, work / "agent-state.json")
+        agent = stack.enter_context(child("agent", [agent_cmd, "run", "--config", str(config)],
+                                          env, work))
+        time.sleep(0.5)
+        if agent.proc.poll() is not None:
+            raise DemoError(f"otelbot-agent exited at start ({agent.proc.returncode}): "
+                            f"{agent.tail(3)}")
+        view.step("otelbot-agent running beside it (process, runtime file, PostgreSQL, Redis)")
+
+        def stats() -> list[tuple[str, str]]:
+            out = [("updates sent", str(driver.total_sent)),
+                   ("handled", str(api.delivered_updates)),
+                   ("Bot API calls", str(len(api.state.calls))),
+                   ("429s", str(api.floods))]
+            if receiver is not None:
+                out += [("spans", str(receiver.span_count)),
+                        ("findings", str(len(receiver.logs())))]
+            return out
+
+        view.stats = stats
+        with view:
+            driver.run(opts.duration, tick=lambda elapsed: view.update(elapsed))
+            view.update(opts.duration, "finishing")
+            _check_alive(bot, agent)
+            # Let queued and in-flight updates finish (a broadcast waits out its 429s).
+            _wait_until(lambda: api.pending_updates == 0, 20)
+            time.sleep(3.0)
+            if receiver is not None:
+                _wait_for_findings(receiver, 10)
+        bot.stop()  # SIGTERM: the SDK flushes what it holds
+        agent.stop()
+        time.sleep(0.5)
+        if bot.proc.returncode not in (0, -signal.SIGTERM):
+            console.print(f"[yellow]the bot exited with {bot.proc.returncode}:[/]\n{bot.tail()}")
+
+        return Observed(
+            duration=opts.duration,
+            spans=receiver.spans() if receiver else [],
+            points=receiver.points() if receiver else [],
+            logs=receiver.logs() if receiver else [],
+            raw=receiver.raw_bytes() if receiver else b"",
+            requests=receiver.requests if receiver else 0,
+            api_calls=api.calls(),
+            api_floods=api.floods,
+            sent=dict(driver.sent),
+            outputs={"bot": bot.output, "agent": agent.output},
+            token=token,
+            otlp_endpoint=opts.otlp_endpoint,
+        )
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _wait_for_line(c: Child, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(needle in line for line in c.lines):
+            return
+        if c.proc.poll() is not None:
+            raise DemoError(f"the demo bot exited at start ({c.proc.returncode}):\n{c.tail()}")
+        time.sleep(0.05)
+    raise DemoError(f"the demo bot did not start within {timeout:.0f} s:\n{c.tail()}")
+
+
+def _check_alive(*children: Child) -> None:
+    for c in children:
+        if c.proc.poll() is not None:
+            raise DemoError(f"the {c.name} exited during the run ({c.proc.returncode}):\n"
+                            f"{c.tail()}")
+
+
+def _wait_for_findings(receiver: OtlpReceiver, timeout: float) -> None:
+    wanted = {semconv.EVENT_MISSING_INDEX, semconv.EVENT_UNUSED_INDEX}
+    _wait_until(lambda: wanted <= {r.event_name for r in receiver.logs()}, timeout)
