@@ -1,6 +1,6 @@
 """``otelbot``: the project's command line.
 
-    otelbot demo [--duration 60] [--html otelbot-demo-report.html] [--otlp-endpoint URL]
+    otelbot demo [--duration 60] [--html out/demo-report.html] [--otlp-endpoint URL]
 
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
 it, drives updates at it and prints what the telemetry shows (docs/demo.md).
@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        "what otelbot shows about them")
     demo.add_argument("--duration", type=float, default=60.0,
                       help="seconds of load (default 60)")
-    demo.add_argument("--html", default="otelbot-demo-report.html",
-                      help="where to write the HTML report (default ./otelbot-demo-report.html)")
+    demo.add_argument("--html", default="out/demo-report.html",
+                      help="where to write the HTML report (default out/demo-report.html)")
     demo.add_argument("--otlp-endpoint", metavar="URL",
                       help="send the telemetry to this OTLP/HTTP endpoint (a real collector, "
                            "e.g. http://localhost:4318) instead of the embedded receiver")

@@ -7,6 +7,7 @@ telemetry (trace shapes, span attributes, the agent's findings, metric trends).
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ UPDATE_PREFIX = semconv.SPAN_TELEGRAM_UPDATE + " "
 API_PREFIX = semconv.SPAN_TELEGRAM_API + " "
 MB = 1024 * 1024
 WATERFALL_ROWS = 24
+_WHERE_COLUMN = re.compile(r"\bWHERE\s+(?:\w+\.)?(\w+)\s*=", re.IGNORECASE)
 
 # Problem keys, in report order.
 N_PLUS_ONE = "n+1 queries"
@@ -547,6 +549,10 @@ def _index_problem(key: str, event: str, findings: list[FindingRow], traces: Tra
         slow = [s for s in statements if table in s.text and s.text.upper().startswith("SELECT")]
         if slow:
             evidence = f"`{slow[0].text}` p95 {_ms(slow[0].p95)}; " + evidence
+            column = _WHERE_COLUMN.search(slow[0].text)
+            if column:
+                evidence += (f". The traced statement filters on {column.group(1)}: "
+                             f"CREATE INDEX CONCURRENTLY ON {table} ({column.group(1)});")
     else:
         evidence = f"{handler} writes {table}, maintaining {f.object} on every write; " + evidence
     return Problem(key, True, handler, evidence)

@@ -69,7 +69,7 @@ class Sizes:
 class DemoOptions:
     duration: float = 60.0
     small: bool = False
-    html: Path = Path("otelbot-demo-report.html")
+    html: Path = Path("out/demo-report.html")
     otlp_endpoint: str | None = None
     pg_dsn: str = field(default_factory=lambda: os.environ.get("OTELBOT_TEST_PG_DSN",
                                                                DEFAULT_PG_DSN))
@@ -266,8 +266,7 @@ class ProgressView:
             self._live.__exit__(None, None, None)
 
     def update(self, elapsed: float, description: str | None = None) -> None:
-        kwargs = {"description": description} if description else {}
-        self.bar.update(self.task, completed=elapsed, **kwargs)
+        self.bar.update(self.task, completed=elapsed, description=description)
         if self._live is not None:
             self._live.update(self._render())
 
@@ -314,7 +313,8 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             receiver = OtlpReceiver(grpc_port=None).start()
             stack.callback(receiver.stop)
             endpoint = receiver.http_endpoint
-        api = FloodControlledBotApi(token, max_poll_wait=0.5).start()
+        api = FloodControlledBotApi(token, max_poll_wait=0.5)
+        api.start()
         stack.callback(api.stop)
         view.step(f"fake Bot API on {api.base_url}; OTLP to "
                   f"{endpoint if opts.otlp_endpoint else 'the embedded receiver ' + endpoint}")
