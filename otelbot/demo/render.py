@@ -59,10 +59,11 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     problems.add_column("problem", style="bold", no_wrap=True)
     problems.add_column("handler", style="magenta", no_wrap=True)
     problems.add_column("evidence (from the telemetry)", ratio=1)
+    missing = ("[dim]look for it in your backend: the telemetry went there[/]" if report.limited
+               else "[dim]not visible in this run's telemetry[/]")
     for p in report.problems:
-        mark = "[green]✓[/]" if p.found else "[red]✗[/]"
-        problems.add_row(f"{mark} {p.key}", p.handler or "—",
-                         p.evidence or "[dim]not visible in this run's telemetry[/]")
+        mark = "[green]✓[/]" if p.found else ("[yellow]?[/]" if report.limited else "[red]✗[/]")
+        problems.add_row(f"{mark} {p.key}", p.handler or "—", p.evidence or missing)
     yield problems
 
     yield _section("Update latency per handler (telegram.update spans)")
