@@ -23,6 +23,12 @@ _OTEL_PARTS = {"metrics", "trace", "sdk", "attributes", "context", "util", "prop
                "propagators", "baggage", "exporter", "instrumentation", "semconv", "proto"}
 
 
+#: Frames that only start the event loop: samples whose innermost non-stdlib frame is one
+#: of these are the loop's own work (or its idle wait), not the caller's.
+_LOOP_SHELL = ("<module> ", "main ", "RuntimeMetrics._wrap_run_forever.",
+               "RuntimeMetrics._wrap_runner_run.")
+
+
 def package_of(frame: str) -> str | None:
     """The top-level package a py-spy frame is in (``aiogram``, ``opentelemetry``,
     ``otelbot``); None for the standard library."""
@@ -49,11 +55,12 @@ def by_package(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, f
             continue
         n = int(count)
         total += n
-        owner = "stdlib/asyncio"
+        owner = "asyncio loop (incl. idle)"
         for frame in reversed(frames[1:]):
             package = package_of(frame)
             if package is not None:
-                owner = package
+                if not frame.startswith(_LOOP_SHELL):
+                    owner = package
                 break
         counts[owner] += n
     return [(p, n / total) for p, n in counts.most_common()] if total else []
@@ -76,6 +83,8 @@ def instrumentation_cost(collapsed: Path, thread: str = "MainThread") -> list[tu
             package = package_of(frame)
             if package is None:
                 continue
+            if frame.startswith(_LOOP_SHELL):
+                break
             if package == "otelbot":
                 owner = frame  # the innermost otelbot frame: the instrumentation step
                 break

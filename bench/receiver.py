@@ -5,7 +5,8 @@
 It is ``otelbot.testing.otlp_receiver.OtlpReceiver`` without raw-byte keeping, counting
 spans instead of keeping them (a long benchmark would otherwise hold every span).
 Commands on stdin, one per line, each answered with one line on stdout:
-``count`` -> ``<spans> <requests>``, ``down`` (stop listening), ``up`` (listen again).
+``count`` -> ``<spans> <requests>``, ``down`` (stop listening; connections kept alive
+are answered 503), ``up`` (listen and accept again).
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ def main(argv: list[str] | None = None) -> None:
         if command == "count":
             print(f"{receiver.span_count} {receiver.requests}", flush=True)
         elif command == "down":
+            # Refuse on connections the exporter keeps alive, and stop listening.
+            receiver.refuse_status = 503
             receiver.stop()
             print("down", flush=True)
         elif command == "up":
             receiver._http_port = receiver.http_port
             receiver.start()
+            receiver.refuse_status = None
             print("up", flush=True)
         elif command == "quit":
             break

@@ -20,7 +20,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import e2e
+from bench import e2e, ops, pressure
 from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -65,11 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--work-ms", type=float, default=1.0)
+    parser.add_argument("--ops-n", type=int, default=3000, help="operations per ops sample")
+    parser.add_argument("--pressure-rate", type=float, default=200.0,
+                        help="updates/s fed during the pressure test")
+    parser.add_argument("--pressure-down", type=float, default=60.0,
+                        help="seconds the OTLP endpoint is down")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "performance-throughput.png",
+                        help="where the throughput chart goes ('' for none)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.repeats, args.updates = 1, 60
+        args.repeats, args.updates, args.ops_n, args.pressure_down = 1, 60, 50, 3.0
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     configs = [c for c in e2e.CONFIGS if c.name in wanted]
@@ -98,12 +105,47 @@ def main(argv: list[str] | None = None) -> int:
                         "median": s.median, "runs": [r.__dict__ for r in s.runs]}
                        for s in summaries]
 
+    if "ops" in parts:
+        print(f"ops: bare / otelbot / contrib, {args.ops_n} operations, "
+              f"{args.repeats} rounds", flush=True)
+        medians = ops.run_all(args.ops_n, args.repeats, log=lambda m: print(m, flush=True))
+        sections.append(
+            "## Per operation: CPU time added (all threads of the process), same SDK setup\n\n"
+            f"{args.ops_n} sequential operations under a parent span, against the fake Bot "
+            "API (another process), PostgreSQL and Redis; median of "
+            f"{args.repeats} interleaved rounds.\n\n{ops.table(medians)}\n")
+        data["ops"] = medians
+
+    if "pressure" in parts:
+        chosen = [c for c in e2e.CONFIGS if c.name in ("otelbot", "otelbot+offload")]
+        before = after = 5.0 if args.quick else 15.0
+        print(f"pressure: endpoint down {args.pressure_down:.0f} s at "
+              f"{args.pressure_rate:.0f} updates/s", flush=True)
+        results = [pressure.run_pressure(c, args.pressure_rate, before, args.pressure_down,
+                                         after, args.work_ms,
+                                         log=lambda m: print(m, flush=True))
+                   for c in chosen]
+        sections.append(
+            f"## Export under pressure: OTLP endpoint down for {args.pressure_down:.0f} s\n\n"
+            f"Updates fed at {args.pressure_rate:.0f}/s; {before:.0f} s up, "
+            f"{args.pressure_down:.0f} s down, {after:.0f} s up again.\n\n"
+            f"{pressure.table(results, args.pressure_down)}\n")
+        data["pressure"] = [r.__dict__ for r in results]
+
     text = "\n".join(sections)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
     print(f"written to {args.out}")
+    if "e2e" in parts and not args.quick and args.chart:
+        try:
+            from bench import chart
+
+            chart.draw(args.out.with_suffix(".json"), args.chart)
+            print(f"chart: {args.chart}")
+        except ImportError:
+            print("chart skipped: matplotlib is not installed (pip install -e '.[bench]')")
     return 0
 
 

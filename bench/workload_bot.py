@@ -1,7 +1,8 @@
 """The benchmark's workload: a plain aiogram 3 bot with no otelbot code in it.
 
 Per update: one ``SELECT`` through an asyncpg pool, one Redis ``INCR``, one
-``sendMessage`` and ~1 ms of Python work (``BENCH_WORK_MS``). It long-polls the Bot API
+``sendMessage`` and ~1 ms of Python work (``BENCH_WORK_MS``); at most
+``BENCH_CONCURRENCY`` (32) updates in flight. It long-polls the Bot API
 at ``BOT_API_BASE`` (the fake one, in another process) and runs until SIGTERM.
 
     BOT_TOKEN=123:abc BOT_API_BASE=http://127.0.0.1:8081 python -m bench.workload_bot
@@ -24,6 +25,7 @@ router = Router(name="bench")
 pool: asyncpg.Pool | None = None
 cache: redis.Redis | None = None
 WORK_S = float(os.environ.get("BENCH_WORK_MS", "1.0")) / 1000.0
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 
 
 def work(seconds: float) -> int:
@@ -54,7 +56,9 @@ async def main() -> None:
     dp = Dispatcher()
     dp.include_router(router)
     print("polling", flush=True)
-    await dp.start_polling(bot, polling_timeout=1, handle_signals=True, close_bot_session=True)
+    # A bounded number of updates in flight, as a production bot is configured.
+    await dp.start_polling(bot, polling_timeout=1, handle_signals=True, close_bot_session=True,
+                           tasks_concurrency_limit=CONCURRENCY)
     await cache.aclose()
     await pool.close()
 

@@ -117,9 +117,14 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
 
 
 class OtelbotConfigurator(_OTelSDKConfigurator):
-    """The SDK configurator, with token redaction for log records."""
+    """The SDK configurator, with token redaction for log records, and the offload span
+    processor in front of the ``otelbot_offload`` exporter (every other exporter gets the
+    SDK's ``BatchSpanProcessor`` as usual)."""
 
     def _configure(self, **kwargs: Any) -> None:
+        from otelbot.instrumentation.offload import export_processor
+
+        kwargs.setdefault("export_span_processor", export_processor)
         processors = list(kwargs.pop("log_record_processors", None) or [])
         kwargs["log_record_processors"] = [RedactingLogRecordProcessor(), *processors]
         super()._configure(**kwargs)

@@ -12,14 +12,19 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from otelbot.instrumentation.offload import OffloadSpanExporter
+from otelbot.instrumentation.offload import (
+    OffloadSpanExporter,
+    OffloadSpanProcessor,
+    export_processor,
+)
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 
 def emit_spans(exporter: SpanExporter, service: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": service}),
                               span_limits=SpanLimits(max_span_attributes=6))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # What the SDK configurator builds for the exporter (see the distro's configurator).
+    provider.add_span_processor(export_processor(exporter))
     tracer = provider.get_tracer("otelbot.test", "1.2.3")
     with tracer.start_as_current_span("telegram.update message", kind=SpanKind.SERVER,
                                       attributes={"telegram.update.type": "message"}) as root:
@@ -57,7 +62,7 @@ def test_offloaded_spans_arrive_as_the_standard_exporter_sends_them(
     otlp_env: OtlpReceiver,
 ) -> None:
     emit_spans(OTLPSpanExporter(), "standard")
-    emit_spans(OffloadSpanExporter(), "offload")
+    emit_spans(OffloadSpanExporter(), "offload")  # through the OffloadSpanProcessor
     spans = otlp_env.spans()
     standard = [s for s in spans if s.resource["service.name"] == "standard"]
     offload = [s for s in spans if s.resource["service.name"] == "offload"]
@@ -117,3 +122,39 @@ def test_enum_attribute_values_are_sent_as_their_plain_value(otlp_env: OtlpRecei
     provider.get_tracer("t").start_span("enum", attributes={"chat": ChatType.PRIVATE}).end()
     provider.shutdown()
     assert otlp_env.wait_for(lambda r: r.spans("enum"), 10)[0].attributes["chat"] == "private"
+
+
+def test_offload_exporter_also_works_behind_the_standard_batch_processor(
+    otlp_env: OtlpReceiver,
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OffloadSpanExporter()))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("outer"):
+        tracer.start_span("inner").end()
+    provider.shutdown()
+    spans = {s.name: s for s in otlp_env.wait_for(lambda r: len(r.spans()) >= 2 and r.spans())}
+    assert spans["inner"].parent_span_id == spans["outer"].span_id
+
+
+def test_configurator_puts_the_offload_processor_in_front_of_the_offload_exporter() -> None:
+    assert isinstance(export_processor(OffloadSpanExporter()), OffloadSpanProcessor)
+    assert isinstance(export_processor(OTLPSpanExporter()), BatchSpanProcessor)
+
+
+def test_spans_over_the_queue_size_are_dropped_not_kept(
+    otlp_env: OtlpReceiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "20")
+    processor = OffloadSpanProcessor(OffloadSpanExporter())
+    processor._sending.acquire()  # the writer is stuck (a helper that does not read)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(100):
+        tracer.start_span("x").end()
+    assert processor._queued <= 20 and processor.dropped == 80
+    processor._sending.release()
+    provider.shutdown()
+    assert len(otlp_env.wait_for(lambda r: r.spans("x"))) == 20
