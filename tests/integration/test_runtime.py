@@ -166,7 +166,10 @@ def test_psutil_fallback_agrees_with_proc() -> None:
     (rss, virtual), (rss2, virtual2) = proc.memory(), fallback.memory()
     assert abs(rss - rss2) < 0.2 * rss
     assert abs(virtual - virtual2) < 0.2 * virtual
-    assert proc.threads() == fallback.threads()
+    # Threads of earlier tests (exporters, servers) may end between the two reads: the
+    # two probes must agree on some pair of back-to-back reads.
+    pairs = [(proc.threads(), fallback.threads()) for _ in range(20)]
+    assert any(a == b for a, b in pairs), pairs
     assert abs(proc.file_descriptors() - fallback.file_descriptors()) <= 1
 
 
