@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(
             "## Per operation: CPU time added (all threads of the process), same SDK setup\n\n"
             f"{args.ops_n} sequential operations under a parent span, against the fake Bot "
-            "API (another process), PostgreSQL and Redis; median of "
+            "API (another process), PostgreSQL and Redis; lowest of "
             f"{args.repeats} interleaved rounds.\n\n{ops.table(medians)}\n")
         data["ops"] = medians
 

@@ -265,11 +265,14 @@ class _Telemetry:
         info = self.pools.get(holders[0])
         if info is None:  # a pool created before instrument()
             info = self.pools[holders[0]] = _PoolInfo(_pool_name(pool))
+            # The point exists from the start (at 0), whether or not a request ever waits.
+            self.pending.add(0, info.attributes)
         return info
 
-    def acquired(self, info: _PoolInfo, waited: float) -> None:
+    def acquired(self, info: _PoolInfo, waited: float, pending: bool = True) -> None:
         try:
-            self.pending.add(-1, info.attributes)
+            if pending:
+                self.pending.add(-1, info.attributes)
             self.wait_time.record(waited, info.attributes)
         except Exception as exc:
             internal_error("asyncpg pool acquire", exc)
@@ -393,15 +396,33 @@ def _pool_init(tel: _Telemetry) -> Callable[[Any], Any]:
     return make
 
 
+def _connection_ready(pool: Any) -> bool:
+    """Whether ``pool.acquire()`` gets a live idle connection without waiting (asyncpg's
+    holder queue prefers live connections); False when unsure."""
+    try:
+        holders = pool._queue._queue
+        for holder in reversed(holders):
+            if holder.is_connected():
+                return True
+    except Exception:
+        pass
+    return False
+
+
 def _pool_acquire(tel: _Telemetry) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         @functools.wraps(original)
         async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
             info = None
+            pending = True
             try:
                 info = tel.pool_info(self)
                 if info is not None:
-                    tel.pending.add(1, info.attributes)
+                    # A request served at once by an idle live connection is never
+                    # pending: its +1/-1 would cancel out, so both are skipped.
+                    pending = not _connection_ready(self)
+                    if pending:
+                        tel.pending.add(1, info.attributes)
             except Exception as exc:
                 internal_error("asyncpg pool acquire", exc)
                 info = None
@@ -411,7 +432,7 @@ def _pool_acquire(tel: _Telemetry) -> Callable[[Any], Any]:
             try:
                 return await original(self, *args, **kwargs)
             finally:
-                tel.acquired(info, _perf_counter() - start)
+                tel.acquired(info, _perf_counter() - start, pending)
 
         return acquire
 
