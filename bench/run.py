@@ -20,7 +20,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import e2e, ops, pressure
+from bench import agent, e2e, ops, pressure
 from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -131,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.pressure_down:.0f} s down, {after:.0f} s up again.\n\n"
             f"{pressure.table(results, args.pressure_down)}\n")
         data["pressure"] = [r.__dict__ for r in results]
+
+    if "agent" in parts and not args.quick:
+        results = agent.run_all(log=lambda m: print(m, flush=True))
+        sections.append(
+            f"## Agent: one full collection, {agent.TABLES} tables / "
+            f"{agent.TABLES * agent.INDEXES_PER_TABLE} indexes\n\n"
+            "`otelbot-agent once` (PostgreSQL only) beside one scrape of Debian's "
+            f"prometheus-postgres-exporter (default collectors), same database.\n\n"
+            f"{agent.table(results)}\n")
+        data["agent"] = results
 
     text = "\n".join(sections)
     print("\n" + text)
