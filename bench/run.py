@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds the OTLP endpoint is down")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
-    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "performance-throughput.png",
+    parser.add_argument("--chart", type=lambda v: Path(v) if v else None,
+                        default=ROOT / "docs" / "performance-throughput.png",
                         help="where the throughput chart goes ('' for none)")
     args = parser.parse_args(argv)
     if args.quick:
