@@ -7,6 +7,7 @@ new key, never per operation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Collection
@@ -108,6 +109,68 @@ def create_instrument(meter: metrics.Meter, metric: Metric, callbacks: Any = Non
             metric.name, callbacks, metric.unit, metric.description
         )
     raise ValueError(f"unknown instrument kind {kind!r} for {metric.name}")
+
+
+def guarded_async(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+                  end: Callable[[Any, Any, BaseException | None], None], where: str) -> Any:
+    """Wrap an async method with telemetry that can never break it.
+
+    ``begin(self, args, kwargs)`` runs before the call and returns what ``end(state,
+    result, exc)`` gets after it (``exc`` is the exception the call raised, re-raised
+    unchanged). An error inside ``begin`` or ``end`` is logged once and the call goes on
+    as if uninstrumented.
+    """
+
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = begin(self, args, kwargs)
+        except Exception as exc:
+            internal_error(where + " start", exc)
+            return await original(self, *args, **kwargs)
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            try:
+                end(state, None, exc)
+            except Exception as inner:
+                internal_error(where + " end", inner)
+            raise
+        try:
+            end(state, result, None)
+        except Exception as inner:
+            internal_error(where + " end", inner)
+        return result
+
+    return wrapper
+
+
+def guarded_sync(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+                 end: Callable[[Any, Any, BaseException | None], None], where: str) -> Any:
+    """``guarded_async`` for a plain (blocking) method."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = begin(self, args, kwargs)
+        except Exception as exc:
+            internal_error(where + " start", exc)
+            return original(self, *args, **kwargs)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            try:
+                end(state, None, exc)
+            except Exception as inner:
+                internal_error(where + " end", inner)
+            raise
+        try:
+            end(state, result, None)
+        except Exception as inner:
+            internal_error(where + " end", inner)
+        return result
+
+    return wrapper
 
 
 class Patches:

@@ -36,6 +36,7 @@ from otelbot.instrumentation._base import (
     OtelbotInstrumentor,
     create_instrument,
     error_type,
+    guarded_async,
     internal_error,
     record_exception,
 )
@@ -357,27 +358,12 @@ def _error_code(exc: BaseException) -> int:
 # ---------------------------------------------------------------------- wrappers
 
 def _wrap_feed_update(original: Any, recorder: _Recorder) -> Any:
-    async def feed_update(self: Any, bot: Any, update: Any, **kwargs: Any) -> Any:
-        try:
-            begun = recorder.begin(bot, update)
-        except Exception as exc:
-            internal_error("aiogram update start", exc)
-            return await original(self, bot, update, **kwargs)
-        try:
-            result = await original(self, bot, update, **kwargs)
-        except BaseException as exc:
-            try:
-                recorder.end(begun, None, exc)
-            except Exception as inner:
-                internal_error("aiogram update end", inner)
-            raise
-        try:
-            recorder.end(begun, result, None)
-        except Exception as inner:
-            internal_error("aiogram update end", inner)
-        return result
+    def begin(dispatcher: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bot = args[0] if args else kwargs["bot"]
+        update = args[1] if len(args) > 1 else kwargs["update"]
+        return recorder.begin(bot, update)
 
-    return feed_update
+    return guarded_async(original, begin, recorder.end, "aiogram update")
 
 
 def _wrap_ingress(original: Any, ingress: str) -> Any:
@@ -427,27 +413,15 @@ def _is_failure(exc: BaseException) -> bool:
 
 
 def _wrap_make_request(original: Any, recorder: _Recorder) -> Any:
-    async def make_request(self: Any, bot: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            begun = recorder.api_begin(bot, method)
-        except Exception as exc:
-            internal_error("aiogram Bot API call start", exc)
-            return await original(self, bot, method, *args, **kwargs)
-        try:
-            result = await original(self, bot, method, *args, **kwargs)
-        except BaseException as exc:
-            try:
-                recorder.api_end(begun, exc)
-            except Exception as inner:
-                internal_error("aiogram Bot API call end", inner)
-            raise
-        try:
-            recorder.api_end(begun, None)
-        except Exception as inner:
-            internal_error("aiogram Bot API call end", inner)
-        return result
+    def begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bot = args[0] if args else kwargs["bot"]
+        method = args[1] if len(args) > 1 else kwargs["method"]
+        return recorder.api_begin(bot, method)
 
-    return make_request
+    def end(state: Any, result: Any, exc: BaseException | None) -> None:
+        recorder.api_end(state, exc)
+
+    return guarded_async(original, begin, end, "aiogram Bot API call")
 
 
 class AiogramInstrumentor(OtelbotInstrumentor):

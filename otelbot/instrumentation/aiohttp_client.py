@@ -34,7 +34,7 @@ from otelbot.instrumentation._base import (
     OtelbotInstrumentor,
     create_instrument,
     error_type,
-    internal_error,
+    guarded_async,
     record_exception,
 )
 from otelbot.instrumentation.redaction import redact_url
@@ -208,30 +208,19 @@ class _Recorder:
 
 
 def _wrap_request(original: Any, recorder: _Recorder) -> Any:
-    async def _request(self: Any, method: str, str_or_url: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            target = recorder.target(self, str_or_url)
-            upper = method.upper()
-            span, owned = recorder.start(target, upper, kwargs)
-            started = time.perf_counter()
-        except Exception as exc:
-            internal_error("aiohttp client request start", exc)
-            return await original(self, method, str_or_url, *args, **kwargs)
-        try:
-            response = await original(self, method, str_or_url, *args, **kwargs)
-        except BaseException as exc:
-            try:
-                recorder.finish(target, upper, span, owned, started, 0, exc)
-            except Exception as inner:
-                internal_error("aiohttp client request end", inner)
-            raise
-        try:
-            recorder.finish(target, upper, span, owned, started, response.status, None)
-        except Exception as inner:
-            internal_error("aiohttp client request end", inner)
-        return response
+    def begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        method, str_or_url = args[0], args[1]
+        target = recorder.target(session, str_or_url)
+        upper = method.upper()
+        span, owned = recorder.start(target, upper, kwargs)
+        return target, upper, span, owned, time.perf_counter()
 
-    return _request
+    def end(state: Any, response: Any, exc: BaseException | None) -> None:
+        target, upper, span, owned, started = state
+        status = response.status if response is not None else 0
+        recorder.finish(target, upper, span, owned, started, status, exc)
+
+    return guarded_async(original, begin, end, "aiohttp client request")
 
 
 class AiohttpClientInstrumentor(OtelbotInstrumentor):

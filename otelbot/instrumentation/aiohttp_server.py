@@ -27,7 +27,7 @@ from otelbot.instrumentation._base import (
     OtelbotInstrumentor,
     create_instrument,
     error_type,
-    internal_error,
+    guarded_async,
     record_exception,
 )
 from otelbot.instrumentation.redaction import redact_path
@@ -156,27 +156,15 @@ class _Recorder:
 
 
 def _wrap_handle(original: Any, recorder: _Recorder) -> Any:
-    async def _handle(self: Any, request: Any) -> Any:
-        try:
-            started = recorder.start(request)
-        except Exception as exc:
-            internal_error("aiohttp server request start", exc)
-            return await original(self, request)
-        try:
-            response = await original(self, request)
-        except BaseException as exc:
-            try:
-                recorder.finish(request, started, 0, exc)
-            except Exception as inner:
-                internal_error("aiohttp server request end", inner)
-            raise
-        try:
-            recorder.finish(request, started, response.status, None)
-        except Exception as inner:
-            internal_error("aiohttp server request end", inner)
-        return response
+    def begin(app: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        request = args[0] if args else kwargs["request"]
+        return request, recorder.start(request)
 
-    return _handle
+    def end(state: Any, response: Any, exc: BaseException | None) -> None:
+        request, started = state
+        recorder.finish(request, started, response.status if response is not None else 0, exc)
+
+    return guarded_async(original, begin, end, "aiohttp server request")
 
 
 class AiohttpServerInstrumentor(OtelbotInstrumentor):

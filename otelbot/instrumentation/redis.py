@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import itertools
 from collections.abc import Collection
 from time import perf_counter
@@ -43,6 +42,8 @@ from otelbot.instrumentation._base import (
     OtelbotInstrumentor,
     create_instrument,
     error_type,
+    guarded_async,
+    guarded_sync,
     internal_error,
     record_exception,
 )
@@ -373,92 +374,55 @@ class _Telemetry:
             internal_error("redis pipeline", exc)
 
 
-def _sync_command(original: Any, telemetry: _Telemetry) -> Any:
-    @functools.wraps(original)
-    def execute_command(self: Any, *args: Any, **options: Any) -> Any:
-        try:
-            command = telemetry.target(self).command(args[0], len(args))
-            span = telemetry.start(command)
-            start = perf_counter()
-        except Exception as exc:
-            internal_error("redis command", exc)
-            return original(self, *args, **options)
-        try:
-            result = original(self, *args, **options)
-        except BaseException as exc:
-            telemetry.failed(command, span, start, exc)
-            raise
-        telemetry.succeeded(command, span, start, result)
-        return result
+def _command_hooks(telemetry: _Telemetry) -> tuple[Any, Any]:
+    def begin(client: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        command = telemetry.target(client).command(args[0], len(args))
+        return command, telemetry.start(command), perf_counter()
 
-    return execute_command
+    def end(state: Any, result: Any, exc: BaseException | None) -> None:
+        command, span, start = state
+        if exc is None:
+            telemetry.succeeded(command, span, start, result)
+        else:
+            telemetry.failed(command, span, start, exc)
+
+    return begin, end
+
+
+def _pipeline_hooks(telemetry: _Telemetry) -> tuple[Any, Any]:
+    def begin(pipeline: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        stack = getattr(pipeline, "command_stack", None)
+        if not stack:
+            return None  # nothing queued: nothing is sent
+        target, span, commands = telemetry.start_pipeline(pipeline, stack)
+        return target, span, commands, perf_counter()
+
+    def end(state: Any, results: Any, exc: BaseException | None) -> None:
+        if state is None:
+            return
+        target, span, commands, start = state
+        if exc is None:
+            telemetry.pipeline_succeeded(target, span, start, commands, results)
+        else:
+            telemetry.failed(target.pipeline, span, start, exc)
+
+    return begin, end
+
+
+def _sync_command(original: Any, telemetry: _Telemetry) -> Any:
+    return guarded_sync(original, *_command_hooks(telemetry), "redis command")
 
 
 def _async_command(original: Any, telemetry: _Telemetry) -> Any:
-    @functools.wraps(original)
-    async def execute_command(self: Any, *args: Any, **options: Any) -> Any:
-        try:
-            command = telemetry.target(self).command(args[0], len(args))
-            span = telemetry.start(command)
-            start = perf_counter()
-        except Exception as exc:
-            internal_error("redis command", exc)
-            return await original(self, *args, **options)
-        try:
-            result = await original(self, *args, **options)
-        except BaseException as exc:
-            telemetry.failed(command, span, start, exc)
-            raise
-        telemetry.succeeded(command, span, start, result)
-        return result
-
-    return execute_command
+    return guarded_async(original, *_command_hooks(telemetry), "redis command")
 
 
 def _sync_pipeline(original: Any, telemetry: _Telemetry) -> Any:
-    @functools.wraps(original)
-    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        stack = getattr(self, "command_stack", None)
-        if not stack:
-            return original(self, *args, **kwargs)
-        try:
-            target, span, commands = telemetry.start_pipeline(self, stack)
-            start = perf_counter()
-        except Exception as exc:
-            internal_error("redis pipeline", exc)
-            return original(self, *args, **kwargs)
-        try:
-            results = original(self, *args, **kwargs)
-        except BaseException as exc:
-            telemetry.failed(target.pipeline, span, start, exc)
-            raise
-        telemetry.pipeline_succeeded(target, span, start, commands, results)
-        return results
-
-    return execute
+    return guarded_sync(original, *_pipeline_hooks(telemetry), "redis pipeline")
 
 
 def _async_pipeline(original: Any, telemetry: _Telemetry) -> Any:
-    @functools.wraps(original)
-    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        stack = getattr(self, "command_stack", None)
-        if not stack:
-            return await original(self, *args, **kwargs)
-        try:
-            target, span, commands = telemetry.start_pipeline(self, stack)
-            start = perf_counter()
-        except Exception as exc:
-            internal_error("redis pipeline", exc)
-            return await original(self, *args, **kwargs)
-        try:
-            results = await original(self, *args, **kwargs)
-        except BaseException as exc:
-            telemetry.failed(target.pipeline, span, start, exc)
-            raise
-        telemetry.pipeline_succeeded(target, span, start, commands, results)
-        return results
-
-    return execute
+    return guarded_async(original, *_pipeline_hooks(telemetry), "redis pipeline")
 
 
 class RedisInstrumentor(OtelbotInstrumentor):
