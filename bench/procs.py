@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from otelbot.testing.processes import free_port, sibling_command, stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 PG_DSN = os.environ.get("OTELBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -22,14 +21,8 @@ REDIS_URL = os.environ.get("OTELBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def instrument_command() -> str:
-    found = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+    found = sibling_command("opentelemetry-instrument")
     if not found:
         raise SystemExit("bench: opentelemetry-instrument is not installed next to "
                          f"{sys.executable} (pip install -e '.[bench]')")
@@ -113,14 +106,7 @@ class Child:
         return now, peak
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 class FakeApi(Child):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from otelbot.demo.analysis import Observed
 from otelbot.demo.fake_api import FloodControlledBotApi
 from otelbot.demo.load import LoadDriver, update_mix
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from otelbot.testing.processes import sibling_command, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BOT_DIR = ROOT / "examples" / "demo_bot"
@@ -141,7 +141,7 @@ def reset_cache(url: str) -> None:
 
 
 def _command(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    found = sibling_command(name)
     if not found:
         raise DemoError(f"the `{name}` command is not installed: pip install -e '.[dev]' "
                         "(make demo does)")
@@ -162,13 +162,7 @@ class Child:
         return "".join(self.lines[-n:]).rstrip()
 
     def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
 
 
 @contextmanager

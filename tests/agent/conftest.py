@@ -19,16 +19,11 @@ import pytest
 
 from otelbot.agent.collectors.base import Sample
 from otelbot.agent.config import AgentConfig
+from otelbot.testing.processes import free_port
 
 
 def unique(prefix: str = "otb_agent_") -> str:
     return prefix + uuid.uuid4().hex[:10]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def values(samples: list[Sample], name: str, **match: object) -> list[float]:

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
+from otelbot.testing.processes import free_port
 from tests.deploy.promnames import catalogue_series_names, metric_names_in
-from tests.e2e._run import ROOT, free_port, run_instrumented
+from tests.e2e._run import ROOT, run_instrumented
 
 DASHBOARDS = ROOT / "dashboards"
 HERE = Path(__file__).resolve().parent

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,20 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from otelbot.testing.processes import instrument_command, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def instrument_command() -> str:
-    found = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
-    assert found, "opentelemetry-instrument is not installed next to the test's Python"
-    return found
 
 
 @dataclass
@@ -92,11 +78,5 @@ def run_instrumented(script: Path | str, env: dict[str, str], *args: str,
     try:
         yield bot
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, 20)
         reader.join(5)

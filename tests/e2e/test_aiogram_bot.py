@@ -12,7 +12,8 @@ import pytest
 
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.e2e._run import ROOT, free_port, otel_env, run_instrumented
+from otelbot.testing.processes import free_port
+from tests.e2e._run import ROOT, otel_env, run_instrumented
 
 BOT = ROOT / "examples" / "aiogram_bot.py"
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,8 @@ import pytest
 
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.e2e._run import free_port, otel_env, run_instrumented
+from otelbot.testing.processes import free_port
+from tests.e2e._run import otel_env, run_instrumented
 
 BOT = Path(__file__).parent / "bots" / "plain_webhook_bot.py"
 pytestmark = pytest.mark.e2e
