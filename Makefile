@@ -20,7 +20,7 @@ test: $(VENV)/.installed services
 	source .services/env && $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check otelbot tests examples
+	$(BIN)/ruff check otelbot tests examples bench dashboards
 	$(BIN)/mypy
 
 docs: $(VENV)/.installed
