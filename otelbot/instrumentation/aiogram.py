@@ -106,6 +106,7 @@ class _Recorder:
         from aiogram.dispatcher.event.bases import UNHANDLED
         from aiogram.exceptions import TelegramRetryAfter
         from aiogram.methods import TelegramMethod
+        from aiogram.methods.base import Response
         from aiogram.types import ErrorEvent
 
         self.unhandled = UNHANDLED
@@ -113,6 +114,9 @@ class _Recorder:
         self.internal_callbacks = {Dispatcher.__dict__.get("_listen_update")}
         self.retry_after_exc = TelegramRetryAfter
         self.telegram_method = TelegramMethod
+        self.response_generic = Response
+        # method class -> aiogram's parsed-response class, kept alive (see pin_response).
+        self._pinned_responses: dict[type, Any] = {}
         self.error_event = ErrorEvent
         self.tracer = tracer
         self.capture_ids = config.capture_ids()
@@ -298,7 +302,25 @@ class _Recorder:
             self._api_attrs[key] = attrs
         return attrs
 
+    def pin_response(self, method: Any) -> None:
+        """Keep aiogram's ``Response[<result type>]`` class for this method alive.
+
+        aiogram parses every Bot API answer with ``Response[method.__returning__]``, and
+        pydantic caches such generic classes only weakly: each garbage collection that frees
+        one makes the next call rebuild it (a full pydantic model build, milliseconds). The
+        objects a traced update allocates make collections, and so these rebuilds, more
+        frequent; holding one reference per method class removes that cost. It changes no
+        result: the class is the one aiogram would build.
+        """
+        kind = type(method)
+        if kind not in self._pinned_responses:
+            try:
+                self._pinned_responses[kind] = self.response_generic[method.__returning__]
+            except Exception:
+                self._pinned_responses[kind] = None
+
     def api_begin(self, bot: Any, method: Any) -> tuple[str, ApiCall, Any, float]:
+        self.pin_response(method)
         api_method = method.__api_method__
         if api_method == "getUpdates" and not self.trace_get_updates:
             span = None

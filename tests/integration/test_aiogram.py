@@ -228,3 +228,24 @@ async def test_uninstrument_restores_aiogram(telemetry: MemoryTelemetry) -> None
     AiogramInstrumentor().uninstrument()
     assert (Dispatcher.feed_update, AiohttpSession.make_request, HandlerObject.call) == originals
     assert "call" not in HandlerObject.__dict__
+
+
+async def test_response_classes_stay_alive_across_garbage_collections(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot
+) -> None:
+    import gc
+    import weakref
+
+    from aiogram.methods import GetMe
+    from aiogram.methods.base import Response
+
+    # Without a reference, pydantic's generic class is freed by a collection (and rebuilt
+    # on the next Bot API call): the control case.
+    unpinned = weakref.ref(Response[GetMe.__returning__])
+    gc.collect()
+    assert unpinned() is None
+
+    await bot.send_message(1, "hi")
+    pinned = weakref.ref(Response[SendMessage.__returning__])
+    gc.collect()
+    assert pinned() is not None, "otelbot keeps aiogram's response class for sendMessage"
