@@ -86,11 +86,12 @@ _ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default
 class _UpdateState:
     """One update being handled: its span and what the handlers told us."""
 
-    __slots__ = ("exc", "handler", "span", "started", "type")
+    __slots__ = ("exc", "handler", "ingress", "span", "started", "type")
 
-    def __init__(self, span: Any, update_type: str, started: float) -> None:
+    def __init__(self, span: Any, update_type: str, ingress: str, started: float) -> None:
         self.span = span
         self.type = update_type
+        self.ingress = ingress
         self.started = started
         self.handler: str | None = None
         self.exc: BaseException | None = None
@@ -204,7 +205,7 @@ class _Recorder:
             span.set_attributes(attrs)
         if user is not None:
             self.users.add(user.id)
-        state = _UpdateState(span, update_type, time.perf_counter())
+        state = _UpdateState(span, update_type, ingress, time.perf_counter())
         ctx_token = context.attach(trace.set_span_in_context(span))
         state_token = _current_update.set(state)
         self.active.add(1, self.type_attrs(update_type))
@@ -227,8 +228,7 @@ class _Recorder:
             outcome = OUTCOME_HANDLED
         err = error_type(error) if error is not None else None
         self.active.add(-1, self.type_attrs(state.type))
-        ingress = _ingress.get() or INGRESS_DIRECT
-        self.updates.add(1, self.count_attrs(state.type, ingress, outcome, err))
+        self.updates.add(1, self.count_attrs(state.type, state.ingress, outcome, err))
         self.update_duration.record(elapsed, self.outcome_attrs(state.type, outcome))
         span = state.span
         if span.is_recording():

@@ -44,7 +44,6 @@ from otelbot.instrumentation._base import (
     error_type,
     guarded_async,
     guarded_sync,
-    internal_error,
     record_exception,
 )
 from otelbot.instrumentation.config import capture_query_text
@@ -306,31 +305,27 @@ class _Telemetry:
             command.name, kind=SpanKind.CLIENT, attributes=command.span_attrs
         )
 
+    # succeeded / failed / pipeline_succeeded run inside guarded_async / guarded_sync, which
+    # contain any error of theirs.
     def succeeded(self, command: _Command, span: Any, start: float, result: Any) -> None:
-        try:
-            duration = perf_counter() - start
-            span.end()
-            self.duration.record(duration, command.metric_attrs)
-            if command.read is not None:
-                self.count_read(command, result)
-        except Exception as exc:
-            internal_error("redis command", exc)
+        duration = perf_counter() - start
+        span.end()
+        self.duration.record(duration, command.metric_attrs)
+        if command.read is not None:
+            self.count_read(command, result)
 
     def failed(self, command: _Command, span: Any, start: float, exc: BaseException) -> None:
-        try:
-            duration = perf_counter() - start
-            if span.is_recording():
-                _record_error(span, exc)
-            span.end()
-            attrs = command.error_attrs.get(type(exc))
-            if attrs is None:
-                attrs = dict(command.metric_attrs)
-                attrs[ERROR_TYPE] = error_type(exc)
-                if len(command.error_attrs) < _MAX_ERROR_TYPES:
-                    command.error_attrs[type(exc)] = attrs
-            self.duration.record(duration, attrs)
-        except Exception as error:
-            internal_error("redis command", error)
+        duration = perf_counter() - start
+        if span.is_recording():
+            _record_error(span, exc)
+        span.end()
+        attrs = command.error_attrs.get(type(exc))
+        if attrs is None:
+            attrs = dict(command.metric_attrs)
+            attrs[ERROR_TYPE] = error_type(exc)
+            if len(command.error_attrs) < _MAX_ERROR_TYPES:
+                command.error_attrs[type(exc)] = attrs
+        self.duration.record(duration, attrs)
 
     def count_read(self, command: _Command, result: Any) -> None:
         kind = command.read
@@ -362,16 +357,13 @@ class _Telemetry:
         self, target: _Target, span: Any, start: float, commands: tuple[_Command, ...],
         results: Any,
     ) -> None:
-        try:
-            duration = perf_counter() - start
-            span.end()
-            self.duration.record(duration, target.pipeline.metric_attrs)
-            reads = target.batch(commands).reads
-            if reads and isinstance(results, list) and len(results) == len(commands):
-                for index, command in reads:
-                    self.count_read(command, results[index])
-        except Exception as exc:
-            internal_error("redis pipeline", exc)
+        duration = perf_counter() - start
+        span.end()
+        self.duration.record(duration, target.pipeline.metric_attrs)
+        reads = target.batch(commands).reads
+        if reads and isinstance(results, list) and len(results) == len(commands):
+            for index, command in reads:
+                self.count_read(command, results[index])
 
 
 def _command_hooks(telemetry: _Telemetry) -> tuple[Any, Any]:
