@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import Span, StatusCode
 
 from otelbot import __version__
+from otelbot.instrumentation.fastmetrics import fast_instrument
 from otelbot.instrumentation.redaction import redact_text
 from otelbot.semconv import ERROR_TYPE, Metric
 
@@ -80,8 +81,15 @@ def record_exception(span: Span, exc: BaseException, *, message: str | None = No
 
 
 def create_instrument(meter: metrics.Meter, metric: Metric, callbacks: Any = None) -> Any:
-    """Create the SDK instrument a catalogue entry describes."""
+    """The instrument a catalogue entry describes: for counters, up-down counters and
+    histograms otelbot's own aggregation when the provider allows it (``fastmetrics``),
+    else the SDK's instrument."""
     kind = metric.instrument
+    if kind in ("counter", "updowncounter", "histogram"):
+        fast = fast_instrument(meter, kind, metric.name, metric.unit, metric.description,
+                               metric.buckets)
+        if fast is not None:
+            return fast
     if kind == "counter":
         return meter.create_counter(metric.name, metric.unit, metric.description)
     if kind == "updowncounter":
