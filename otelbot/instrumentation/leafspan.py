@@ -1,0 +1,264 @@
+"""Leaf spans: the SQL, Redis and Bot API spans, which are never made current.
+
+The SDK's ``Tracer.start_span`` costs ~20-40 µs per span on this kind of machine: the
+sampler call, a lock, a ``BoundedAttributes`` that validates every attribute the
+instrumentation built (and cached) itself, a ``BoundedList`` for events, the processors'
+``on_start``. A span that nobody can make current or parent (otelbot starts these with
+``start_span`` and ends them itself) needs none of that to produce the same span.
+
+:class:`LeafTracer` wraps an SDK ``Tracer``. When the outcome is certain to be what the
+SDK would produce, it returns a :class:`LeafSpan`: a plain object that collects the
+attributes, events and status, and on ``end()`` hands the span processors the SDK's own
+``ReadableSpan``, with the SDK's id generator, resource and instrumentation scope. The
+conditions, checked per span (cheaply, from a cache keyed on the processor tuple):
+
+- the parent is a valid, local span (the update span, the webhook request span);
+- the sampler is ``ParentBased`` with its default delegates for local parents
+  (``parentbased_always_on`` and ``parentbased_traceidratio``, the SDK's defaults), so
+  the decision is the parent's sampled flag;
+- every span processor's ``on_start`` and ``_on_ending`` do nothing (the SDK's batch and
+  simple processors, otelbot's offload processor), so skipping them changes nothing;
+- the span limits are the SDK defaults or wider (no attribute value truncation), and
+  the SDK's own tracer metrics are off.
+
+Anything else, or ``OTELBOT_FAST_SPANS=false``, uses ``Tracer.start_span`` unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+logger = logging.getLogger("otelbot")
+
+_UNSET = Status(StatusCode.UNSET)
+#: Smallest limits under which our leaf spans are never cut (they carry < 20 attributes
+#: and at most two events).
+_MIN_ATTRIBUTES = 32
+_MIN_EVENTS = 8
+
+
+def enabled_by_env() -> bool:
+    return os.environ.get("OTELBOT_FAST_SPANS", "true").strip().lower() not in (
+        "false", "0", "no", "off")
+
+
+def _noop_hooks() -> tuple[set[Any], set[Any]]:
+    """``on_start`` and ``_on_ending`` implementations known to do nothing."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from otelbot.instrumentation.offload import OffloadSpanProcessor
+
+    classes = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor, OffloadSpanProcessor)
+    starts = {cls.__dict__["on_start"] for cls in classes if "on_start" in cls.__dict__}
+    endings = {cls.__dict__["_on_ending"] for cls in classes if "_on_ending" in cls.__dict__}
+    return starts, endings
+
+
+def _flags_for_child(parent: TraceFlags) -> TraceFlags:
+    """The flags the SDK gives a child its ParentBased sampler samples like ``parent``."""
+    flags = TraceFlags.SAMPLED if parent.sampled else TraceFlags.DEFAULT
+    if getattr(parent, "random_trace_id", False):
+        flags |= getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+    return TraceFlags(flags)
+
+
+class LeafTracer:
+    """``start_span`` for spans that are never made current; see the module text."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+        self._enabled = enabled_by_env()
+        self._checked_for: Any = object()  # the processor tuple last checked
+        self._fast = False
+        self._flags: dict[int, TraceFlags] = {}
+        self.processor: Any = None
+        self.resource: Any = None
+        self.scope: Any = None
+        self.info: Any = None
+
+    def _eligible(self) -> bool:
+        tracer = self.tracer
+        multi = getattr(tracer, "span_processor", None)
+        processors = getattr(multi, "_span_processors", None)
+        if processors is self._checked_for:
+            return self._fast
+        self._checked_for = processors
+        self._fast = False
+        if not self._enabled or processors is None:
+            return False
+        try:
+            self._fast = self._check(tracer, multi, processors)
+        except Exception as exc:  # an SDK whose internals differ: the standard path
+            logger.debug("otelbot: fast leaf spans unavailable (%s)", exc)
+            self._fast = False
+        return self._fast
+
+    def _check(self, tracer: Any, multi: Any, processors: Sequence[Any]) -> bool:
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+        if type(multi) is not SynchronousMultiSpanProcessor:
+            return False
+        sampler = tracer.sampler
+        if not isinstance(sampler, ParentBased):
+            return False
+        if (getattr(sampler, "_local_parent_sampled", None) is not ALWAYS_ON
+                or getattr(sampler, "_local_parent_not_sampled", None) is not ALWAYS_OFF):
+            return False
+        starts, endings = _noop_hooks()
+        for processor in processors:
+            cls = type(processor)
+            if getattr(cls, "on_start", None) not in starts:
+                return False
+            if getattr(cls, "_on_ending", None) not in endings:
+                return False
+        limits = tracer._span_limits
+        if (limits.max_span_attribute_length is not None
+                or limits.max_attribute_length is not None
+                or (limits.max_span_attributes or 0) < _MIN_ATTRIBUTES
+                or (limits.max_event_attributes or 0) < _MIN_ATTRIBUTES
+                or (limits.max_events or 0) < _MIN_EVENTS):
+            return False
+        if type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
+            return False
+        self.processor = multi
+        self.resource = tracer.resource
+        self.scope = tracer._instrumentation_scope
+        self.info = tracer.instrumentation_info
+        return True
+
+    def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
+                   attributes: Mapping[str, Any] | None = None) -> Any:
+        if self._eligible():
+            parent = trace.get_current_span(context).get_span_context()
+            if parent.is_valid and not parent.is_remote and self.tracer._is_enabled():
+                flags = self._flags.get(parent.trace_flags)
+                if flags is None:
+                    flags = self._flags[parent.trace_flags] = _flags_for_child(
+                        parent.trace_flags)
+                child = SpanContext(parent.trace_id,
+                                    self.tracer.id_generator.generate_span_id(),
+                                    False, flags, parent.trace_state)
+                if not flags.sampled:
+                    return NonRecordingSpan(child)
+                return LeafSpan(self, name, child, parent, kind, attributes)
+        return self.tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+
+
+class LeafSpan(trace.Span):
+    """A recording span that becomes the SDK's ``ReadableSpan`` when it ends."""
+
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_name", "_owner",
+                 "_parent", "_start", "_status")
+
+    def __init__(self, owner: LeafTracer, name: str, context: SpanContext,
+                 parent: SpanContext, kind: SpanKind,
+                 attributes: Mapping[str, Any] | None) -> None:
+        self._owner = owner
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        # A copy: the instrumentations pass cached, shared dicts.
+        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self._events: list[Event] = []
+        self._status = _UNSET
+        self._end: int | None = None
+        self._start = time_ns()
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end is not None:
+            return
+        if isinstance(value, list):
+            value = tuple(value)
+        self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
+                  timestamp: int | None = None) -> None:
+        if self._end is not None:
+            return
+        clean = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in (attributes or {}).items()}
+        self._events.append(Event(name, clean, timestamp if timestamp is not None
+                                  else time_ns()))
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+        elif status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException,
+                         attributes: Mapping[str, Any] | None = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        cls = type(exception)
+        module = cls.__module__
+        event = {
+            "exception.type": (f"{module}.{cls.__qualname__}"
+                               if module and module != "builtins" else cls.__qualname__),
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            event.update(attributes)
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end = end_time if end_time is not None else time_ns()
+        owner = self._owner
+        owner.processor.on_end(ReadableSpan(
+            name=self._name, context=self._context, parent=self._parent,
+            resource=owner.resource, attributes=self._attributes,
+            events=tuple(self._events), kind=self._kind, status=self._status,
+            start_time=self._start, end_time=end, instrumentation_info=owner.info,
+            instrumentation_scope=owner.scope))
+
+    def __repr__(self) -> str:
+        return f"LeafSpan({self._name!r}, {self._context!r})"
+
+
+def leaf_tracer(tracer: Any) -> Any:
+    """A :class:`LeafTracer` for an SDK tracer; other tracers (the API's no-op or proxy
+    tracer, a vendor's) are returned as they are."""
+    if isinstance(tracer, LeafTracer):
+        return tracer
+    if not all(hasattr(tracer, a) for a in ("span_processor", "sampler", "id_generator",
+                                            "_span_limits", "_instrumentation_scope")):
+        return tracer
+    return LeafTracer(tracer)

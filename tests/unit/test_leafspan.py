@@ -1,0 +1,184 @@
+"""Leaf spans give the exporters the same span the SDK's tracer would, and step aside
+whenever they could not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
+
+from otelbot.instrumentation._base import record_exception
+from otelbot.instrumentation.leafspan import LeafSpan, LeafTracer, leaf_tracer
+
+ATTRS = {"db.system.name": "postgresql", "db.namespace": "test", "server.port": 5432,
+         "db.query.text": "SELECT ?"}
+
+
+def _setup(monkeypatch: pytest.MonkeyPatch, fast: bool = True,
+           **provider_kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    monkeypatch.setenv("OTELBOT_FAST_SPANS", "true" if fast else "false")
+    provider = TracerProvider(resource=Resource({"service.name": "leaf-test"}),
+                              **provider_kwargs)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _scenario(provider: TracerProvider) -> list[Any]:
+    """What the instrumentations do with a leaf: start it under the update span, add
+    attributes, an event, an error; plus a plain successful one."""
+    tracer = provider.get_tracer("otelbot.test", "1.0")
+    leaves = leaf_tracer(tracer)
+    spans = []
+    with tracer.start_as_current_span("telegram.update message"):
+        ok = leaves.start_span("SELECT pg_class", kind=SpanKind.CLIENT, attributes=ATTRS)
+        ok.set_attribute("db.response.returned_rows", 1)
+        ok.set_attribute("none.value", None)  # the SDK keeps it (an empty value)
+        ok.set_attributes({"list.value": ["a", "b"]})
+        spans.append(ok)
+        ok.end()
+        failed = leaves.start_span("telegram.api sendMessage", kind=SpanKind.CLIENT,
+                                   attributes={"telegram.api.method": "sendMessage"})
+        failed.add_event("telegram.flood_wait", {"telegram.api.retry_after": 3})
+        try:
+            raise RuntimeError("Too Many Requests: retry after 3")
+        except RuntimeError as exc:
+            record_exception(failed, exc)
+        failed.set_status(StatusCode.OK)  # OK after ERROR wins, as in the SDK
+        failed.update_name("telegram.api sendMessage")
+        spans.append(failed)
+        failed.end()
+        failed.set_attribute("after.end", 1)  # ignored, as in the SDK
+        failed.end()  # a second end is ignored
+    return spans
+
+
+def _normalized(exporter: InMemorySpanExporter) -> list[Any]:
+    """The OTLP protobuf of the finished spans, with ids and times zeroed."""
+    request = encode_spans(exporter.get_finished_spans())
+    out = []
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                span.trace_id = b""
+                span.span_id = b""
+                span.parent_span_id = b""
+                span.start_time_unix_nano = span.end_time_unix_nano = 0
+                for event in span.events:
+                    event.time_unix_nano = 0
+                    for attr in event.attributes:
+                        if attr.key == "exception.stacktrace":
+                            attr.value.string_value = "<stack>"
+                out.append((rs.resource.SerializeToString(), ss.scope.SerializeToString(),
+                            span.SerializeToString()))
+    return sorted(out)
+
+
+def test_same_otlp_content_as_sdk_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    sdk_provider, sdk_exporter = _setup(monkeypatch, fast=False)
+    sdk_spans = _scenario(sdk_provider)
+    fast_provider, fast_exporter = _setup(monkeypatch, fast=True)
+    fast_spans = _scenario(fast_provider)
+
+    assert not any(isinstance(s, LeafSpan) for s in sdk_spans)
+    assert all(isinstance(s, LeafSpan) for s in fast_spans)
+    assert len(fast_exporter.get_finished_spans()) == 3
+    assert _normalized(fast_exporter) == _normalized(sdk_exporter)
+
+
+def test_leaf_is_a_child_of_the_current_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(monkeypatch)
+    tracer = provider.get_tracer("t")
+    before = dict(ATTRS)
+    with tracer.start_as_current_span("parent") as parent:
+        leaf = leaf_tracer(tracer).start_span("leaf", attributes=ATTRS)
+        assert isinstance(leaf, LeafSpan)
+        leaf.set_attribute("extra", 1)
+        leaf.end()
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    ctx = parent.get_span_context()
+    assert finished["leaf"].parent == ctx
+    assert finished["leaf"].context.trace_id == ctx.trace_id
+    assert finished["leaf"].context.span_id not in (0, ctx.span_id)
+    assert finished["leaf"].context.trace_flags == ctx.trace_flags
+    assert finished["leaf"].start_time <= finished["leaf"].end_time
+    assert finished["leaf"].attributes["extra"] == 1
+    assert before == ATTRS  # the cached dict the caller passed is not touched
+
+
+def test_unsampled_parent_gives_a_non_recording_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(monkeypatch, sampler=ParentBased(TraceIdRatioBased(0.0)))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent") as parent:
+        leaf = leaf_tracer(tracer).start_span("leaf")
+    assert isinstance(leaf, NonRecordingSpan) and not leaf.is_recording()
+    assert leaf.get_span_context().trace_id == parent.get_span_context().trace_id
+    assert exporter.get_finished_spans() == ()
+
+
+class _StartWatcher(SpanProcessor):
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+
+@pytest.mark.parametrize("case", ["no parent", "remote parent", "sampler", "on_start",
+                                  "limits", "env"])
+def test_steps_aside(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    kwargs: dict[str, Any] = {}
+    if case == "sampler":
+        kwargs["sampler"] = ALWAYS_ON
+    if case == "limits":
+        kwargs["span_limits"] = SpanLimits(max_span_attribute_length=10)
+    provider, exporter = _setup(monkeypatch, fast=case != "env", **kwargs)
+    watcher = _StartWatcher()
+    if case == "on_start":
+        provider.add_span_processor(watcher)
+    tracer = provider.get_tracer("t")
+    leaves = leaf_tracer(tracer)
+    assert isinstance(leaves, LeafTracer)
+    if case == "no parent":
+        span = leaves.start_span("leaf", attributes=ATTRS)
+    elif case == "remote parent":
+        remote = trace.SpanContext(1, 2, is_remote=True,
+                                   trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        token = context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
+        try:
+            span = leaves.start_span("leaf", attributes=ATTRS)
+        finally:
+            context.detach(token)
+    else:
+        with tracer.start_as_current_span("parent"):
+            span = leaves.start_span("leaf", attributes=ATTRS)
+    assert not isinstance(span, LeafSpan)
+    span.end()
+    assert "leaf" in [s.name for s in exporter.get_finished_spans()]
+    if case == "on_start":
+        assert watcher.started == ["parent", "leaf"]
+
+
+def test_processor_added_later_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, _ = _setup(monkeypatch)
+    tracer = provider.get_tracer("t")
+    leaves = leaf_tracer(tracer)
+    with tracer.start_as_current_span("parent"):
+        assert isinstance(leaves.start_span("first"), LeafSpan)
+        watcher = _StartWatcher()
+        provider.add_span_processor(watcher)
+        assert not isinstance(leaves.start_span("second"), LeafSpan)
+    assert watcher.started == ["second"]
+
+
+def test_non_sdk_tracers_are_left_alone() -> None:
+    noop = trace.NoOpTracer()
+    assert leaf_tracer(noop) is noop
