@@ -40,7 +40,7 @@ from otelbot.instrumentation._base import (
     internal_error,
     record_exception,
 )
-from otelbot.instrumentation.leafspan import leaf_tracer
+from otelbot.instrumentation.lightspan import light_tracer
 from otelbot.instrumentation.telegram import ApiCall, current_api_call
 from otelbot.instrumentation.users import ActiveUsers
 from otelbot.semconv import (
@@ -121,8 +121,8 @@ class _Recorder:
         self._pinned_responses: dict[type, Any] = {}
         self.error_event = ErrorEvent
         self.tracer = tracer
-        # Bot API call spans are leaves (never made current): see leafspan.
-        self.leaf_tracer = leaf_tracer(tracer)
+        # Update and Bot API call spans without the SDK's per-span cost: see lightspan.
+        self.light_tracer = light_tracer(tracer)
         self.capture_ids = config.capture_ids()
         self.trace_get_updates = config.trace_get_updates()
         self.updates = create_instrument(meter, TELEGRAM_UPDATES)
@@ -185,7 +185,7 @@ class _Recorder:
             parent, kind = _EMPTY_CONTEXT, SpanKind.SERVER
         else:
             parent, kind = None, SpanKind.INTERNAL
-        span = self.tracer.start_span(name, context=parent, kind=kind)
+        span = self.light_tracer.start_span(name, context=parent, kind=kind)
         user = getattr(event, "from_user", None)
         if span.is_recording():
             attrs: dict[str, Any] = {
@@ -328,7 +328,7 @@ class _Recorder:
         if api_method == "getUpdates" and not self.trace_get_updates:
             span = None
         else:
-            span = self.leaf_tracer.start_span(
+            span = self.light_tracer.start_span(
                 SPAN_TELEGRAM_API + " " + api_method, kind=SpanKind.CLIENT,
                 attributes=self.api_span_attrs(api_method, self.bot_id(bot)),
             )

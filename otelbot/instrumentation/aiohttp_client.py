@@ -37,7 +37,7 @@ from otelbot.instrumentation._base import (
     guarded_async,
     record_exception,
 )
-from otelbot.instrumentation.leafspan import leaf_tracer
+from otelbot.instrumentation.lightspan import light_tracer
 from otelbot.instrumentation.redaction import redact_url
 from otelbot.instrumentation.telegram import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.semconv import (
@@ -81,8 +81,8 @@ class _Recorder:
         from yarl import URL
 
         self._URL = URL
-        # Every span here is a leaf (never made current): see leafspan.
-        self.tracer = leaf_tracer(tracer)
+        # Spans without the SDK's per-span cost: see lightspan.
+        self.tracer = light_tracer(tracer)
         self.http_duration = create_instrument(meter, HTTP_CLIENT_REQUEST_DURATION)
         self.api_duration = create_instrument(meter, TELEGRAM_API_DURATION)
         self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)

@@ -30,6 +30,7 @@ from otelbot.instrumentation._base import (
     guarded_async,
     record_exception,
 )
+from otelbot.instrumentation.lightspan import light_tracer
 from otelbot.instrumentation.redaction import redact_path
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -54,7 +55,8 @@ class _Recorder:
         from aiohttp import web
 
         self.http_exception = web.HTTPException
-        self.tracer = tracer
+        # Spans without the SDK's per-span cost: see lightspan.
+        self.tracer = light_tracer(tracer)
         self.duration = create_instrument(meter, HTTP_SERVER_REQUEST_DURATION)
         self.active = create_instrument(meter, HTTP_SERVER_ACTIVE_REQUESTS)
         self._active_attrs: dict[tuple[str, str], dict[str, Any]] = {}

@@ -1,27 +1,28 @@
-"""Leaf spans: the SQL, Redis and Bot API spans, which are never made current.
+"""Light spans: otelbot's spans without the SDK's per-span machinery, same output.
 
 The SDK's ``Tracer.start_span`` costs ~20-40 µs per span on this kind of machine: the
 sampler call, a lock, a ``BoundedAttributes`` that validates every attribute the
 instrumentation built (and cached) itself, a ``BoundedList`` for events, the processors'
-``on_start``. A span that nobody can make current or parent (otelbot starts these with
-``start_span`` and ends them itself) needs none of that to produce the same span.
+``on_start``. otelbot makes four spans per update.
 
-:class:`LeafTracer` wraps an SDK ``Tracer``. When the outcome is certain to be what the
-SDK would produce, it returns a :class:`LeafSpan`: a plain object that collects the
-attributes, events and status, and on ``end()`` hands the span processors the SDK's own
-``ReadableSpan``, with the SDK's id generator, resource and instrumentation scope. The
-conditions, checked per span (cheaply, from a cache keyed on the processor tuple):
+:class:`LightTracer` wraps an SDK ``Tracer``. When the outcome is certain to be what the
+SDK would produce, it returns a :class:`LightSpan`: a plain object implementing the
+OpenTelemetry API ``Span`` that collects attributes, events and status, and on ``end()``
+hands the span processors the SDK's own ``ReadableSpan``, with the SDK's id generator,
+sampler, resource and instrumentation scope. It can be made current like any span:
+spans the bot's own code starts under it are its children (the SDK reads only the
+parent's span context). Conditions, checked per span from a cache keyed on the
+provider's processor tuple:
 
-- the parent is a valid, local span (the update span, the webhook request span);
-- the sampler is ``ParentBased`` with its default delegates for local parents
-  (``parentbased_always_on`` and ``parentbased_traceidratio``, the SDK's defaults), so
-  the decision is the parent's sampled flag;
 - every span processor's ``on_start`` and ``_on_ending`` do nothing (the SDK's batch and
   simple processors, otelbot's offload processor), so skipping them changes nothing;
 - the span limits are the SDK defaults or wider (no attribute value truncation), and
   the SDK's own tracer metrics are off.
 
-Anything else, or ``OTELBOT_FAST_SPANS=false``, uses ``Tracer.start_span`` unchanged.
+Sampling is the tracer's: for a child of a local span under the default ``ParentBased``
+delegates the decision is the parent's sampled flag (the sampler is not called, as it
+would only return that); otherwise the tracer's sampler is asked as the SDK asks it.
+Anything else, or ``OTELBOT_LIGHT_SPANS=false``, uses ``Tracer.start_span`` unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -47,14 +49,14 @@ from opentelemetry.trace import (
 logger = logging.getLogger("otelbot")
 
 _UNSET = Status(StatusCode.UNSET)
-#: Smallest limits under which our leaf spans are never cut (they carry < 20 attributes
+#: Smallest limits under which otelbot's spans are never cut (they carry < 20 attributes
 #: and at most two events).
 _MIN_ATTRIBUTES = 32
 _MIN_EVENTS = 8
 
 
 def enabled_by_env() -> bool:
-    return os.environ.get("OTELBOT_FAST_SPANS", "true").strip().lower() not in (
+    return os.environ.get("OTELBOT_LIGHT_SPANS", "true").strip().lower() not in (
         "false", "0", "no", "off")
 
 
@@ -78,7 +80,7 @@ def _flags_for_child(parent: TraceFlags) -> TraceFlags:
     return TraceFlags(flags)
 
 
-class LeafTracer:
+class LightTracer:
     """``start_span`` for spans that are never made current; see the module text."""
 
     def __init__(self, tracer: Any) -> None:
@@ -86,6 +88,7 @@ class LeafTracer:
         self._enabled = enabled_by_env()
         self._checked_for: Any = object()  # the processor tuple last checked
         self._fast = False
+        self._follow_local_parent = False
         self._flags: dict[int, TraceFlags] = {}
         self.processor: Any = None
         self.resource: Any = None
@@ -105,7 +108,7 @@ class LeafTracer:
         try:
             self._fast = self._check(tracer, multi, processors)
         except Exception as exc:  # an SDK whose internals differ: the standard path
-            logger.debug("otelbot: fast leaf spans unavailable (%s)", exc)
+            logger.debug("otelbot: light spans unavailable (%s)", exc)
             self._fast = False
         return self._fast
 
@@ -114,12 +117,6 @@ class LeafTracer:
         from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
         if type(multi) is not SynchronousMultiSpanProcessor:
-            return False
-        sampler = tracer.sampler
-        if not isinstance(sampler, ParentBased):
-            return False
-        if (getattr(sampler, "_local_parent_sampled", None) is not ALWAYS_ON
-                or getattr(sampler, "_local_parent_not_sampled", None) is not ALWAYS_OFF):
             return False
         starts, endings = _noop_hooks()
         for processor in processors:
@@ -137,6 +134,11 @@ class LeafTracer:
             return False
         if type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
             return False
+        sampler = tracer.sampler
+        self._follow_local_parent = (
+            isinstance(sampler, ParentBased)
+            and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
+            and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF)
         self.processor = multi
         self.resource = tracer.resource
         self.scope = tracer._instrumentation_scope
@@ -145,30 +147,48 @@ class LeafTracer:
 
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: Mapping[str, Any] | None = None) -> Any:
-        if self._eligible():
-            parent = trace.get_current_span(context).get_span_context()
-            if parent.is_valid and not parent.is_remote and self.tracer._is_enabled():
-                flags = self._flags.get(parent.trace_flags)
-                if flags is None:
-                    flags = self._flags[parent.trace_flags] = _flags_for_child(
-                        parent.trace_flags)
-                child = SpanContext(parent.trace_id,
-                                    self.tracer.id_generator.generate_span_id(),
-                                    False, flags, parent.trace_state)
-                if not flags.sampled:
-                    return NonRecordingSpan(child)
-                return LeafSpan(self, name, child, parent, kind, attributes)
-        return self.tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+        tracer = self.tracer
+        if not self._eligible() or not tracer._is_enabled():
+            return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid and not parent.is_remote and self._follow_local_parent:
+            # ParentBased with its default local-parent delegates: the parent's decision.
+            flags = self._flags.get(parent.trace_flags)
+            if flags is None:
+                flags = self._flags[parent.trace_flags] = _flags_for_child(parent.trace_flags)
+            child = SpanContext(parent.trace_id, tracer.id_generator.generate_span_id(),
+                                False, flags, parent.trace_state)
+            if not flags.sampled:
+                return NonRecordingSpan(child)
+            return LightSpan(self, name, child, parent, kind, attributes)
+        # A root, a remote parent or another sampler: ask the sampler, as the SDK does.
+        parent_or_none: SpanContext | None = parent if parent.is_valid else None
+        if parent_or_none is None:
+            trace_id = tracer.id_generator.generate_trace_id()
+            random_id = tracer.id_generator.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_id = getattr(parent.trace_flags, "random_trace_id", False)
+        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, ())
+        value = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+        if random_id:
+            value |= getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+        child = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False,
+                            TraceFlags(value), result.trace_state)
+        if not result.decision.is_recording():
+            return NonRecordingSpan(child)
+        # The SDK gives the span the attributes the sampler returns.
+        return LightSpan(self, name, child, parent_or_none, kind, result.attributes)
 
 
-class LeafSpan(trace.Span):
+class LightSpan(trace.Span):
     """A recording span that becomes the SDK's ``ReadableSpan`` when it ends."""
 
     __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_name", "_owner",
                  "_parent", "_start", "_status")
 
-    def __init__(self, owner: LeafTracer, name: str, context: SpanContext,
-                 parent: SpanContext, kind: SpanKind,
+    def __init__(self, owner: LightTracer, name: str, context: SpanContext,
+                 parent: SpanContext | None, kind: SpanKind,
                  attributes: Mapping[str, Any] | None) -> None:
         self._owner = owner
         self._name = name
@@ -249,16 +269,49 @@ class LeafSpan(trace.Span):
             start_time=self._start, end_time=end, instrumentation_info=owner.info,
             instrumentation_scope=owner.scope))
 
+    # Read-only views as the SDK's spans have them (some code reads the current span's).
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._attributes)
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return tuple(self._events)
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def start_time(self) -> int:
+        return self._start
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end
+
     def __repr__(self) -> str:
-        return f"LeafSpan({self._name!r}, {self._context!r})"
+        return f"LightSpan({self._name!r}, {self._context!r})"
 
 
-def leaf_tracer(tracer: Any) -> Any:
-    """A :class:`LeafTracer` for an SDK tracer; other tracers (the API's no-op or proxy
+def light_tracer(tracer: Any) -> Any:
+    """A :class:`LightTracer` for an SDK tracer; other tracers (the API's no-op or proxy
     tracer, a vendor's) are returned as they are."""
-    if isinstance(tracer, LeafTracer):
+    if isinstance(tracer, LightTracer):
         return tracer
     if not all(hasattr(tracer, a) for a in ("span_processor", "sampler", "id_generator",
                                             "_span_limits", "_instrumentation_scope")):
         return tracer
-    return LeafTracer(tracer)
+    return LightTracer(tracer)

@@ -1,5 +1,5 @@
-"""Leaf spans give the exporters the same span the SDK's tracer would, and step aside
-whenever they could not."""
+"""Light spans give the exporters the same spans the SDK's tracer would (roots, children
+of local and remote parents, any sampler), and step aside whenever they could not."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 
 from otelbot.instrumentation._base import record_exception
-from otelbot.instrumentation.leafspan import LeafSpan, LeafTracer, leaf_tracer
+from otelbot.instrumentation.lightspan import LightSpan, LightTracer, light_tracer
 
 ATTRS = {"db.system.name": "postgresql", "db.namespace": "test", "server.port": 5432,
          "db.query.text": "SELECT ?"}
@@ -24,7 +24,7 @@ ATTRS = {"db.system.name": "postgresql", "db.namespace": "test", "server.port": 
 
 def _setup(monkeypatch: pytest.MonkeyPatch, fast: bool = True,
            **provider_kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
-    monkeypatch.setenv("OTELBOT_FAST_SPANS", "true" if fast else "false")
+    monkeypatch.setenv("OTELBOT_LIGHT_SPANS", "true" if fast else "false")
     provider = TracerProvider(resource=Resource({"service.name": "leaf-test"}),
                               **provider_kwargs)
     exporter = InMemorySpanExporter()
@@ -36,9 +36,25 @@ def _scenario(provider: TracerProvider) -> list[Any]:
     """What the instrumentations do with a leaf: start it under the update span, add
     attributes, an event, an error; plus a plain successful one."""
     tracer = provider.get_tracer("otelbot.test", "1.0")
-    leaves = leaf_tracer(tracer)
+    leaves = light_tracer(tracer)
     spans = []
-    with tracer.start_as_current_span("telegram.update message"):
+    # A root made current (the polling update span), with a span of the bot's own code
+    # (the SDK's tracer) under it.
+    root = leaves.start_span("telegram.update message", context=context.Context(),
+                             kind=SpanKind.SERVER, attributes={"telegram.update.type": "x"})
+    spans.append(root)
+    with trace.use_span(root, end_on_exit=True):
+        with tracer.start_as_current_span("user code"):
+            pass
+    # A child of a remote parent (a webhook request with traceparent).
+    remote = trace.SpanContext(0x1234, 0x5678, is_remote=True,
+                               trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                               trace_state=trace.TraceState([("vendor", "v1")]))
+    child = leaves.start_span("POST", context=trace.set_span_in_context(
+        NonRecordingSpan(remote)), kind=SpanKind.SERVER)
+    spans.append(child)
+    child.end()
+    with tracer.start_as_current_span("telegram.update callback_query"):
         ok = leaves.start_span("SELECT pg_class", kind=SpanKind.CLIENT, attributes=ATTRS)
         ok.set_attribute("db.response.returned_rows", 1)
         ok.set_attribute("none.value", None)  # the SDK keeps it (an empty value)
@@ -82,16 +98,37 @@ def _normalized(exporter: InMemorySpanExporter) -> list[Any]:
     return sorted(out)
 
 
-def test_same_otlp_content_as_sdk_spans(monkeypatch: pytest.MonkeyPatch) -> None:
-    sdk_provider, sdk_exporter = _setup(monkeypatch, fast=False)
+SAMPLERS = {
+    "default": None,
+    "always_on": ALWAYS_ON,
+    "parentbased_traceidratio": ParentBased(TraceIdRatioBased(1.0)),
+}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_same_otlp_content_as_sdk_spans(monkeypatch: pytest.MonkeyPatch, sampler: str) -> None:
+    kwargs = {"sampler": SAMPLERS[sampler]} if SAMPLERS[sampler] else {}
+    sdk_provider, sdk_exporter = _setup(monkeypatch, fast=False, **kwargs)
     sdk_spans = _scenario(sdk_provider)
-    fast_provider, fast_exporter = _setup(monkeypatch, fast=True)
+    fast_provider, fast_exporter = _setup(monkeypatch, fast=True, **kwargs)
     fast_spans = _scenario(fast_provider)
 
-    assert not any(isinstance(s, LeafSpan) for s in sdk_spans)
-    assert all(isinstance(s, LeafSpan) for s in fast_spans)
-    assert len(fast_exporter.get_finished_spans()) == 3
+    assert not any(isinstance(s, LightSpan) for s in sdk_spans)
+    assert all(isinstance(s, LightSpan) for s in fast_spans)
+    assert len(fast_exporter.get_finished_spans()) == 6
     assert _normalized(fast_exporter) == _normalized(sdk_exporter)
+
+
+def test_ids_and_parents(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(monkeypatch)
+    _scenario(provider)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    root, user = spans["telegram.update message"], spans["user code"]
+    assert user.parent == root.context  # the bot's own spans nest under a light span
+    assert root.parent is None and root.context.trace_id != 0
+    server = spans["POST"]
+    assert server.parent.is_remote and server.context.trace_id == 0x1234
+    assert server.context.trace_state.get("vendor") == "v1"
 
 
 def test_leaf_is_a_child_of_the_current_span(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,8 +136,8 @@ def test_leaf_is_a_child_of_the_current_span(monkeypatch: pytest.MonkeyPatch) ->
     tracer = provider.get_tracer("t")
     before = dict(ATTRS)
     with tracer.start_as_current_span("parent") as parent:
-        leaf = leaf_tracer(tracer).start_span("leaf", attributes=ATTRS)
-        assert isinstance(leaf, LeafSpan)
+        leaf = light_tracer(tracer).start_span("leaf", attributes=ATTRS)
+        assert isinstance(leaf, LightSpan)
         leaf.set_attribute("extra", 1)
         leaf.end()
     finished = {s.name: s for s in exporter.get_finished_spans()}
@@ -118,7 +155,7 @@ def test_unsampled_parent_gives_a_non_recording_child(monkeypatch: pytest.Monkey
     provider, exporter = _setup(monkeypatch, sampler=ParentBased(TraceIdRatioBased(0.0)))
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("parent") as parent:
-        leaf = leaf_tracer(tracer).start_span("leaf")
+        leaf = light_tracer(tracer).start_span("leaf")
     assert isinstance(leaf, NonRecordingSpan) and not leaf.is_recording()
     assert leaf.get_span_context().trace_id == parent.get_span_context().trace_id
     assert exporter.get_finished_spans() == ()
@@ -132,12 +169,9 @@ class _StartWatcher(SpanProcessor):
         self.started.append(span.name)
 
 
-@pytest.mark.parametrize("case", ["no parent", "remote parent", "sampler", "on_start",
-                                  "limits", "env"])
+@pytest.mark.parametrize("case", ["on_start", "limits", "env"])
 def test_steps_aside(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     kwargs: dict[str, Any] = {}
-    if case == "sampler":
-        kwargs["sampler"] = ALWAYS_ON
     if case == "limits":
         kwargs["span_limits"] = SpanLimits(max_span_attribute_length=10)
     provider, exporter = _setup(monkeypatch, fast=case != "env", **kwargs)
@@ -145,22 +179,11 @@ def test_steps_aside(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     if case == "on_start":
         provider.add_span_processor(watcher)
     tracer = provider.get_tracer("t")
-    leaves = leaf_tracer(tracer)
-    assert isinstance(leaves, LeafTracer)
-    if case == "no parent":
+    leaves = light_tracer(tracer)
+    assert isinstance(leaves, LightTracer)
+    with tracer.start_as_current_span("parent"):
         span = leaves.start_span("leaf", attributes=ATTRS)
-    elif case == "remote parent":
-        remote = trace.SpanContext(1, 2, is_remote=True,
-                                   trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
-        token = context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
-        try:
-            span = leaves.start_span("leaf", attributes=ATTRS)
-        finally:
-            context.detach(token)
-    else:
-        with tracer.start_as_current_span("parent"):
-            span = leaves.start_span("leaf", attributes=ATTRS)
-    assert not isinstance(span, LeafSpan)
+    assert not isinstance(span, LightSpan)
     span.end()
     assert "leaf" in [s.name for s in exporter.get_finished_spans()]
     if case == "on_start":
@@ -170,15 +193,15 @@ def test_steps_aside(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
 def test_processor_added_later_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     provider, _ = _setup(monkeypatch)
     tracer = provider.get_tracer("t")
-    leaves = leaf_tracer(tracer)
+    leaves = light_tracer(tracer)
     with tracer.start_as_current_span("parent"):
-        assert isinstance(leaves.start_span("first"), LeafSpan)
+        assert isinstance(leaves.start_span("first"), LightSpan)
         watcher = _StartWatcher()
         provider.add_span_processor(watcher)
-        assert not isinstance(leaves.start_span("second"), LeafSpan)
+        assert not isinstance(leaves.start_span("second"), LightSpan)
     assert watcher.started == ["second"]
 
 
 def test_non_sdk_tracers_are_left_alone() -> None:
     noop = trace.NoOpTracer()
-    assert leaf_tracer(noop) is noop
+    assert light_tracer(noop) is noop
