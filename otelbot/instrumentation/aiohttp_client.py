@@ -62,7 +62,7 @@ _CACHE_MAX = 2048
 class _Target:
     """What otelbot records for one URL string, computed once."""
 
-    __slots__ = ("api", "host_attrs", "safe_url", "trace")
+    __slots__ = ("api", "host_attrs", "request_attrs", "safe_url", "span_attrs", "trace")
 
     def __init__(self, url: Any, trace_get_updates: bool) -> None:
         self.api: BotApiTarget | None = parse_path(url.raw_path)
@@ -74,6 +74,25 @@ class _Target:
         if self.api is not None:
             self.host_attrs[URL_TEMPLATE] = self.api.template
         self.trace = self.api is None or self.api.method != "getUpdates" or trace_get_updates
+        #: Per request method, built once: the request's HTTP attributes, and those of
+        #: this URL's own span (the Bot API ones first).
+        self.request_attrs: dict[str, dict[str, Any]] = {}
+        self.span_attrs: dict[str, dict[str, Any]] = {}
+
+    def http_attrs_for(self, method: str) -> dict[str, Any]:
+        attrs = self.request_attrs.get(method)
+        if attrs is None:
+            attrs = self.request_attrs[method] = {
+                **self.host_attrs, HTTP_REQUEST_METHOD: method, URL_FULL: self.safe_url}
+        return attrs
+
+    def attrs_for(self, method: str) -> dict[str, Any]:
+        attrs = self.span_attrs.get(method)
+        if attrs is None:
+            attrs = self.span_attrs[method] = {
+                **(self.api.attributes if self.api is not None else {}),
+                **self.http_attrs_for(method)}
+        return attrs
 
 
 class _Recorder:
@@ -147,30 +166,24 @@ class _Recorder:
             if outer is not None:
                 span = outer.span
                 if span is not None and span.is_recording():
-                    span.set_attributes(target.host_attrs)
-                    span.set_attribute(HTTP_REQUEST_METHOD, method)
-                    span.set_attribute(URL_FULL, target.safe_url)
+                    span.set_attributes(target.http_attrs_for(method))
                 return outer, False
             if not target.trace:
                 return None, False
-            span = self.tracer.start_span(api.span_name, kind=_CLIENT, attributes=api.attributes)
-        else:
-            span = self.tracer.start_span(method, kind=_CLIENT)
-            # Propagate the trace to services other than Telegram.
-            headers = kwargs.get("headers")
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
-            if carrier:
-                if headers is None:
-                    kwargs["headers"] = carrier
-                else:
-                    merged = dict(headers.items()) if hasattr(headers, "items") else dict(headers)
-                    merged.update(carrier)
-                    kwargs["headers"] = merged
-        if span.is_recording():
-            span.set_attributes(target.host_attrs)
-            span.set_attribute(HTTP_REQUEST_METHOD, method)
-            span.set_attribute(URL_FULL, target.safe_url)
+            return self.tracer.start_span(api.span_name, kind=_CLIENT,
+                                          attributes=target.attrs_for(method)), True
+        span = self.tracer.start_span(method, kind=_CLIENT, attributes=target.attrs_for(method))
+        # Propagate the trace to services other than Telegram.
+        headers = kwargs.get("headers")
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        if carrier:
+            if headers is None:
+                kwargs["headers"] = carrier
+            else:
+                merged = dict(headers.items()) if hasattr(headers, "items") else dict(headers)
+                merged.update(carrier)
+                kwargs["headers"] = merged
         return span, True
 
     def finish(self, target: _Target, method: str, span: Any, owned: bool, started: float,
