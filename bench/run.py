@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         data["ops"] = medians
 
     if "pressure" in parts:
-        chosen = [c for c in e2e.CONFIGS if c.name in ("otelbot", "otelbot+offload")]
+        chosen = [c for c in e2e.CONFIGS if c.name in ("otelbot", "otelbot (SDK exporter)")]
         before = after = 5.0 if args.quick else 15.0
         print(f"pressure: endpoint down {args.pressure_down:.0f} s at "
               f"{args.pressure_rate:.0f} updates/s", flush=True)

@@ -30,3 +30,13 @@ def capture_query_text() -> bool:
 def runtime_dir() -> str | None:
     """OTELBOT_RUNTIME_DIR: where the runtime stats file is kept for the agent."""
     return os.environ.get("OTELBOT_RUNTIME_DIR") or None
+
+
+def light_spans() -> bool:
+    """OTELBOT_LIGHT_SPANS: otelbot's spans without the SDK's per-span cost (default on)."""
+    return env_flag("OTELBOT_LIGHT_SPANS", True)
+
+
+def fast_metrics() -> bool:
+    """OTELBOT_FAST_METRICS: otelbot's own aggregation of its instruments (default on)."""
+    return env_flag("OTELBOT_FAST_METRICS", True)

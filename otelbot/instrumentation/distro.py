@@ -36,7 +36,10 @@ CONTRIB_EQUIVALENTS = {
 }
 
 DEFAULTS = {
-    "OTEL_TRACES_EXPORTER": "otlp",
+    # OTLP all the same: the spans are encoded and sent by a helper process, off the bot's
+    # GIL (otelbot.instrumentation.offload). OTEL_TRACES_EXPORTER=otlp chooses the SDK's
+    # exporter in the bot's process.
+    "OTEL_TRACES_EXPORTER": "otelbot_offload",
     "OTEL_METRICS_EXPORTER": "otlp",
     "OTEL_LOGS_EXPORTER": "otlp",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

@@ -24,13 +24,14 @@ exemplars (the SDK attaches one sampled trace id per bucket; otelbot's are off).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from otelbot.instrumentation import config
 
 logger = logging.getLogger("otelbot")
 
@@ -45,8 +46,7 @@ _ID_CACHE_LIMIT = 4096
 
 
 def enabled_by_env() -> bool:
-    return os.environ.get("OTELBOT_FAST_METRICS", "true").strip().lower() not in (
-        "false", "0", "no", "off")
+    return config.fast_metrics()
 
 
 class _SumPoint:

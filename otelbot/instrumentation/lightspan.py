@@ -28,7 +28,6 @@ Anything else, or ``OTELBOT_LIGHT_SPANS=false``, uses ``Tracer.start_span`` unch
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
@@ -46,6 +45,8 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from otelbot.instrumentation import config
+
 logger = logging.getLogger("otelbot")
 
 _UNSET = Status(StatusCode.UNSET)
@@ -56,8 +57,7 @@ _MIN_EVENTS = 8
 
 
 def enabled_by_env() -> bool:
-    return os.environ.get("OTELBOT_LIGHT_SPANS", "true").strip().lower() not in (
-        "false", "0", "no", "off")
+    return config.light_spans()
 
 
 def _noop_hooks() -> tuple[set[Any], set[Any]]:

@@ -75,3 +75,28 @@ def test_disabling_all_of_otelbot_leaves_the_bot_alone(
         proc.proc.wait(30)
     assert proc.proc.returncode == 0 and "done" in proc.output
     assert otlp_receiver.spans() == []
+
+
+@pytest.mark.parametrize(("chosen", "processor"), [
+    (None, "OffloadSpanProcessor"),  # otelbot's default: OTLP encoded in a helper process
+    ("otlp", "BatchSpanProcessor"),  # the SDK's exporter in the bot's process, when chosen
+])
+def test_trace_exporter_default_and_choice(
+    otlp_receiver: OtlpReceiver, tmp_path: Path, chosen: str | None, processor: str,
+) -> None:
+    script = tmp_path / "which.py"
+    script.write_text(
+        "from opentelemetry import trace\n"
+        "provider = trace.get_tracer_provider()\n"
+        "print('processors', [type(p).__name__ for p in"
+        " provider._active_span_processor._span_processors])\n"
+        "with trace.get_tracer('which').start_as_current_span('one span'):\n"
+        "    pass\n")
+    extra = {"OTEL_TRACES_EXPORTER": chosen} if chosen else {}
+    env = otel_env(otlp_receiver, "distro-test", **extra)
+    with run_instrumented(script, env) as proc:
+        proc.proc.wait(30)
+    assert proc.proc.returncode == 0, proc.output
+    assert f"processors ['{processor}']" in proc.output
+    spans = otlp_receiver.wait_for(lambda r: r.spans(), 10)
+    assert [s.name for s in spans] == ["one span"]
