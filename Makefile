@@ -34,6 +34,7 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	touch $@
 
 bench: $(VENV)/.bench-installed services
+	scripts/install-tools --bench
 	source .services/env && $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
