@@ -44,9 +44,10 @@ def package_of(frame: str) -> str | None:
     return top
 
 
-def by_package(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, float]]:
-    """Main-thread samples per package; stdlib frames count for the package calling them."""
-    counts: collections.Counter[str] = collections.Counter()
+def _samples(collapsed: Path, thread: str) -> tuple[list[tuple[list[str], int]], int]:
+    """The (frames without the thread frame, sample count) lines of one thread, and their
+    total."""
+    out: list[tuple[list[str], int]] = []
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -55,8 +56,17 @@ def by_package(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, f
             continue
         n = int(count)
         total += n
+        out.append((frames[1:], n))
+    return out, total
+
+
+def by_package(collapsed: Path, thread: str = "MainThread") -> list[tuple[str, float]]:
+    """Main-thread samples per package; stdlib frames count for the package calling them."""
+    counts: collections.Counter[str] = collections.Counter()
+    samples, total = _samples(collapsed, thread)
+    for frames, n in samples:
         owner = "asyncio loop (incl. idle)"
-        for frame in reversed(frames[1:]):
+        for frame in reversed(frames):
             package = package_of(frame)
             if package is not None:
                 if not frame.startswith(_LOOP_SHELL):
@@ -70,16 +80,10 @@ def instrumentation_cost(collapsed: Path, thread: str = "MainThread") -> list[tu
     """Main-thread samples spent in otelbot/OpenTelemetry, per innermost otelbot function
     (what the instrumentation adds, including the SDK and stdlib work it causes)."""
     counts: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if thread not in frames[0]:
-            continue
-        n = int(count)
-        total += n
+    samples, total = _samples(collapsed, thread)
+    for frames, n in samples:
         owner = None
-        for frame in reversed(frames[1:]):
+        for frame in reversed(frames):
             package = package_of(frame)
             if package is None:
                 continue

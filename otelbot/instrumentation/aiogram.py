@@ -120,9 +120,8 @@ class _Recorder:
         # method class -> aiogram's parsed-response class, kept alive (see pin_response).
         self._pinned_responses: dict[type, Any] = {}
         self.error_event = ErrorEvent
-        self.tracer = tracer
         # Update and Bot API call spans without the SDK's per-span cost: see lightspan.
-        self.light_tracer = light_tracer(tracer)
+        self.tracer = light_tracer(tracer)
         self.capture_ids = config.capture_ids()
         self.trace_get_updates = config.trace_get_updates()
         self.updates = create_instrument(meter, TELEGRAM_UPDATES)
@@ -185,7 +184,7 @@ class _Recorder:
             parent, kind = _EMPTY_CONTEXT, SpanKind.SERVER
         else:
             parent, kind = None, SpanKind.INTERNAL
-        span = self.light_tracer.start_span(name, context=parent, kind=kind)
+        span = self.tracer.start_span(name, context=parent, kind=kind)
         user = getattr(event, "from_user", None)
         if span.is_recording():
             attrs: dict[str, Any] = {
@@ -328,7 +327,7 @@ class _Recorder:
         if api_method == "getUpdates" and not self.trace_get_updates:
             span = None
         else:
-            span = self.light_tracer.start_span(
+            span = self.tracer.start_span(
                 SPAN_TELEGRAM_API + " " + api_method, kind=SpanKind.CLIENT,
                 attributes=self.api_span_attrs(api_method, self.bot_id(bot)),
             )

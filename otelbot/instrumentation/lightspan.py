@@ -72,10 +72,11 @@ def _noop_hooks() -> tuple[set[Any], set[Any]]:
     return starts, endings
 
 
-def _flags_for_child(parent: TraceFlags) -> TraceFlags:
-    """The flags the SDK gives a child its ParentBased sampler samples like ``parent``."""
-    flags = TraceFlags.SAMPLED if parent.sampled else TraceFlags.DEFAULT
-    if getattr(parent, "random_trace_id", False):
+def _child_flags(sampled: bool, random_trace_id: bool) -> TraceFlags:
+    """The flags the SDK gives a span: sampled or not, and the parent's (or the id
+    generator's) random-trace-id bit."""
+    flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+    if random_trace_id:
         flags |= getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
     return TraceFlags(flags)
 
@@ -89,7 +90,7 @@ class LightTracer:
         self._checked_for: Any = object()  # the processor tuple last checked
         self._fast = False
         self._follow_local_parent = False
-        self._flags: dict[int, TraceFlags] = {}
+        self._flags: dict[tuple[bool, bool], TraceFlags] = {}
         self.processor: Any = None
         self.resource: Any = None
         self.scope: Any = None
@@ -145,6 +146,13 @@ class LightTracer:
         self.info = tracer.instrumentation_info
         return True
 
+    def _flags_for(self, sampled: bool, random_trace_id: bool) -> TraceFlags:
+        key = (sampled, random_trace_id)
+        flags = self._flags.get(key)
+        if flags is None:
+            flags = self._flags[key] = _child_flags(sampled, random_trace_id)
+        return flags
+
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: Mapping[str, Any] | None = None) -> Any:
         tracer = self.tracer
@@ -153,9 +161,9 @@ class LightTracer:
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid and not parent.is_remote and self._follow_local_parent:
             # ParentBased with its default local-parent delegates: the parent's decision.
-            flags = self._flags.get(parent.trace_flags)
-            if flags is None:
-                flags = self._flags[parent.trace_flags] = _flags_for_child(parent.trace_flags)
+            parent_flags = parent.trace_flags
+            flags = self._flags_for(parent_flags.sampled,
+                                    getattr(parent_flags, "random_trace_id", False))
             child = SpanContext(parent.trace_id, tracer.id_generator.generate_span_id(),
                                 False, flags, parent.trace_state)
             if not flags.sampled:
@@ -170,11 +178,9 @@ class LightTracer:
             trace_id = parent.trace_id
             random_id = getattr(parent.trace_flags, "random_trace_id", False)
         result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, ())
-        value = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
-        if random_id:
-            value |= getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
         child = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False,
-                            TraceFlags(value), result.trace_state)
+                            self._flags_for(result.decision.is_sampled(), random_id),
+                            result.trace_state)
         if not result.decision.is_recording():
             return NonRecordingSpan(child)
         # The SDK gives the span the attributes the sampler returns.
