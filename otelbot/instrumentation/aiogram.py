@@ -281,6 +281,13 @@ class _Recorder:
             self._handler_names[key] = name
         return name or None
 
+    def handled_error(self, state: _UpdateState, exc: Any) -> None:
+        """An errors handler is called with ``exc``: recorded on the update here, so it
+        shows even when the errors handler swallows it."""
+        if state.exc is None and isinstance(exc, BaseException) and _is_failure(exc):
+            state.exc = exc
+            record_exception(state.span, exc)
+
     # ------------------------------------------------------------------ Bot API
     def api_span_attrs(self, api_method: str, bot_id: str) -> dict[str, Any]:
         key = (api_method, bot_id)
@@ -404,29 +411,23 @@ def _wrap_ingress(original: Any, ingress: str) -> Any:
 
 
 def _wrap_handler_call(original: Any, recorder: _Recorder) -> Any:
-    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    # A plain function returning aiogram's coroutine, not a coroutine of its own: the
+    # handler call sits in the await chain of every update (twice: the dispatcher's
+    # update listener and the bot's handler), and each extra coroutine layer is crossed
+    # at every suspension of the update.
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = _current_update.get()
-        if state is None:
-            return await original(self, *args, **kwargs)
-        is_error_handler = bool(args) and isinstance(args[0], recorder.error_event)
-        if not is_error_handler:
+        if state is not None:
             try:
-                name = recorder.handler_name(self)
-                if name is not None:
-                    state.handler = name
+                if args and isinstance(args[0], recorder.error_event):
+                    recorder.handled_error(state, args[0].exception)
+                else:
+                    name = recorder.handler_name(self)
+                    if name is not None:
+                        state.handler = name
             except Exception as exc:
-                internal_error("aiogram handler name", exc)
-        try:
-            return await original(self, *args, **kwargs)
-        except BaseException as exc:
-            # Recorded here, so it shows even when an errors handler swallows it.
-            if not is_error_handler and state.exc is None and _is_failure(exc):
-                state.exc = exc
-                try:
-                    record_exception(state.span, exc)
-                except Exception as inner:
-                    internal_error("aiogram handler error", inner)
-            raise
+                internal_error("aiogram handler", exc)
+        return original(self, *args, **kwargs)
 
     return call
 
@@ -462,7 +463,10 @@ class AiogramInstrumentor(OtelbotInstrumentor):
         recorder = _Recorder(tracer, meter)
         wrap = self.patches.wrap
         wrap(Dispatcher, "feed_update", lambda o: _wrap_feed_update(o, recorder))
-        wrap(Dispatcher, "_process_update", lambda o: _wrap_ingress(o, INGRESS_POLLING))
+        # Set once in the polling task's context: the update tasks it creates inherit it,
+        # so no wrapper sits in each update's await chain for it.
+        polling = "_polling" if "_polling" in Dispatcher.__dict__ else "_process_update"
+        wrap(Dispatcher, polling, lambda o: _wrap_ingress(o, INGRESS_POLLING))
         wrap(Dispatcher, "feed_webhook_update", lambda o: _wrap_ingress(o, INGRESS_WEBHOOK))
         wrap(Dispatcher, "feed_raw_update", lambda o: _wrap_ingress(o, INGRESS_DIRECT))
         try:

@@ -34,7 +34,9 @@ from time import time_ns
 from types import MappingProxyType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -46,6 +48,13 @@ from opentelemetry.trace import (
 )
 
 from otelbot.instrumentation import config
+
+try:  # the key the API stores the current span under
+    from opentelemetry.trace.propagation import _SPAN_KEY as _KEY
+
+    _SPAN_KEY: str | None = _KEY
+except ImportError:  # pragma: no cover - an API without it: always the public lookup
+    _SPAN_KEY = None
 
 logger = logging.getLogger("otelbot")
 
@@ -72,6 +81,18 @@ def _noop_hooks() -> tuple[set[Any], set[Any]]:
     return starts, endings
 
 
+def _span_in(context: Any) -> Any:
+    """``trace.get_current_span(context)`` without its ABC ``isinstance`` for the span
+    types otelbot meets on every update (see ``_KNOWN_SPANS``)."""
+    if _SPAN_KEY is not None:
+        span = (context if context is not None else otel_context.get_current()).get(_SPAN_KEY)
+        if span is None:
+            return trace.INVALID_SPAN
+        if type(span) in _KNOWN_SPANS:
+            return span
+    return trace.get_current_span(context)
+
+
 def _child_flags(sampled: bool, random_trace_id: bool) -> TraceFlags:
     """The flags the SDK gives a span: sampled or not, and the parent's (or the id
     generator's) random-trace-id bit."""
@@ -90,6 +111,7 @@ class LightTracer:
         self._checked_for: Any = object()  # the processor tuple last checked
         self._fast = False
         self._follow_local_parent = False
+        self._root_sampler: Any = None
         self._flags: dict[tuple[bool, bool], TraceFlags] = {}
         self.processor: Any = None
         self.resource: Any = None
@@ -140,6 +162,10 @@ class LightTracer:
             isinstance(sampler, ParentBased)
             and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
             and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF)
+        # For a root, the SDK's ParentBased hands the decision to its root sampler.
+        root = getattr(sampler, "_root", None)
+        self._root_sampler = (root if type(sampler) is ParentBased and root is not None
+                              else sampler)
         self.processor = multi
         self.resource = tracer.resource
         self.scope = tracer._instrumentation_scope
@@ -158,26 +184,33 @@ class LightTracer:
         tracer = self.tracer
         if not self._eligible() or not tracer._is_enabled():
             return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid and not parent.is_remote and self._follow_local_parent:
+        parent_span = _span_in(context)
+        parent = parent_span.get_span_context()
+        if self._follow_local_parent and parent.is_valid and not parent.is_remote:
             # ParentBased with its default local-parent delegates: the parent's decision.
             parent_flags = parent.trace_flags
-            flags = self._flags_for(parent_flags.sampled,
-                                    getattr(parent_flags, "random_trace_id", False))
+            if not parent_flags.sampled:
+                # Nothing of an unsampled trace is recorded or exported: the child is the
+                # parent's non-recording span itself (no new id, no allocation). Only the
+                # parent-id a propagator would send differs, and it names the same trace.
+                if type(parent_span) is NonRecordingSpan:
+                    return parent_span
+                return NonRecordingSpan(parent)
+            flags = self._flags_for(True, getattr(parent_flags, "random_trace_id", False))
             child = SpanContext(parent.trace_id, tracer.id_generator.generate_span_id(),
                                 False, flags, parent.trace_state)
-            if not flags.sampled:
-                return NonRecordingSpan(child)
             return LightSpan(self, name, child, parent, kind, attributes)
         # A root, a remote parent or another sampler: ask the sampler, as the SDK does.
         parent_or_none: SpanContext | None = parent if parent.is_valid else None
         if parent_or_none is None:
             trace_id = tracer.id_generator.generate_trace_id()
             random_id = tracer.id_generator.is_trace_id_random()
+            sampler = self._root_sampler
         else:
             trace_id = parent.trace_id
             random_id = getattr(parent.trace_flags, "random_trace_id", False)
-        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            sampler = tracer.sampler
+        result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
         child = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False,
                             self._flags_for(result.decision.is_sampled(), random_id),
                             result.trace_state)
@@ -321,3 +354,9 @@ def light_tracer(tracer: Any) -> Any:
                                             "_span_limits", "_instrumentation_scope")):
         return tracer
     return LightTracer(tracer)
+
+
+#: Span classes returned as they are by ``_span_in`` (all implement the API ``Span``).
+_KNOWN_SPANS = frozenset({LightSpan, trace.NonRecordingSpan, trace.INVALID_SPAN.__class__})
+_KNOWN_SPANS |= {getattr(sdk_trace, name) for name in ("Span", "_Span")
+                  if isinstance(getattr(sdk_trace, name, None), type)}

@@ -126,6 +126,54 @@ async def test_unhandled_update(
     assert counts[0].attributes["telegram.update.outcome"] == "unhandled"
 
 
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["handler, no errors router", "handler, errors router",
+                                   "middleware, errors router"])
+async def test_failures_are_recorded_once_and_reach_the_bot(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str,
+    where: str,
+) -> None:
+    dp = make_dispatcher(redis_url)
+    router = Router()
+    seen: list[BaseException] = []
+
+    @router.message(F.text == "boom")
+    async def boom(message: Message) -> None:
+        raise _Boom("handler failed")
+
+    if where.startswith("middleware"):
+        @dp.update.outer_middleware()
+        async def failing(handler: Any, event: Any, data: dict[str, Any]) -> Any:
+            raise _Boom("middleware failed")
+
+    swallowed = where.endswith(", errors router")
+    if swallowed:
+        @dp.errors()
+        async def on_error(event: Any) -> bool:
+            seen.append(event.exception)
+            return True
+
+    dp.include_router(router)
+    if not swallowed:
+        with pytest.raises(_Boom):
+            await dp.feed_update(bot, update(fake_bot_api, "boom", bot))
+    else:
+        await dp.feed_update(bot, update(fake_bot_api, "boom", bot))
+        assert [type(e) for e in seen] == [_Boom]  # the errors handler got it unchanged
+    (span,) = by_name(instrumented, "telegram.update message")
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.events[0].attributes["exception.type"].endswith("_Boom")
+    assert span.attributes["telegram.update.outcome"] == "error"
+    assert span.attributes["error.type"].endswith("_Boom")
+    assert span.status.status_code is StatusCode.ERROR
+    # the errors handler is not the update's handler
+    expected = "unhandled" if where.startswith("middleware") else "boom"
+    assert span.attributes["telegram.handler"].endswith(expected)
+
+
 async def test_webhook_reply_method_is_recorded(
     instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str
 ) -> None:

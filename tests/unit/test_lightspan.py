@@ -158,6 +158,18 @@ def test_unsampled_parent_gives_a_non_recording_child(monkeypatch: pytest.Monkey
         leaf = light_tracer(tracer).start_span("leaf")
     assert isinstance(leaf, NonRecordingSpan) and not leaf.is_recording()
     assert leaf.get_span_context().trace_id == parent.get_span_context().trace_id
+    assert not leaf.get_span_context().trace_flags.sampled
+    # Under a light unsampled root the leaf is that root's span: nothing is allocated.
+    light = light_tracer(tracer)
+    root = light.start_span("root", context=context.Context())
+    assert isinstance(root, NonRecordingSpan) and root.get_span_context().is_valid
+    token = context.attach(trace.set_span_in_context(root))
+    try:
+        assert light.start_span("leaf") is root
+    finally:
+        context.detach(token)
+    leaf.end()
+    root.end()
     assert exporter.get_finished_spans() == ()
 
 
@@ -205,3 +217,27 @@ def test_processor_added_later_is_honoured(monkeypatch: pytest.MonkeyPatch) -> N
 def test_non_sdk_tracers_are_left_alone() -> None:
     noop = trace.NoOpTracer()
     assert light_tracer(noop) is noop
+
+
+def test_current_span_lookup_matches_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otelbot.instrumentation.lightspan import _span_in
+
+    provider, _ = _setup(monkeypatch)
+    tracer = provider.get_tracer("t")
+
+    class Custom(NonRecordingSpan):
+        pass
+
+    sdk_span = tracer.start_span("sdk")
+    light_span = light_tracer(tracer).start_span("light")
+    values: list[Any] = [None, sdk_span, light_span, NonRecordingSpan(sdk_span.get_span_context()),
+                         Custom(sdk_span.get_span_context()), "not a span"]
+    for value in values:
+        ctx = context.set_value(trace.propagation._SPAN_KEY, value, context.Context())
+        assert _span_in(ctx) is trace.get_current_span(ctx)
+        token = context.attach(ctx)
+        try:
+            assert _span_in(None) is trace.get_current_span()
+        finally:
+            context.detach(token)
+    assert _span_in(context.Context()) is trace.INVALID_SPAN
