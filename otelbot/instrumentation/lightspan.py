@@ -114,6 +114,8 @@ class LightTracer:
         self._root_sampler: Any = None
         self._flags: dict[tuple[bool, bool], TraceFlags] = {}
         self.processor: Any = None
+        self.offload: Any = None
+        self.offload_for: Any = None  # the processor tuple ``offload`` was found in
         self.resource: Any = None
         self.scope: Any = None
         self.info: Any = None
@@ -126,6 +128,7 @@ class LightTracer:
             return self._fast
         self._checked_for = processors
         self._fast = False
+        self.offload = None
         if not self._enabled or processors is None:
             return False
         try:
@@ -167,6 +170,13 @@ class LightTracer:
         self._root_sampler = (root if type(sampler) is ParentBased and root is not None
                               else sampler)
         self.processor = multi
+        # The offload processor alone (otelbot's default): it reads ended light spans
+        # directly, no ReadableSpan in between.
+        from otelbot.instrumentation.offload import OffloadSpanProcessor
+
+        self.offload = (processors[0] if len(processors) == 1
+                        and type(processors[0]) is OffloadSpanProcessor else None)
+        self.offload_for = processors
         self.resource = tracer.resource
         self.scope = tracer._instrumentation_scope
         self.info = tracer.instrumentation_info
@@ -301,6 +311,11 @@ class LightSpan(trace.Span):
             return
         self._end = end = end_time if end_time is not None else time_ns()
         owner = self._owner
+        offload = owner.offload
+        # Still the only processor (one added since would be in a new tuple).
+        if offload is not None and owner.processor._span_processors is owner.offload_for:
+            offload.on_end_light(self, owner.resource, owner.scope)
+            return
         owner.processor.on_end(ReadableSpan(
             name=self._name, context=self._context, parent=self._parent,
             resource=owner.resource, attributes=self._attributes,

@@ -59,18 +59,32 @@ class _Batch:
         self.scope_table: list[Any] = []
         self.rows: list[Any] = []
 
-    def add(self, span: Any) -> None:
-        resource = span._resource
+    def _resource_index(self, resource: Any) -> int:
         r = self.resources.get(id(resource))
         if r is None:
             r = self.resources[id(resource)] = len(self.resource_table)
             self.resource_table.append((dict(resource.attributes), resource.schema_url or ""))
-        scope = span._instrumentation_scope
+        return r
+
+    def _scope_index(self, scope: Any) -> int:
         s = self.scopes.get(id(scope))
         if s is None:
             s = self.scopes[id(scope)] = len(self.scope_table)
             self.scope_table.append(None if scope is None else (
                 scope.name, scope.version, scope.schema_url, dict(scope.attributes or {})))
+        return s
+
+    def _append(self, row: tuple[Any, ...]) -> None:
+        # Each row is marshalled at once: bytes are not tracked by the garbage collector,
+        # so a batch being filled does not make the bot's GC run more often.
+        try:
+            self.rows.append(marshal.dumps(row))
+        except ValueError:  # e.g. a str-enum attribute value: rare, slow path
+            self.rows.append(marshal.dumps(_plain(row)))
+
+    def add(self, span: Any) -> None:
+        r = self._resource_index(span._resource)
+        s = self._scope_index(span._instrumentation_scope)
         ctx = span._context
         parent = span._parent
         attributes = span._attributes
@@ -96,12 +110,29 @@ class _Batch:
             status.status_code.value, status.description,
             r, s,
         )
-        # Each row is marshalled at once: bytes are not tracked by the garbage collector,
-        # so a batch being filled does not make the bot's GC run more often.
-        try:
-            self.rows.append(marshal.dumps(row))
-        except ValueError:  # e.g. a str-enum attribute value: rare, slow path
-            self.rows.append(marshal.dumps(_plain(row)))
+        self._append(row)
+
+    def add_light(self, span: Any, resource: Any, scope: Any) -> None:
+        """``add`` for an ended light span (``lightspan.LightSpan``), read from its own
+        fields: its attribute dict is its own and no longer changes, it has no links and
+        nothing dropped."""
+        r = self._resource_index(resource)
+        s = self._scope_index(scope)
+        ctx = span._context
+        parent = span._parent
+        events = span._events
+        status = span._status
+        row = (
+            span._name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags),
+            tuple(ctx.trace_state.items()) if ctx.trace_state else (),
+            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote,
+                                         int(parent.trace_flags)),
+            span._kind.value, span._start, span._end, span._attributes or None, 0,
+            tuple((e.name, e.timestamp, dict(e.attributes) if e.attributes else None)
+                  for e in events) if events else (),
+            0, (), 0, status.status_code.value, status.description, r, s,
+        )
+        self._append(row)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -270,10 +301,22 @@ class OffloadSpanProcessor(SpanProcessor):
         context = span._context
         if context is None or not context.trace_flags.sampled or self._stopped:
             return
+        self._add(span, False, None, None)
+
+    def on_end_light(self, span: Any, resource: Any, scope: Any) -> None:
+        """``on_end`` for a light span, without building the SDK's ``ReadableSpan``."""
+        if not span._context.trace_flags.sampled or self._stopped:
+            return
+        self._add(span, True, resource, scope)
+
+    def _add(self, span: Any, light: bool, resource: Any, scope: Any) -> None:
         try:
             with self._lock:
                 batch = self._batch
-                batch.add(span)
+                if light:
+                    batch.add_light(span, resource, scope)
+                else:
+                    batch.add(span)
                 if len(batch) < self._max_batch:
                     return
                 self._batch = _Batch()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
+from otelbot.instrumentation.lightspan import LightTracer
 from otelbot.instrumentation.offload import (
     OffloadSpanExporter,
     OffloadSpanProcessor,
@@ -94,6 +96,46 @@ def dropped_counts(receiver: OtlpReceiver) -> dict[str, int]:
                     if span.name == "linked":
                         found[service] = span.dropped_attributes_count
     return found
+
+
+def emit_light_spans(exporter: SpanExporter, service: str) -> LightTracer:
+    """What otelbot's instrumentations make: light update and leaf spans."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(export_processor(exporter))
+    light = LightTracer(provider.get_tracer("otelbot.test", "1.2.3"))
+    root = light.start_span("telegram.update message", context=context.Context(),
+                            kind=SpanKind.SERVER, attributes={"telegram.update.type": "message"})
+    with trace.use_span(root, end_on_exit=True):
+        leaf = light.start_span("telegram.api sendMessage", kind=SpanKind.CLIENT, attributes={
+            "telegram.api.method": "sendMessage", "server.port": 443, "ratio": 0.5,
+            "ok": True, "tags": ("a", "b")})
+        leaf.add_event("telegram.flood_wait", {"telegram.api.retry_after": 3})
+        leaf.set_status(StatusCode.ERROR, "Too Many Requests")
+        leaf.end()
+        root.set_attribute("telegram.update.outcome", "handled")
+    for _ in range(300):  # more than one batch
+        light.start_span("INCRBY", kind=SpanKind.CLIENT).end()
+    provider.shutdown()
+    return light
+
+
+def test_light_spans_read_directly_arrive_as_the_standard_exporter_sends_them(
+    otlp_env: OtlpReceiver,
+) -> None:
+    standard = emit_light_spans(OTLPSpanExporter(), "standard")
+    offload = emit_light_spans(OffloadSpanExporter(), "offload")
+    assert standard.offload is None and isinstance(offload.offload, OffloadSpanProcessor)
+    spans = otlp_env.spans()
+    by_service = {name: sorted(comparable(s) for s in spans
+                               if s.resource["service.name"] == name)
+                  for name in ("standard", "offload")}
+    assert len(by_service["offload"]) == 302
+    assert by_service["offload"] == by_service["standard"]
+    root = next(s for s in spans if s.name == "telegram.update message"
+                and s.resource["service.name"] == "offload")
+    leaf = next(s for s in spans if s.name == "telegram.api sendMessage"
+                and s.resource["service.name"] == "offload")
+    assert (leaf.trace_id, leaf.parent_span_id) == (root.trace_id, root.span_id)
 
 
 def test_helper_is_a_separate_process_that_exits_with_the_exporter(
