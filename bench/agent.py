@@ -5,6 +5,8 @@ A database ``otelbot_bench_agent`` with 2,000 tables and 6,000 indexes is create
 
 - ``otelbot-agent once --config …`` (one full collection, PostgreSQL only): wall time, peak
   RSS, series printed, queries issued (transactions counted by ``pg_stat_database``);
+- the same collection inside one agent process, twice: the first on a new connection, the
+  next as the running sidecar does it at every poll (all tiers each time);
 - ``prometheus-postgres-exporter`` (default collectors): one scrape of ``/metrics``: scrape
   time, exporter RSS after it, series, queries issued. Skipped when not installed
   (``apt-get install prometheus-postgres-exporter``).
@@ -13,6 +15,7 @@ A database ``otelbot_bench_agent`` with 2,000 tables and 6,000 indexes is create
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -115,6 +118,54 @@ def run_agent() -> dict[str, Any]:
             "series": series, "queries": after - before}
 
 
+def _collect_twice(config_path: str) -> dict[str, Any]:
+    """In this process, as the running agent does: the first full collection (new
+    connection) and the next one (what the sidecar does at every poll), all tiers."""
+    import resource
+
+    from otelbot.agent.collectors import build_collectors
+    from otelbot.agent.collectors.base import ALL_TIERS
+    from otelbot.agent.config import load_config
+    from otelbot.agent.state import IndexUsageStore
+
+    config = load_config(config_path)
+    collectors = build_collectors(
+        config, IndexUsageStore(config.resolved_state_file(), readonly=True))
+
+    async def collect() -> dict[str, Any]:
+        # Each collector keeps its connection between polls, as in `otelbot-agent run`.
+        times, series = [], 0
+        for _ in range(2):
+            started = time.perf_counter()
+            results = await asyncio.gather(*(c.collect(ALL_TIERS) for c in collectors))
+            times.append(time.perf_counter() - started)
+            failures = [f for r in results for f in r.failures]
+            if failures:
+                raise RuntimeError(f"collection failed: {failures}")
+            series = sum(len(r.samples) for r in results)
+        for collector in collectors:
+            await collector.close()
+        return {"first_s": times[0], "next_s": times[1], "series": series}
+
+    result = asyncio.run(collect())
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_collections() -> dict[str, Any]:
+    """``_collect_twice`` in a fresh process (its own RSS)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "agent.yaml"
+        config.write_text(f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
+                          f"state_file: {Path(tmp) / 'state.json'}\n")
+        out = subprocess.run([sys.executable, "-m", "bench.agent", "--collect", str(config)],
+                             capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).resolve().parent.parent)
+    if out.returncode != 0:
+        return {"skipped": f"collection failed ({out.returncode}): {out.stderr[-500:]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_exporter() -> dict[str, Any]:
     exe = shutil.which("prometheus-postgres-exporter")
     if exe is None:
@@ -150,7 +201,8 @@ def run_exporter() -> dict[str, Any]:
 def run_all(log: Any = print) -> dict[str, dict[str, Any]]:
     log(f"agent: schema {DATABASE} ({TABLES} tables, {TABLES * INDEXES_PER_TABLE} indexes)")
     asyncio.run(ensure_schema())
-    return {"otelbot-agent once": run_agent(), "prometheus-postgres-exporter": run_exporter()}
+    return {"otelbot-agent once": run_agent(), "otelbot-agent collections": run_collections(),
+            "prometheus-postgres-exporter": run_exporter()}
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -159,8 +211,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         if "skipped" in r:
             rows.append(f"| {name} | skipped: {r['skipped']} | | | |")
+        elif "first_s" in r:
+            rows.append(f"| {name}: first (new connection) / next, in the running agent | "
+                        f"{r['first_s']:.2f} / {r['next_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                        f"{r['series']} | |")
         else:
             startup = f" ({r['startup_s']:.2f})" if "startup_s" in r else " (already running)"
             rows.append(f"| {name} | {r['wall_s']:.2f}{startup} | {r['peak_rss_mb']:.0f} | "
                         f"{r['series']} | {r['queries']} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--collect":
+        print(json.dumps(_collect_twice(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m bench.agent --collect CONFIG")

@@ -163,3 +163,28 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert otlp_receiver.points("redis.up")[0].resource["service.name"] == "otb-agent-e2e"
+
+
+def test_collector_modules_load_only_for_enabled_targets(tmp_path: Path, pg_dsn: str) -> None:
+    import importlib
+
+    from otelbot.agent.collectors import REGISTRY
+
+    for name, module in REGISTRY.items():  # each name is its module's NAME
+        assert name == importlib.import_module(module).NAME
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"postgresql:\n  databases:\n    - dsn: {pg_dsn}\n"
+                      f"state_file: {tmp_path / 'state.json'}\n")
+    probe = ("import json, sys; from otelbot.agent.config import load_config; "
+             "from otelbot.agent.collectors import build_collectors; "
+             f"c = build_collectors(load_config({str(config)!r})); "
+             "print(json.dumps([[type(x).__name__ for x in c], sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items()
+                                          if not k.startswith("OTELBOT_AGENT_")})
+    assert out.returncode == 0, out.stderr
+    built, modules = json.loads(out.stdout)
+    assert built == ["PostgresCollector"]
+    assert "otelbot.agent.collectors.postgres" in modules
+    # No Redis target: neither the Redis collector nor the Redis client is loaded.
+    assert "otelbot.agent.collectors.redis" not in modules and "redis" not in modules

@@ -225,27 +225,36 @@ WITH x AS (
          string_to_array(i.indkey::text, ' ') AS cols,
          string_to_array(i.indclass::text, ' ') AS ops,
          string_to_array(i.indcollation::text, ' ') AS colls,
-         -- raw node trees: pg_get_expr() would lock the table
-         regexp_replace(coalesce(i.indexprs::text, ''), ':location -?[0-9]+', '', 'g') AS exprs,
-         regexp_replace(coalesce(i.indpred::text, ''), ':location -?[0-9]+', '', 'g') AS pred,
+         -- raw node trees (pg_get_expr() would lock the table) without their token
+         -- positions; the regex only for indexes that have expressions or predicates
+         CASE WHEN i.indexprs IS NULL THEN ''
+              ELSE regexp_replace(i.indexprs::text, ':location -?[0-9]+', '', 'g') END AS exprs,
+         CASE WHEN i.indpred IS NULL THEN ''
+              ELSE regexp_replace(i.indpred::text, ':location -?[0-9]+', '', 'g') END AS pred,
          n.nspname, c.relname, t.relname AS table_name,
-         -- column names from the catalog: pg_get_indexdef() would lock the table
-         (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
-                                 ELSE a.attname::text END, ', ' ORDER BY k.ord)
-            FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-            LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         ) AS columns,
          EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) AS backs_constraint
     FROM pg_index i
     JOIN pg_class c ON c.oid = i.indexrelid
     JOIN pg_class t ON t.oid = i.indrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\\_toast%'
      AND i.indisvalid
 )
 SELECT a.nspname || '.' || a.table_name AS table_name,
        a.nspname || '.' || a.relname AS index_name, b.nspname || '.' || b.relname AS covered_by,
-       a.columns AS index_columns, b.columns AS covering_columns,
+       -- column names from the catalog (pg_get_indexdef() would lock the table), only
+       -- for the pairs found
+       (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
+                               ELSE at.attname::text END, ', ' ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+          LEFT JOIN pg_attribute at ON at.attrelid = i.indrelid AND at.attnum = k.attnum
+         WHERE i.indexrelid = a.indexrelid) AS index_columns,
+       (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
+                               ELSE at.attname::text END, ', ' ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+          LEFT JOIN pg_attribute at ON at.attrelid = i.indrelid AND at.attnum = k.attnum
+         WHERE i.indexrelid = b.indexrelid) AS covering_columns,
        format('DROP INDEX CONCURRENTLY %I.%I;', a.nspname, a.relname) AS drop_sql
   FROM x a JOIN x b ON a.indrelid = b.indrelid AND a.indexrelid <> b.indexrelid
  WHERE a.relam = b.relam AND a.exprs = b.exprs AND a.pred = b.pred
