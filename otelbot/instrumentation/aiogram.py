@@ -174,7 +174,7 @@ class _Recorder:
         ingress = _ingress.get() or INGRESS_DIRECT
         try:
             update_type = update.event_type
-            event = update.event
+            event = getattr(update, update_type)  # what update.event returns, computed once
         except Exception:
             update_type, event = "unknown", None
         name = self._span_names.get(update_type)

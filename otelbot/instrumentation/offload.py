@@ -41,7 +41,9 @@ _HEADER = struct.Struct("<cI")  # frame kind, payload length
 _SPANS = b"S"
 _FLUSH = b"F"
 _RESTART_EVERY = 5.0
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Rows marshalled together (see ``_Batch._append``).
+_CHUNK = 16
 
 
 # --------------------------------------------------------------------------- bot side
@@ -50,14 +52,17 @@ class _Batch:
     """Spans flattened into plain tuples, dicts and strings (what ``marshal`` takes), with
     each resource and instrumentation scope written once per batch."""
 
-    __slots__ = ("resource_table", "resources", "rows", "scope_table", "scopes")
+    __slots__ = ("chunks", "count", "pending", "resource_table", "resources", "scope_table",
+                 "scopes")
 
     def __init__(self) -> None:
         self.resources: dict[int, int] = {}
         self.scopes: dict[int, int] = {}
         self.resource_table: list[Any] = []
         self.scope_table: list[Any] = []
-        self.rows: list[Any] = []
+        self.pending: list[Any] = []  # rows not marshalled yet (at most _CHUNK - 1)
+        self.chunks: list[bytes] = []  # marshalled tuples of rows
+        self.count = 0
 
     def _resource_index(self, resource: Any) -> int:
         r = self.resources.get(id(resource))
@@ -75,12 +80,24 @@ class _Batch:
         return s
 
     def _append(self, row: tuple[Any, ...]) -> None:
-        # Each row is marshalled at once: bytes are not tracked by the garbage collector,
-        # so a batch being filled does not make the bot's GC run more often.
+        # Rows are marshalled a few at a time: bytes are not tracked by the garbage
+        # collector, so a batch being filled does not make the bot's GC run more often,
+        # and one marshal call per chunk writes the repeated names once.
+        pending = self.pending
+        pending.append(row)
+        self.count += 1
+        if len(pending) >= _CHUNK:
+            self._seal()
+
+    def _seal(self) -> None:
+        if not self.pending:
+            return
+        chunk = tuple(self.pending)
+        self.pending = []
         try:
-            self.rows.append(marshal.dumps(row))
+            self.chunks.append(marshal.dumps(chunk))
         except ValueError:  # e.g. a str-enum attribute value: rare, slow path
-            self.rows.append(marshal.dumps(_plain(row)))
+            self.chunks.append(marshal.dumps(_plain(chunk)))
 
     def add(self, span: Any) -> None:
         r = self._resource_index(span._resource)
@@ -135,11 +152,12 @@ class _Batch:
         self._append(row)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.count
 
     def payload(self) -> bytes:
+        self._seal()
         batch = (FORMAT_VERSION, tuple(self.resource_table), tuple(self.scope_table),
-                 tuple(self.rows))
+                 tuple(self.chunks))
         try:
             return marshal.dumps(batch)
         except ValueError:  # a str-enum resource or scope attribute value
@@ -419,7 +437,7 @@ def _rebuild(batch: tuple[Any, ...]) -> list[Any]:
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
     from opentelemetry.util.types import Attributes  # noqa: F401
 
-    version, resource_table, scope_table, rows = batch
+    version, resource_table, scope_table, chunks = batch
     if version != FORMAT_VERSION:
         raise ValueError(f"span batch format {version}, expected {FORMAT_VERSION}")
     resources = [Resource(attrs, schema_url or None) for attrs, schema_url in resource_table]
@@ -444,7 +462,7 @@ def _rebuild(batch: tuple[Any, ...]) -> list[Any]:
     spans = []
     for (name, trace_id, span_id, flags, state, parent, kind, start, end, attrs,
          dropped_attrs, events, dropped_events, links, dropped_links, code, description,
-         r, s) in map(marshal.loads, rows):
+         r, s) in (row for chunk in chunks for row in marshal.loads(chunk)):
         context = SpanContext(trace_id, span_id, False, flags,
                               TraceState(list(state)) if state else None)
         parent_context = None if parent is None else SpanContext(
