@@ -138,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(
             f"## Agent: one full collection, {agent.TABLES} tables / "
             f"{agent.TABLES * agent.INDEXES_PER_TABLE} indexes\n\n"
-            "`otelbot-agent once` (PostgreSQL only) beside one scrape of Debian's "
-            f"prometheus-postgres-exporter (default collectors), same database.\n\n"
+            "`otelbot-agent once` (PostgreSQL only, a new process: start-up, connection, "
+            "collection, printing); the same collection twice inside one agent process "
+            "(the first on a new connection, the next as the running sidecar polls, all "
+            "tiers); one scrape of Debian's prometheus-postgres-exporter (default "
+            "collectors, already running), same database.\n\n"
             f"{agent.table(results)}\n")
         data["agent"] = results
 
