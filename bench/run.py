@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="e2e,ops,pressure,agent",
                         help="comma-separated parts to run")
     parser.add_argument("--configs", default=",".join(c.name for c in e2e.CONFIGS))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--work-ms", type=float, default=1.0)
     parser.add_argument("--ops-n", type=int, default=3000, help="operations per ops sample")
