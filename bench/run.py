@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated parts to run")
     parser.add_argument("--configs", default=",".join(c.name for c in e2e.CONFIGS))
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--updates", type=int, default=4000)
     parser.add_argument("--work-ms", type=float, default=1.0)
     parser.add_argument("--ops-n", type=int, default=3000, help="operations per ops sample")
     parser.add_argument("--pressure-rate", type=float, default=200.0,

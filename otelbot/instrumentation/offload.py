@@ -100,56 +100,37 @@ class _Batch:
             self.chunks.append(marshal.dumps(_plain(chunk)))
 
     def add(self, span: Any) -> None:
-        r = self._resource_index(span._resource)
-        s = self._scope_index(span._instrumentation_scope)
-        ctx = span._context
-        parent = span._parent
         attributes = span._attributes
         events = span._events
         links = span._links
         status = span._status
-        row = (
-            span._name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags),
-            tuple(ctx.trace_state.items()) if ctx.trace_state else (),
-            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote,
-                                         int(parent.trace_flags)),
+        self._append((
+            *_identity(span._name, span._context, span._parent),
             span._kind.value, span._start_time, span._end_time,
             # BoundedAttributes keeps a plain dict: copying that is one C call.
             dict(getattr(attributes, "_dict", attributes)) if attributes else None,
             getattr(attributes, "dropped", 0),
-            tuple((e.name, e.timestamp, dict(e.attributes) if e.attributes else None)
-                  for e in events) if events else (),
-            getattr(events, "dropped", 0),
+            _events(events), getattr(events, "dropped", 0),
             tuple((ln.context.trace_id, ln.context.span_id, int(ln.context.trace_flags),
                    dict(ln.attributes) if ln.attributes else None) for ln in links)
             if links else (),
             getattr(links, "dropped", 0),
             status.status_code.value, status.description,
-            r, s,
-        )
-        self._append(row)
+            self._resource_index(span._resource),
+            self._scope_index(span._instrumentation_scope),
+        ))
 
     def add_light(self, span: Any, resource: Any, scope: Any) -> None:
         """``add`` for an ended light span (``lightspan.LightSpan``), read from its own
         fields: its attribute dict is its own and no longer changes, it has no links and
         nothing dropped."""
-        r = self._resource_index(resource)
-        s = self._scope_index(scope)
-        ctx = span._context
-        parent = span._parent
-        events = span._events
         status = span._status
-        row = (
-            span._name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags),
-            tuple(ctx.trace_state.items()) if ctx.trace_state else (),
-            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote,
-                                         int(parent.trace_flags)),
+        self._append((
+            *_identity(span._name, span._context, span._parent),
             span._kind.value, span._start, span._end, span._attributes or None, 0,
-            tuple((e.name, e.timestamp, dict(e.attributes) if e.attributes else None)
-                  for e in events) if events else (),
-            0, (), 0, status.status_code.value, status.description, r, s,
-        )
-        self._append(row)
+            _events(span._events), 0, (), 0, status.status_code.value, status.description,
+            self._resource_index(resource), self._scope_index(scope),
+        ))
 
     def __len__(self) -> int:
         return self.count
@@ -162,6 +143,19 @@ class _Batch:
             return marshal.dumps(batch)
         except ValueError:  # a str-enum resource or scope attribute value
             return marshal.dumps(_plain(batch))
+
+
+def _identity(name: str, ctx: Any, parent: Any) -> tuple[Any, ...]:
+    """The first fields of a row: name, ids, flags, trace state, parent."""
+    return (name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags),
+            tuple(ctx.trace_state.items()) if ctx.trace_state else (),
+            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote,
+                                         int(parent.trace_flags)))
+
+
+def _events(events: Any) -> tuple[Any, ...]:
+    return tuple((e.name, e.timestamp, dict(e.attributes) if e.attributes else None)
+                 for e in events) if events else ()
 
 
 def _flatten(spans: Sequence[Any]) -> _Batch:
