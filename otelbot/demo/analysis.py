@@ -626,6 +626,14 @@ def _lower_quartile(values: list[float]) -> float:
 
 def _memory_problem(traces: Traces, memory: MemoryTrend | None) -> Problem:
     best: tuple[float, str, float, float] | None = None
+    grew = memory is not None and memory.growth > 0
+    # Growing by at least 5% over the run: a heap that keeps something.
+    growing = memory is not None and memory.growth >= 0.05 * memory.first
+    # With the bot's memory growing, a handler whose own time rose by a millisecond or more
+    # is the likely cause even when the rise is only a quarter of its early time (the work
+    # it does every call, GC included, can be most of that early time in a short run);
+    # without a growing heap the rise has to be larger relative to the early time.
+    min_growth, min_ratio = (0.001, 1.25) if growing else (0.0005, 1.5)
     for handler, roots in traces.by_handler().items():
         ordered = sorted(roots, key=lambda r: r.start_ns)
         if len(ordered) < 9:
@@ -637,9 +645,9 @@ def _memory_problem(traces: Traces, memory: MemoryTrend | None) -> Problem:
         early = _lower_quartile([traces.self_time(r) for r in ordered[:third]])
         late = _lower_quartile([traces.self_time(r) for r in ordered[-third:]])
         growth = late - early
-        if growth >= 0.0005 and late >= 1.5 * early and (best is None or growth > best[0]):
+        if growth >= min_growth and late >= min_ratio * early and (
+                best is None or growth > best[0]):
             best = (growth, handler, early, late)
-    grew = memory is not None and memory.growth > 0
     if best is None:
         return Problem(MEMORY, False)
     _, handler, early, late = best
