@@ -83,6 +83,14 @@ def transactions() -> int:
     return asyncio.run(_transactions())
 
 
+def _agent_config(directory: Path) -> Path:
+    """An agent config for the benchmark database alone (PostgreSQL only)."""
+    config = directory / "agent.yaml"
+    config.write_text(f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
+                      f"state_file: {directory / 'state.json'}\n")
+    return config
+
+
 _MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "print('maxrss=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
             "file=sys.stderr); sys.exit(r.returncode)")
@@ -93,9 +101,7 @@ def run_agent() -> dict[str, Any]:
     if agent is None:
         return {"skipped": "otelbot-agent is not installed"}
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "agent.yaml"
-        config.write_text(f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
-                          f"state_file: {Path(tmp) / 'state.json'}\n")
+        config = _agent_config(Path(tmp))
         started = time.perf_counter()
         subprocess.run([agent, "--help"], capture_output=True, check=False)
         startup = time.perf_counter() - started
@@ -155,9 +161,7 @@ def _collect_twice(config_path: str) -> dict[str, Any]:
 def run_collections() -> dict[str, Any]:
     """``_collect_twice`` in a fresh process (its own RSS)."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "agent.yaml"
-        config.write_text(f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
-                          f"state_file: {Path(tmp) / 'state.json'}\n")
+        config = _agent_config(Path(tmp))
         out = subprocess.run([sys.executable, "-m", "bench.agent", "--collect", str(config)],
                              capture_output=True, text=True, check=False,
                              cwd=Path(__file__).resolve().parent.parent)

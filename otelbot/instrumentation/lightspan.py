@@ -103,7 +103,8 @@ def _child_flags(sampled: bool, random_trace_id: bool) -> TraceFlags:
 
 
 class LightTracer:
-    """``start_span`` for spans that are never made current; see the module text."""
+    """``start_span`` giving light spans where the SDK's result is certain; see the module
+    text."""
 
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
@@ -372,6 +373,6 @@ def light_tracer(tracer: Any) -> Any:
 
 
 #: Span classes returned as they are by ``_span_in`` (all implement the API ``Span``).
-_KNOWN_SPANS = frozenset({LightSpan, trace.NonRecordingSpan, trace.INVALID_SPAN.__class__})
+_KNOWN_SPANS = frozenset({LightSpan, NonRecordingSpan})
 _KNOWN_SPANS |= {getattr(sdk_trace, name) for name in ("Span", "_Span")
                   if isinstance(getattr(sdk_trace, name, None), type)}

@@ -219,7 +219,15 @@ SELECT s.indexrelid::bigint AS oid, s.schemaname || '.' || s.relname AS table_na
 # Index a is redundant when index b on the same table, same method, same predicate and
 # expressions, starts with all of a's key columns (same operator classes and collations).
 # A unique a is only redundant when b is identical to it.
-DUPLICATE_INDEXES_SQL = """
+# An index's key column names from the catalog (pg_get_indexdef() would lock the table);
+# {} is the alias of the row holding its indexrelid.
+_COLUMNS = """(SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
+                               ELSE at.attname::text END, ', ' ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+          LEFT JOIN pg_attribute at ON at.attrelid = i.indrelid AND at.attnum = k.attnum
+         WHERE i.indexrelid = {}.indexrelid)"""
+
+DUPLICATE_INDEXES_SQL = f"""
 WITH x AS (
   SELECT i.indexrelid, i.indrelid, c.relam, i.indisunique, i.indisprimary,
          string_to_array(i.indkey::text, ' ') AS cols,
@@ -243,18 +251,9 @@ WITH x AS (
 )
 SELECT a.nspname || '.' || a.table_name AS table_name,
        a.nspname || '.' || a.relname AS index_name, b.nspname || '.' || b.relname AS covered_by,
-       -- column names from the catalog (pg_get_indexdef() would lock the table), only
-       -- for the pairs found
-       (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
-                               ELSE at.attname::text END, ', ' ORDER BY k.ord)
-          FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-          LEFT JOIN pg_attribute at ON at.attrelid = i.indrelid AND at.attnum = k.attnum
-         WHERE i.indexrelid = a.indexrelid) AS index_columns,
-       (SELECT string_agg(CASE WHEN k.attnum = 0 THEN '(expression)'
-                               ELSE at.attname::text END, ', ' ORDER BY k.ord)
-          FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-          LEFT JOIN pg_attribute at ON at.attrelid = i.indrelid AND at.attnum = k.attnum
-         WHERE i.indexrelid = b.indexrelid) AS covering_columns,
+       -- column names only for the pairs found
+       {_COLUMNS.format("a")} AS index_columns,
+       {_COLUMNS.format("b")} AS covering_columns,
        format('DROP INDEX CONCURRENTLY %I.%I;', a.nspname, a.relname) AS drop_sql
   FROM x a JOIN x b ON a.indrelid = b.indrelid AND a.indexrelid <> b.indexrelid
  WHERE a.relam = b.relam AND a.exprs = b.exprs AND a.pred = b.pred
