@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
         subprocess.run([pyspy, "record", "--pid", str(bot.proc.pid), "--format", "raw",
                         "--duration", str(int(args.seconds)), "--rate", "250",
-                        "--threads", "-o", str(args.out)], check=True,
+                        "--threads", "--nonblocking", "-o", str(args.out)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
         bot.stop()

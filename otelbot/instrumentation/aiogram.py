@@ -346,6 +346,8 @@ class _Recorder:
         api_method, call, token, started = begun
         elapsed = time.perf_counter() - started
         current_api_call.reset(token)
+        if call.http is not None:  # no response read: the HTTP request itself failed
+            call.end_http(0, (exc.__cause__ or exc) if exc is not None else None)
         code = call.status if call.status >= 400 else 0
         err = error_type(exc) if exc is not None else None
         retry_after = None
@@ -437,6 +439,23 @@ def _is_failure(exc: BaseException) -> bool:
     return type(exc).__name__ not in ("SkipHandler", "CancelHandler", "CancelledError")
 
 
+def _wrap_check_response(original: Any) -> Any:
+    # aiogram hands the HTTP status and the body it read to check_response: the end of
+    # the HTTP request that the aiohttp client instrumentation left to this call.
+    def check_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = current_api_call.get()
+        if call is not None:
+            try:
+                status = kwargs["status_code"] if "status_code" in kwargs else args[2]
+                call.status = status
+                call.end_http(status, None)
+            except Exception as exc:
+                internal_error("aiogram Bot API response", exc)
+        return original(self, *args, **kwargs)
+
+    return check_response
+
+
 def _wrap_make_request(original: Any, recorder: _Recorder) -> Any:
     def begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         bot = args[0] if args else kwargs["bot"]
@@ -477,3 +496,4 @@ class AiogramInstrumentor(OtelbotInstrumentor):
             pass
         wrap(HandlerObject, "call", lambda o: _wrap_handler_call(o, recorder), inherited=True)
         wrap(AiohttpSession, "make_request", lambda o: _wrap_make_request(o, recorder))
+        wrap(AiohttpSession, "check_response", _wrap_check_response, inherited=True)

@@ -15,13 +15,15 @@ API request (``…/bot<token>/<method>`` on any host) becomes ``telegram.api <me
 with ``url.template`` ``/bot{token}/{method}``, the token redacted, and also counts in
 ``telegram.api.duration``; ``getUpdates`` long polls are metrics only unless
 ``OTELBOT_TRACE_GET_UPDATES=true``. When the aiogram instrumentation already holds a
-``telegram.api`` span for the call, the HTTP details go on that span: no second span.
-Other requests carry ``traceparent``. The span covers the time to the response headers,
-so no body is read on the bot's behalf.
+``telegram.api`` span for the call, the HTTP details go on that span (no second span) and
+aiogram's wrapper times the HTTP request, up to the moment aiogram has read the response
+body. Other requests carry ``traceparent``; their span covers the time to the response
+headers, so no body is read on the bot's behalf.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection
 from typing import Any
@@ -35,6 +37,7 @@ from otelbot.instrumentation._base import (
     create_instrument,
     error_type,
     guarded_async,
+    internal_error,
     record_exception,
 )
 from otelbot.instrumentation.lightspan import light_tracer
@@ -186,6 +189,34 @@ class _Recorder:
                 kwargs["headers"] = merged
         return span, True
 
+    def join(self, call: ApiCall, session: Any, method: str, str_or_url: Any) -> bool:
+        """Put a Bot API request's HTTP details on the framework's open call, and leave
+        the timing to it (``ApiCall.end_http``); False for a URL that is not the Bot API."""
+        target = self.target(session, str_or_url)
+        if target.api is None:
+            return False
+        upper = method.upper()
+        span = call.span
+        if span is not None and span.is_recording():
+            span.set_attributes(target.http_attrs_for(upper))
+        call.http = (self, target, upper, time.perf_counter())
+        return True
+
+    def finish_joined(self, call: ApiCall, http: tuple[Any, _Target, str, float], status: int,
+                      exc: BaseException | None) -> None:
+        """``ApiCall.end_http``: the HTTP request of a joined call is over."""
+        _, target, method, started = http
+        elapsed = time.perf_counter() - started
+        err: str | None = None
+        if exc is not None:
+            err = error_type(exc)
+        elif status >= 400:
+            err = str(status)
+        self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
+        outer = call.span
+        if status and outer is not None and outer.is_recording():
+            outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+
     def finish(self, target: _Target, method: str, span: Any, owned: bool, started: float,
                status: int, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
@@ -235,7 +266,25 @@ def _wrap_request(original: Any, recorder: _Recorder) -> Any:
         status = response.status if response is not None else 0
         recorder.finish(target, upper, span, owned, started, status, exc)
 
-    return guarded_async(original, begin, end, "aiohttp client request")
+    traced = guarded_async(original, begin, end, "aiohttp client request")
+
+    # A plain function: a Bot API request made inside a framework's open call (aiogram's
+    # make_request) returns aiohttp's own coroutine, timed by that call's wrapper, so no
+    # second coroutine layer sits in its await chain.
+    @functools.wraps(original)
+    def request(session: Any, *args: Any, **kwargs: Any) -> Any:
+        call = current_api_call.get()
+        if call is not None and call.http is None and len(args) >= 2:
+            try:
+                joined = recorder.join(call, session, args[0], args[1])
+            except Exception as exc:
+                internal_error("aiohttp client request start", exc)
+                joined = False
+            if joined:
+                return original(session, *args, **kwargs)
+        return traced(session, *args, **kwargs)
+
+    return request
 
 
 class AiohttpClientInstrumentor(OtelbotInstrumentor):

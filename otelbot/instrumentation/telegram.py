@@ -85,14 +85,29 @@ def _parse(path: str) -> BotApiTarget | None:
 
 class ApiCall:
     """A Bot API call whose ``telegram.api`` span a framework instrumentation (aiogram)
-    holds open. The aiohttp client instrumentation puts its HTTP details on ``span`` and
-    the response status in ``status`` instead of opening a second span."""
+    holds open. The aiohttp client instrumentation puts its HTTP details on ``span``
+    instead of opening a second span, and leaves the timing of the HTTP request to the
+    framework's wrapper (no coroutine layer of its own): it stores in ``http`` what
+    ``end_http`` needs, and the framework calls ``end_http`` once the response is read
+    (or the request failed). ``status`` is the HTTP response status, 0 until known."""
 
-    __slots__ = ("span", "status")
+    __slots__ = ("http", "span", "status")
 
     def __init__(self, span: Any) -> None:
         self.span = span
         self.status = 0
+        #: (recorder, target, request method, start time) while the HTTP part is timed.
+        self.http: tuple[Any, Any, str, float] | None = None
+
+    def end_http(self, status: int, exc: BaseException | None) -> None:
+        """The HTTP request is over (``status`` 0 when it failed with ``exc``)."""
+        http = self.http
+        if http is None:
+            return
+        self.http = None
+        if status:
+            self.status = status
+        http[0].finish_joined(self, http, status, exc)
 
 
 #: The ApiCall in progress in this context, if any.

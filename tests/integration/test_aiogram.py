@@ -225,6 +225,53 @@ async def test_bot_api_errors_and_broken_json_reach_the_bot_unchanged(
     assert bot_token.split(":")[1] not in text
 
 
+async def test_bot_api_http_request_is_timed_by_aiogram_once(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, bot_token: str
+) -> None:
+    import aiohttp
+
+    from otelbot.instrumentation.telegram import ApiCall, current_api_call
+
+    fake_bot_api.script("sendMessage", [Fault.ok(), Fault.forbidden(), Fault.hang(2),
+                                        Fault.drop()])
+    seen = []
+    for timeout in (None, None, 1, None):
+        try:
+            await bot.send_message(1, "x", request_timeout=timeout)
+            seen.append("ok")
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+    assert seen == ["ok", "TelegramForbiddenError", "TelegramNetworkError",
+                    "TelegramNetworkError"]
+    points = [p for p in instrumented.points("http.client.request.duration")
+              if p.value.count]
+    # One point per request, each in its own series (no second recording of any call).
+    assert sorted(p.value.count for p in points) == [1, 1, 1, 1]
+    by_error = {p.attributes.get("error.type"): p.attributes for p in points}
+    assert by_error[None]["http.response.status_code"] == 200
+    assert by_error["403"]["http.response.status_code"] == 403
+    assert all(a["http.request.method"] == "POST" and a["url.template"] ==
+               "/bot{token}/{method}" for a in by_error.values())
+    # The failures carry the HTTP client's own error (aiogram's wraps it).
+    network = sorted(e for e in by_error if e not in (None, "403"))
+    assert len(network) == 2 and not any("aiogram" in e for e in network), network
+    spans = by_name(instrumented, "telegram.api sendMessage")
+    assert [s.attributes.get("http.response.status_code") for s in spans] == [
+        200, 403, None, None]
+    assert all(s.attributes["server.address"] == "127.0.0.1" for s in spans)
+
+    # Inside aiogram's call, aiohttp's own coroutine comes back: no layer of ours.
+    original = aiohttp.ClientSession.__dict__["_request"].__otelbot_original__
+    token = current_api_call.set(ApiCall(None))
+    try:
+        async with aiohttp.ClientSession() as session:
+            coro = session._request("POST", f"{fake_bot_api.base_url}/bot{bot_token}/getMe")
+            assert coro.cr_code is original.__code__
+            (await coro).release()
+    finally:
+        current_api_call.reset(token)
+
+
 async def test_get_updates_traced_only_when_asked(
     telemetry: MemoryTelemetry, bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
