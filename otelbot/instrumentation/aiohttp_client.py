@@ -206,6 +206,12 @@ class _Recorder:
                       exc: BaseException | None) -> None:
         """``ApiCall.end_http``: the HTTP request of a joined call is over."""
         _, target, method, started = http
+        self._record_http(target, method, started, status, exc)
+        _status_on_call(call, status)
+
+    def _record_http(self, target: _Target, method: str, started: float, status: int,
+                     exc: BaseException | None) -> tuple[float, str | None]:
+        """The ``http.client.request.duration`` point; returns (elapsed, error.type)."""
         elapsed = time.perf_counter() - started
         err: str | None = None
         if exc is not None:
@@ -213,26 +219,16 @@ class _Recorder:
         elif status >= 400:
             err = str(status)
         self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
-        outer = call.span
-        if status and outer is not None and outer.is_recording():
-            outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+        return elapsed, err
 
     def finish(self, target: _Target, method: str, span: Any, owned: bool, started: float,
                status: int, exc: BaseException | None) -> None:
-        elapsed = time.perf_counter() - started
-        err: str | None = None
-        if exc is not None:
-            err = error_type(exc)
-        elif status >= 400:
-            err = str(status)
-        self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
+        elapsed, err = self._record_http(target, method, started, status, exc)
         api = target.api
         if isinstance(span, ApiCall):
             # aiogram's call: it records the Bot API metrics itself.
             span.status = status
-            outer = span.span
-            if status and outer is not None and outer.is_recording():
-                outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+            _status_on_call(span, status)
             return
         if api is not None:
             self.api_duration.record(elapsed, self.api_attrs(api.method, status, err))
@@ -251,6 +247,12 @@ class _Recorder:
                     span.set_attribute(TELEGRAM_API_ERROR_CODE, status)
                 span.set_status(StatusCode.ERROR)
         span.end()
+
+
+def _status_on_call(call: ApiCall, status: int) -> None:
+    outer = call.span
+    if status and outer is not None and outer.is_recording():
+        outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
 
 
 def _wrap_request(original: Any, recorder: _Recorder) -> Any:
