@@ -105,8 +105,6 @@ class ApiCall:
         if http is None:
             return
         self.http = None
-        if status:
-            self.status = status
         http[0].finish_joined(self, http, status, exc)
 
 
