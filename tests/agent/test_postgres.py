@@ -13,7 +13,7 @@ import pytest
 
 from otelbot import semconv
 from otelbot.agent.collectors.base import ALL_TIERS, Tier
-from otelbot.agent.collectors.postgres import PostgresCollector
+from otelbot.agent.collectors.postgres import PostgresCollector, _human_bytes
 from otelbot.agent.config import PostgresConfig, PostgresDatabase
 from otelbot.agent.state import IndexUsageStore
 
@@ -86,7 +86,9 @@ def _by_event(findings: list[Any], event: str, prefix: str) -> dict[str, Any]:
     return {f.object: f for f in findings if f.event_name == event and prefix in f.object}
 
 
-async def test_index_findings_with_suggested_statements(pg_dsn: str, indexed_table: Any) -> None:
+async def test_index_findings_with_suggested_statements(
+    pg_dsn: str, pg_admin: asyncpg.Connection, indexed_table: Any
+) -> None:
     t = indexed_table
     c = collector(pg_dsn, unused_index_window=0)
     try:
@@ -100,6 +102,9 @@ async def test_index_findings_with_suggested_statements(pg_dsn: str, indexed_tab
     assert unused[f"public.{t['unused']}"].suggestion == (
         f"DROP INDEX CONCURRENTLY public.{t['unused']};"
     )
+    size = await pg_admin.fetchval("SELECT pg_relation_size($1::regclass)", t["unused"])
+    assert size > 0
+    assert f"it costs {_human_bytes(size)} and slows" in unused[f"public.{t['unused']}"].evidence
     assert f"public.{t['used']}" not in unused  # it was scanned
     assert f"public.{t['table']}_pkey" not in unused  # backs a constraint
 
@@ -210,6 +215,21 @@ async def test_locked_table_does_not_stall_the_poll(
     finally:
         await tx.rollback()
         await holder.close()
+
+
+async def test_agent_session_runs_without_jit(pg_dsn: str) -> None:
+    # JIT compiling the agent's catalog queries costs more than running them.
+    c = collector(pg_dsn)
+    try:
+        out = await c.collect(frozenset({Tier.FAST}))
+        conn = await c._connect()
+        jit = await conn.fetchval("SELECT current_setting('jit')")
+        read_only = await conn.fetchval("SELECT current_setting('transaction_read_only')")
+    finally:
+        await c.close()
+    assert out.failures == []
+    assert jit == "off"
+    assert read_only == "on"
 
 
 def _count_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
