@@ -203,17 +203,16 @@ SELECT s.queryid, min(left(s.query, 200)) AS query, sum(s.calls)::bigint AS call
 
 # --------------------------------------------------------------------------- advice (hourly)
 # Every user index with what the unused/invalid findings need. Only an index that can be
-# reported as unused needs its size (stat-ing its files): not a unique, primary-key or
-# constraint-backing one.
+# reported as unused needs its size (stat-ing its files): not an invalid, unique or
+# primary-key one.
 
 ADVICE_INDEXES_SQL = f"""
 WITH {_LOCKED_CTE}
 SELECT s.indexrelid::bigint AS oid, s.schemaname || '.' || s.relname AS table_name,
        s.schemaname || '.' || s.indexrelname AS index_name, s.idx_scan,
        i.indisunique, i.indisprimary, i.indisvalid,
-       k.backs_constraint,
-       CASE WHEN i.indisunique OR i.indisprimary OR k.backs_constraint OR NOT i.indisvalid
-            THEN NULL
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) AS backs_constraint,
+       CASE WHEN i.indisunique OR i.indisprimary OR NOT i.indisvalid THEN NULL
             WHEN s.indexrelid IN (SELECT relation FROM locked)
               OR s.relid IN (SELECT relation FROM locked)
             THEN c.relpages::bigint * current_setting('block_size')::bigint
@@ -223,8 +222,6 @@ SELECT s.indexrelid::bigint AS oid, s.schemaname || '.' || s.relname AS table_na
   FROM pg_stat_user_indexes s
   JOIN pg_index i ON i.indexrelid = s.indexrelid
   JOIN pg_class c ON c.oid = s.indexrelid
-  CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM pg_constraint k
-                                      WHERE k.conindid = s.indexrelid) AS backs_constraint) k
 """
 
 # Index a is redundant when index b on the same table, same method, same predicate and
