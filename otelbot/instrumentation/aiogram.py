@@ -31,18 +31,14 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otelbot.instrumentation import config, stats_file
-from otelbot.instrumentation._base import (
-    OtelbotInstrumentor,
-    create_instrument,
-    error_type,
-    guarded_async,
-    internal_error,
-    record_exception,
-)
-from otelbot.instrumentation.lightspan import light_tracer
-from otelbot.instrumentation.telegram import ApiCall, current_api_call
-from otelbot.instrumentation.users import ActiveUsers
+from otelbot.core import config
+from otelbot.core.errors import error_type, internal_error, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async
+from otelbot.core.users import ActiveUsers
+from otelbot.instrumentation.botapi import ApiCall, current_api_call
+from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
     SPAN_EVENT_FLOOD_WAIT,

@@ -31,18 +31,13 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otelbot.instrumentation import config
-from otelbot.instrumentation._base import (
-    OtelbotInstrumentor,
-    create_instrument,
-    error_type,
-    guarded_async,
-    internal_error,
-    record_exception,
-)
-from otelbot.instrumentation.lightspan import light_tracer
-from otelbot.instrumentation.redaction import redact_url
-from otelbot.instrumentation.telegram import ApiCall, BotApiTarget, current_api_call, parse_path
+from otelbot.core import config
+from otelbot.core.errors import error_type, internal_error, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async
+from otelbot.core.redaction import redact_url
+from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.semconv import (
     ERROR_TYPE,
     HTTP_CLIENT_REQUEST_DURATION,

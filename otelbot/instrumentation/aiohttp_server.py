@@ -23,15 +23,11 @@ from typing import Any
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otelbot.instrumentation._base import (
-    OtelbotInstrumentor,
-    create_instrument,
-    error_type,
-    guarded_async,
-    record_exception,
-)
-from otelbot.instrumentation.lightspan import light_tracer
-from otelbot.instrumentation.redaction import redact_path
+from otelbot.core.errors import error_type, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async
+from otelbot.core.redaction import redact_path
 from otelbot.semconv import (
     ERROR_TYPE,
     HTTP_REQUEST_METHOD,

@@ -48,16 +48,12 @@ from weakref import WeakKeyDictionary
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
-from otelbot.instrumentation import config
-from otelbot.instrumentation._base import (
-    OtelbotInstrumentor,
-    create_instrument,
-    error_type,
-    internal_error,
-    record_exception,
-)
-from otelbot.instrumentation.lightspan import light_tracer
-from otelbot.instrumentation.sql import sanitize_error_message, summarize
+from otelbot.core import config
+from otelbot.core.errors import error_type, internal_error, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor
+from otelbot.core.sql import sanitize_error_message, summarize
 from otelbot.semconv import (
     CONNECTION_STATE_IDLE,
     CONNECTION_STATE_USED,

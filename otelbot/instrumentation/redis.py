@@ -38,16 +38,11 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otelbot.instrumentation._base import (
-    OtelbotInstrumentor,
-    create_instrument,
-    error_type,
-    guarded_async,
-    guarded_sync,
-    record_exception,
-)
-from otelbot.instrumentation.config import capture_query_text
-from otelbot.instrumentation.lightspan import light_tracer
+from otelbot.core.config import capture_query_text
+from otelbot.core.errors import error_type, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
 from otelbot.semconv import (
     CACHE_HIT,
     CACHE_MISS,

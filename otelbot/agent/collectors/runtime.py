@@ -1,6 +1,6 @@
 """The bot's runtime stats files (``$OTELBOT_RUNTIME_DIR/<pid>.stats``), turned into metrics.
 
-Layout version 1 (the contract with otelbot.instrumentation.stats_file, which this module does
+Layout version 1 (the contract with otelbot.runtime.stats_file, which this module does
 not import): 4096 bytes, little-endian; bytes 0..208 are ``<4sHHIIQddd`` + ``QQQdd`` * 3 +
 ``ddQqQ``. ``seq`` is odd while the bot writes; a reader reads seq, the fields, seq again and
 retries when they differ or are odd. A heartbeat older than ``frozen_after`` is a frozen bot.

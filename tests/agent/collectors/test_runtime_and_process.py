@@ -17,7 +17,7 @@ from otelbot.agent.collectors.base import ALL_TIERS
 from otelbot.agent.collectors.process import ProcessCollector
 from otelbot.agent.collectors.runtime import RuntimeCollector, StatsFileError, read_stats
 
-from .conftest import unique, values
+from tests.agent.conftest import unique, values
 
 # Written here from the documented layout (/tmp/stats-layout.md), independently of both
 # the agent's reader and the bot's writer.
@@ -79,7 +79,7 @@ async def test_reads_a_file_written_by_the_instrumented_side(tmp_path: Path) -> 
     script = textwrap.dedent(
         f"""
         import sys, time
-        from otelbot.instrumentation import stats_file
+        from otelbot.runtime import stats_file
         stats = stats_file.StatsFile.create({str(tmp_path)!r}, interval=1.0)
         stats_file.update_started(); stats_file.update_finished(); stats_file.update_started()
         stats.write(time.time(), [5, 2, 1], [50, 20, 10], [0, 0, 1], [0.01, 0.02, 0.03],
@@ -90,7 +90,7 @@ async def test_reads_a_file_written_by_the_instrumented_side(tmp_path: Path) -> 
         """
     )
     try:
-        from otelbot.instrumentation import stats_file  # noqa: F401
+        from otelbot.runtime import stats_file  # noqa: F401
     except ImportError:
         pytest.skip("the bot-side stats file writer is not there yet")
     proc = subprocess.Popen(

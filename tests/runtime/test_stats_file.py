@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from otelbot.instrumentation import stats_file
-from otelbot.instrumentation.stats_file import StatsFile, read_stats
+from otelbot.runtime import stats_file
+from otelbot.runtime.stats_file import StatsFile
+from otelbot.testing.stats_file import read_stats
 
 # Written from the contract, not imported from the writer: a layout change must fail here.
 CONTRACT = struct.Struct("<4sHHIIQddd" + "QQQdd" * 3 + "ddQqQ")

@@ -47,7 +47,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from otelbot.instrumentation import config
+from otelbot.core import config
 
 try:  # the key the API stores the current span under
     from opentelemetry.trace.propagation import _SPAN_KEY as _KEY
@@ -73,7 +73,7 @@ def _noop_hooks() -> tuple[set[Any], set[Any]]:
     """``on_start`` and ``_on_ending`` implementations known to do nothing."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    from otelbot.instrumentation.offload import OffloadSpanProcessor
+    from otelbot.export.offload import OffloadSpanProcessor
 
     classes = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor, OffloadSpanProcessor)
     starts = {cls.__dict__["on_start"] for cls in classes if "on_start" in cls.__dict__}
@@ -173,7 +173,7 @@ class LightTracer:
         self.processor = multi
         # The offload processor alone (otelbot's default): it reads ended light spans
         # directly, no ReadableSpan in between.
-        from otelbot.instrumentation.offload import OffloadSpanProcessor
+        from otelbot.export.offload import OffloadSpanProcessor
 
         self.offload = (processors[0] if len(processors) == 1
                         and type(processors[0]) is OffloadSpanProcessor else None)

@@ -1,13 +1,12 @@
 """The runtime stats file: a fixed-layout binary file the bot keeps for the agent.
 
     import time
-    from otelbot.instrumentation import stats_file
+    from otelbot.runtime import stats_file
     stats = stats_file.StatsFile.create("/tmp", interval=1.0)   # writes /tmp/<pid>.stats
     stats_file.update_started()                                  # an update arrives ...
     stats_file.update_finished()                                 # ... and is handled
     stats.write(time.time(), [1, 0, 0], [10, 0, 0], [0, 0, 0], [0.001, 0, 0],
                 [0.001, 0, 0], loop_lag=0.0, loop_lag_max=0.0, tasks=1)
-    print(stats_file.read_stats(stats.path)["updates_total"])    # 1
     stats.close()                                                # removes the file
 
 The layout (version 1) is documented in docs/runtime-stats-file.md; it is the only
@@ -210,57 +209,3 @@ def _forget_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
-
-
-# --------------------------------------------------------------------------- reader (tests)
-
-
-def read_stats(path: str, attempts: int = 1000) -> dict[str, Any]:
-    """Read one consistent snapshot of a stats file (for tests and debugging).
-
-    Follows the seqlock protocol: read seq, the fields, seq again; retry while they
-    differ or seq is odd. Raises ``ValueError`` for a file that is not a version-1
-    stats file.
-    """
-    with open(path, "rb") as f:
-        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        if len(mapping) < FILE_SIZE:
-            raise ValueError(f"{path}: {len(mapping)} bytes, expected {FILE_SIZE}")
-        for _ in range(attempts):
-            before = _SEQ.unpack_from(mapping, _SEQ_OFFSET)[0]
-            values = LAYOUT.unpack_from(mapping, 0)
-            after = _SEQ.unpack_from(mapping, _SEQ_OFFSET)[0]
-            if before == after and before % 2 == 0:
-                break
-            time.sleep(0)
-        else:
-            raise ValueError(f"{path}: no stable snapshot after {attempts} attempts")
-    finally:
-        mapping.close()
-    magic, version, flags, pid, _reserved, seq, start, heartbeat, interval = values[:9]
-    if magic != MAGIC:
-        raise ValueError(f"{path}: bad magic {magic!r}")
-    if version != LAYOUT_VERSION:
-        raise ValueError(f"{path}: layout version {version}, this reader knows 1")
-    generations = []
-    for g in range(GENERATIONS):
-        row = values[9 + 5 * g: 14 + 5 * g]
-        generations.append(dict(zip(_GENERATION_FIELDS, row, strict=True)))
-    lag, lag_max, tasks, in_flight, total = values[24:]
-    return {
-        "magic": magic,
-        "version": version,
-        "flags": flags,
-        "pid": pid,
-        "seq": seq,
-        "start_time": start,
-        "heartbeat": heartbeat,
-        "interval": interval,
-        "gc": generations,
-        "loop_lag": lag,
-        "loop_lag_max": lag_max,
-        "tasks": tasks,
-        "updates_in_flight": in_flight,
-        "updates_total": total,
-    }

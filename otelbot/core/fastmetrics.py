@@ -31,7 +31,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from otelbot.instrumentation import config
+from opentelemetry.metrics import Meter
+
+from otelbot.core import config
+from otelbot.semconv import Metric
 
 logger = logging.getLogger("otelbot")
 
@@ -376,3 +379,42 @@ def fast_instrument(meter: Any, kind: str, name: str, unit: str, description: st
     else:
         return None
     return registry.add(scope, instrument)
+
+
+def create_instrument(meter: Meter, metric: Metric, callbacks: Any = None) -> Any:
+    """The instrument a catalogue entry describes: for counters, up-down counters and
+    histograms otelbot's own aggregation when the provider allows it (``fastmetrics``),
+    else the SDK's instrument."""
+    kind = metric.instrument
+    if kind in ("counter", "updowncounter", "histogram"):
+        fast = fast_instrument(meter, kind, metric.name, metric.unit, metric.description,
+                               metric.buckets)
+        if fast is not None:
+            return fast
+    if kind == "counter":
+        return meter.create_counter(metric.name, metric.unit, metric.description)
+    if kind == "updowncounter":
+        return meter.create_up_down_counter(metric.name, metric.unit, metric.description)
+    if kind == "histogram":
+        try:
+            return meter.create_histogram(
+                metric.name, metric.unit, metric.description,
+                explicit_bucket_boundaries_advisory=list(metric.buckets or ()) or None,
+            )
+        except TypeError:  # API older than 1.23 has no advisory
+            return meter.create_histogram(metric.name, metric.unit, metric.description)
+    if kind == "gauge":
+        if callbacks is not None:
+            return meter.create_observable_gauge(
+                metric.name, callbacks, metric.unit, metric.description
+            )
+        return meter.create_gauge(metric.name, metric.unit, metric.description)
+    if kind == "observable_counter":
+        return meter.create_observable_counter(
+            metric.name, callbacks, metric.unit, metric.description
+        )
+    if kind == "observable_updowncounter":
+        return meter.create_observable_up_down_counter(
+            metric.name, callbacks, metric.unit, metric.description
+        )
+    raise ValueError(f"unknown instrument kind {kind!r} for {metric.name}")

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from otelbot.instrumentation.lightspan import LightTracer
-from otelbot.instrumentation.offload import (
+from otelbot.core.lightspan import LightTracer
+from otelbot.export.offload import (
     OffloadSpanExporter,
     OffloadSpanProcessor,
     export_processor,

@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from otelbot.instrumentation.runtime import ProcessProbe, PsutilProbe, RuntimeInstrumentor
-from otelbot.instrumentation.stats_file import read_stats
 from otelbot.testing.memory import MemoryTelemetry
+from otelbot.testing.stats_file import read_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_METRICS = {
@@ -215,7 +215,7 @@ def test_monitor_stops_with_its_loop(runtime: MemoryTelemetry) -> None:
 def test_stats_file_mode_leaves_runtime_metrics_to_the_agent(
     telemetry: MemoryTelemetry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from otelbot.instrumentation import stats_file
+    from otelbot.runtime import stats_file
 
     monkeypatch.setenv("OTELBOT_RUNTIME_DIR", str(tmp_path))
     RuntimeInstrumentor().instrument(**telemetry.providers, stats_interval=0.2)

@@ -17,8 +17,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from otelbot import semconv
-from otelbot.instrumentation import fastmetrics
-from otelbot.instrumentation._base import create_instrument
+from otelbot.core import fastmetrics
+from otelbot.core.fastmetrics import create_instrument
 
 METRICS = (semconv.DB_CLIENT_OPERATION_DURATION, semconv.TELEGRAM_UPDATES,
            semconv.TELEGRAM_UPDATES_ACTIVE, semconv.OTELBOT_GC_PAUSE_DURATION)

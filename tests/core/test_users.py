@@ -2,7 +2,7 @@
 
 import pytest
 
-from otelbot.instrumentation.users import ActiveUsers, HyperLogLog
+from otelbot.core.users import ActiveUsers, HyperLogLog
 
 
 @pytest.mark.parametrize("n", [1_000, 100_000, 1_000_000])

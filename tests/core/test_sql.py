@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otelbot.instrumentation.sql import sanitize, sanitize_error_message, summarize
+from otelbot.core.sql import sanitize, sanitize_error_message, summarize
 
 
 @pytest.mark.parametrize(

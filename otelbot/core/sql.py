@@ -1,6 +1,6 @@
 """SQL text for telemetry: literals out, operation and table in.
 
-    >>> from otelbot.instrumentation.sql import summarize, sanitize
+    >>> from otelbot.core.sql import summarize, sanitize
     >>> sanitize("SELECT * FROM users WHERE id = $1 AND name = 'bob' LIMIT 10")
     'SELECT * FROM users WHERE id = $1 AND name = ? LIMIT ?'
     >>> shape = summarize("insert into public.orders (id, total) values ($1, 9.5)")

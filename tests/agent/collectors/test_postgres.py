@@ -17,7 +17,7 @@ from otelbot.agent.collectors.postgres import PostgresCollector, _human_bytes
 from otelbot.agent.config import PostgresConfig, PostgresDatabase
 from otelbot.agent.state import IndexUsageStore
 
-from .conftest import unique, values
+from tests.agent.conftest import unique, values
 
 
 def collector(
@@ -366,7 +366,7 @@ async def test_missing_index_finding(scratch_db: str) -> None:
 
 
 async def test_unreachable_and_bad_password_give_up_with_error_type(pg_dsn: str) -> None:
-    from .conftest import free_port
+    from tests.agent.conftest import free_port
 
     c = collector(f"postgresql://postgres@127.0.0.1:{free_port()}/test", connect_timeout=2)
     out = await c.collect(ALL_TIERS)

@@ -230,7 +230,7 @@ async def test_bot_api_http_request_is_timed_by_aiogram_once(
 ) -> None:
     import aiohttp
 
-    from otelbot.instrumentation.telegram import ApiCall, current_api_call
+    from otelbot.instrumentation.botapi import ApiCall, current_api_call
 
     fake_bot_api.script("sendMessage", [Fault.ok(), Fault.forbidden(), Fault.hang(2),
                                         Fault.drop()])

@@ -1,5 +1,5 @@
-from otelbot.instrumentation.redaction import redact_path, redact_text, redact_url
-from otelbot.instrumentation.telegram import parse_path
+from otelbot.core.redaction import redact_path, redact_text, redact_url
+from otelbot.instrumentation.botapi import parse_path
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 

@@ -1,4 +1,7 @@
-"""What every otelbot instrumentor shares: patching, error containment, instruments.
+"""Patching with error containment: what every otelbot instrumentor shares.
+
+``Patches`` replaces methods and puts the originals back; ``guarded_async`` /
+``guarded_sync`` wrap a call with telemetry that can never break it.
 
 Hot-path rule: nothing here allocates per call except what a span needs. Instruments,
 tracers and attribute sets are built once, at ``instrument()`` time or on first sight of a
@@ -8,115 +11,14 @@ new key, never per operation.
 from __future__ import annotations
 
 import functools
-import logging
-import traceback
 from collections.abc import Callable, Collection
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.trace import Span, StatusCode
 
 from otelbot import __version__
-from otelbot.instrumentation.fastmetrics import fast_instrument
-from otelbot.instrumentation.redaction import redact_text
-from otelbot.semconv import ERROR_TYPE, Metric
-
-logger = logging.getLogger("otelbot")
-
-_logged: set[str] = set()
-
-
-def log_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
-    """Log a message the first time ``key`` is seen; later calls are silent."""
-    if key in _logged:
-        return
-    _logged.add(key)
-    logger.log(level, redact_text(message % args if args else message))
-
-
-def internal_error(where: str, exc: BaseException) -> None:
-    """An exception inside otelbot itself: logged once per place, never raised into the bot."""
-    log_once(
-        "internal:" + where,
-        "otelbot: internal error in %s, telemetry for it is skipped: %s: %s",
-        where, type(exc).__name__, exc,
-    )
-
-
-def error_type(exc: BaseException) -> str:
-    """The ``error.type`` value of an exception: its fully qualified class name."""
-    cls = type(exc)
-    module = cls.__module__
-    if module in ("builtins", "__main__"):
-        return cls.__qualname__
-    return module + "." + cls.__qualname__
-
-
-def record_exception(span: Span, exc: BaseException, *, message: str | None = None) -> None:
-    """Record an exception on a span with the token redacted from message and stack.
-
-    The SDK's own ``record_exception`` would record ``str(exc)`` and the stack verbatim;
-    aiohttp puts the request URL (with the token) in both.
-    """
-    if not span.is_recording():
-        return
-    text = redact_text(str(exc) if message is None else message)
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    original = str(exc)
-    if message is not None and original:
-        # The stack's last line repeats str(exc); the caller's message is the cleaned one.
-        stack = stack.replace(original, message)
-    stack = redact_text(stack)
-    span.add_event(
-        "exception",
-        {
-            "exception.type": error_type(exc),
-            "exception.message": text,
-            "exception.stacktrace": stack,
-        },
-    )
-    span.set_attribute(ERROR_TYPE, error_type(exc))
-    span.set_status(StatusCode.ERROR, text)
-
-
-def create_instrument(meter: metrics.Meter, metric: Metric, callbacks: Any = None) -> Any:
-    """The instrument a catalogue entry describes: for counters, up-down counters and
-    histograms otelbot's own aggregation when the provider allows it (``fastmetrics``),
-    else the SDK's instrument."""
-    kind = metric.instrument
-    if kind in ("counter", "updowncounter", "histogram"):
-        fast = fast_instrument(meter, kind, metric.name, metric.unit, metric.description,
-                               metric.buckets)
-        if fast is not None:
-            return fast
-    if kind == "counter":
-        return meter.create_counter(metric.name, metric.unit, metric.description)
-    if kind == "updowncounter":
-        return meter.create_up_down_counter(metric.name, metric.unit, metric.description)
-    if kind == "histogram":
-        try:
-            return meter.create_histogram(
-                metric.name, metric.unit, metric.description,
-                explicit_bucket_boundaries_advisory=list(metric.buckets or ()) or None,
-            )
-        except TypeError:  # API older than 1.23 has no advisory
-            return meter.create_histogram(metric.name, metric.unit, metric.description)
-    if kind == "gauge":
-        if callbacks is not None:
-            return meter.create_observable_gauge(
-                metric.name, callbacks, metric.unit, metric.description
-            )
-        return meter.create_gauge(metric.name, metric.unit, metric.description)
-    if kind == "observable_counter":
-        return meter.create_observable_counter(
-            metric.name, callbacks, metric.unit, metric.description
-        )
-    if kind == "observable_updowncounter":
-        return meter.create_observable_up_down_counter(
-            metric.name, callbacks, metric.unit, metric.description
-        )
-    raise ValueError(f"unknown instrument kind {kind!r} for {metric.name}")
+from otelbot.core.errors import internal_error
 
 
 def guarded_async(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],

@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 
-from otelbot.instrumentation._base import record_exception
-from otelbot.instrumentation.lightspan import LightSpan, LightTracer, light_tracer
+from otelbot.core.errors import record_exception
+from otelbot.core.lightspan import LightSpan, LightTracer, light_tracer
 
 ATTRS = {"db.system.name": "postgresql", "db.namespace": "test", "server.port": 5432,
          "db.query.text": "SELECT ?"}
@@ -220,7 +220,7 @@ def test_non_sdk_tracers_are_left_alone() -> None:
 
 
 def test_current_span_lookup_matches_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from otelbot.instrumentation.lightspan import _span_in
+    from otelbot.core.lightspan import _span_in
 
     provider, _ = _setup(monkeypatch)
     tracer = provider.get_tracer("t")

@@ -23,7 +23,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk._logs import LogRecordProcessor
 
-from otelbot.instrumentation.redaction import redact_text
+from otelbot.core.redaction import redact_text
 
 logger = logging.getLogger("otelbot")
 
@@ -37,7 +37,7 @@ CONTRIB_EQUIVALENTS = {
 
 DEFAULTS = {
     # OTLP all the same: the spans are encoded and sent by a helper process, off the bot's
-    # GIL (otelbot.instrumentation.offload). OTEL_TRACES_EXPORTER=otlp chooses the SDK's
+    # GIL (otelbot.export.offload). OTEL_TRACES_EXPORTER=otlp chooses the SDK's
     # exporter in the bot's process.
     "OTEL_TRACES_EXPORTER": "otelbot_offload",
     "OTEL_METRICS_EXPORTER": "otlp",
@@ -125,7 +125,7 @@ class OtelbotConfigurator(_OTelSDKConfigurator):
     SDK's ``BatchSpanProcessor`` as usual)."""
 
     def _configure(self, **kwargs: Any) -> None:
-        from otelbot.instrumentation.offload import export_processor
+        from otelbot.export.offload import export_processor
 
         kwargs.setdefault("export_span_processor", export_processor)
         processors = list(kwargs.pop("log_record_processors", None) or [])

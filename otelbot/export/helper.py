@@ -1,0 +1,148 @@
+"""The span export helper process: reads span batches from the bot on stdin and sends them
+with the standard OTLP exporter.
+
+    python -I -m otelbot.export.helper      # started by otelbot.export.offload, not by hand
+
+Frames on stdin are ``FRAME_HEADER`` (kind, payload length) then the payload: ``SPANS``
+carries one ``otelbot.export.rows`` batch, ``FLUSH`` asks for ``ok`` on stdout once
+everything before it was sent. At EOF the exporter is shut down (it sends what it holds)
+and the helper exits. The exporter is the SDK's ``OTLPSpanExporter`` (HTTP/protobuf, or
+gRPC when ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), configured by the same
+``OTEL_EXPORTER_OTLP_*`` variables as the bot's, so the collector receives the same OTLP
+content as from the in-process exporter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import sys
+from typing import Any
+
+from otelbot.export.rows import read_batch
+
+logger = logging.getLogger("otelbot")
+
+FRAME_HEADER = struct.Struct("<cI")  # frame kind, payload length
+SPANS = b"S"
+FLUSH = b"F"
+
+
+def rebuild(payload: bytes) -> list[Any]:
+    """The SDK spans a marshalled batch describes."""
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util import BoundedList
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import (
+        Link,
+        SpanContext,
+        SpanKind,
+        Status,
+        StatusCode,
+        TraceFlags,
+        TraceState,
+    )
+
+    batch = read_batch(payload)
+    resources = [Resource(attrs, schema_url or None) for attrs, schema_url in batch.resources]
+    scopes = [
+        None if s is None else InstrumentationScope(s[0], s[1], s[2], s[3]) for s in batch.scopes
+    ]
+
+    def attributes(values: Any, dropped: int) -> Any:
+        if not dropped:
+            return values
+        bounded = BoundedAttributes(maxlen=None, attributes=values, immutable=False)
+        bounded.dropped = dropped
+        return bounded
+
+    def bounded(items: list[Any], dropped: int) -> Any:
+        if not dropped:
+            return items
+        out: Any = BoundedList(None)
+        out.extend(items)
+        out.dropped = dropped
+        return out
+
+    spans = []
+    for row in batch.rows:
+        context = SpanContext(
+            row.trace_id,
+            row.span_id,
+            False,
+            TraceFlags(row.trace_flags),
+            TraceState(list(row.trace_state)) if row.trace_state else None,
+        )
+        parent = row.parent
+        parent_context = (
+            None if parent is None else SpanContext(parent[0], parent[1], parent[2], TraceFlags(parent[3]))
+        )
+        spans.append(
+            ReadableSpan(
+                row.name,
+                context=context,
+                parent=parent_context,
+                resource=resources[row.resource],
+                attributes=attributes(row.attributes, row.dropped_attributes),
+                events=bounded([Event(n, a, t) for n, t, a in row.events], row.dropped_events),
+                links=bounded(
+                    [Link(SpanContext(t, i, False, TraceFlags(f)), a) for t, i, f, a in row.links],
+                    row.dropped_links,
+                ),
+                kind=SpanKind(row.kind),
+                status=Status(StatusCode(row.status_code), row.status_description),
+                start_time=row.start,
+                end_time=row.end,
+                instrumentation_scope=scopes[row.scope],
+            )
+        )
+    return spans
+
+
+def _standard_exporter() -> Any:
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def main() -> int:
+    """Read batches from stdin until EOF; send each with the standard OTLP exporter."""
+    exporter = _standard_exporter()
+    stdin = sys.stdin.buffer
+    stdout = sys.stdout.buffer
+    try:
+        while True:
+            header = stdin.read(FRAME_HEADER.size)
+            if len(header) < FRAME_HEADER.size:
+                break
+            kind, size = FRAME_HEADER.unpack(header)
+            payload = stdin.read(size)
+            if len(payload) < size:
+                break
+            if kind == SPANS:
+                try:
+                    exporter.export(rebuild(payload))
+                except Exception as exc:
+                    logger.warning("otelbot export helper: batch dropped: %s", exc)
+            elif kind == FLUSH:
+                stdout.write(b"ok\n")
+                stdout.flush()
+    finally:
+        exporter.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
