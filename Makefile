@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINT_PATHS := otelbot tests examples bench dashboards
 
 .PHONY: test demo lint bench docs services clean
 
@@ -20,7 +21,8 @@ test: $(VENV)/.installed services
 	source .services/env && $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check otelbot tests examples bench dashboards
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 docs: $(VENV)/.installed

@@ -49,7 +49,8 @@ async def ensure_schema(tables: int = TABLES) -> None:
     con = await asyncpg.connect(_dsn(DATABASE))
     try:
         have = await con.fetchval(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 't%'")
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 't%'"
+        )
         for start in range(have, tables, 200):
             parts = []
             for i in range(start, min(start + 200, tables)):
@@ -58,7 +59,8 @@ async def ensure_schema(tables: int = TABLES) -> None:
                     f"CREATE TABLE {t} (id bigint PRIMARY KEY, user_id bigint, chat_id bigint, "
                     f"created timestamptz DEFAULT now(), body text);"
                     f"CREATE INDEX {t}_user ON {t} (user_id);"
-                    f"CREATE INDEX {t}_chat ON {t} (chat_id, created);")
+                    f"CREATE INDEX {t}_chat ON {t} (chat_id, created);"
+                )
             await con.execute("BEGIN;" + "".join(parts) + "COMMIT;")
         await con.execute("ANALYZE")
     finally:
@@ -72,9 +74,12 @@ async def _transactions() -> int:
     try:
         await con.execute("SELECT pg_stat_force_next_flush()")
         await asyncio.sleep(0.6)
-        return int(await con.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
-            DATABASE))
+        return int(
+            await con.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+                DATABASE,
+            )
+        )
     finally:
         await con.close()
 
@@ -86,14 +91,18 @@ def transactions() -> int:
 def _agent_config(directory: Path) -> Path:
     """An agent config for the benchmark database alone (PostgreSQL only)."""
     config = directory / "agent.yaml"
-    config.write_text(f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
-                      f"state_file: {directory / 'state.json'}\n")
+    config.write_text(
+        f"postgresql:\n  databases:\n    - dsn: {_dsn(DATABASE)}\n"
+        f"state_file: {directory / 'state.json'}\n"
+    )
     return config
 
 
-_MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-            "print('maxrss=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-            "file=sys.stderr); sys.exit(r.returncode)")
+_MEASURE = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('maxrss=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+    "file=sys.stderr); sys.exit(r.returncode)"
+)
 
 
 def run_agent() -> dict[str, Any]:
@@ -108,20 +117,40 @@ def run_agent() -> dict[str, Any]:
         before = transactions()
         started = time.perf_counter()
         # Through a fresh wrapper process: its RUSAGE_CHILDREN is the agent's alone.
-        out = subprocess.run([sys.executable, "-c", _MEASURE, agent, "once", "--config",
-                              str(config), "--format", "json"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _MEASURE,
+                agent,
+                "once",
+                "--config",
+                str(config),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wall = time.perf_counter() - started
         after = transactions()
-    rss = int(out.stderr.strip().rsplit("maxrss=", 1)[-1]) * 1024 if "maxrss=" in out.stderr \
-        else 0
+    rss = int(out.stderr.strip().rsplit("maxrss=", 1)[-1]) * 1024 if "maxrss=" in out.stderr else 0
     if out.returncode not in (0, 1):
         return {"skipped": f"otelbot-agent once failed ({out.returncode}): {out.stderr[-500:]}"}
-    series = sum(1 for line in out.stdout.splitlines() if line.startswith("{")
-                 and '"finding"' not in line[:40])
+    series = sum(
+        1
+        for line in out.stdout.splitlines()
+        if line.startswith("{") and '"finding"' not in line[:40]
+    )
     # Two queries of the measurement itself (flush + read) land in another database.
-    return {"wall_s": wall, "startup_s": startup, "peak_rss_mb": rss / 2**20,
-            "series": series, "queries": after - before}
+    return {
+        "wall_s": wall,
+        "startup_s": startup,
+        "peak_rss_mb": rss / 2**20,
+        "series": series,
+        "queries": after - before,
+    }
 
 
 def _collect_twice(config_path: str) -> dict[str, Any]:
@@ -136,7 +165,8 @@ def _collect_twice(config_path: str) -> dict[str, Any]:
 
     config = load_config(config_path)
     collectors = build_collectors(
-        config, IndexUsageStore(config.resolved_state_file(), readonly=True))
+        config, IndexUsageStore(config.resolved_state_file(), readonly=True)
+    )
 
     async def collect() -> dict[str, Any]:
         # Each collector keeps its connection between polls, as in `otelbot-agent run`.
@@ -162,9 +192,13 @@ def run_collections() -> dict[str, Any]:
     """``_collect_twice`` in a fresh process (its own RSS)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = _agent_config(Path(tmp))
-        out = subprocess.run([sys.executable, "-m", "bench.agent", "--collect", str(config)],
-                             capture_output=True, text=True, check=False,
-                             cwd=Path(__file__).resolve().parent.parent)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.agent", "--collect", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     if out.returncode != 0:
         return {"skipped": f"collection failed ({out.returncode}): {out.stderr[-500:]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -173,12 +207,18 @@ def run_collections() -> dict[str, Any]:
 def run_exporter() -> dict[str, Any]:
     exe = shutil.which("prometheus-postgres-exporter")
     if exe is None:
-        return {"skipped": "prometheus-postgres-exporter is not installed "
-                           "(apt-get install prometheus-postgres-exporter)"}
+        return {
+            "skipped": "prometheus-postgres-exporter is not installed "
+            "(apt-get install prometheus-postgres-exporter)"
+        }
     port = free_port()
     env = dict(os.environ, DATA_SOURCE_NAME=_dsn(DATABASE) + "?sslmode=disable")
-    proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, f"--web.listen-address=127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         for _ in range(100):
@@ -198,31 +238,40 @@ def run_exporter() -> dict[str, Any]:
         proc.terminate()
         proc.wait(10)
     series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-    return {"wall_s": wall, "peak_rss_mb": rss / 2**20, "series": series,
-            "queries": after - before}
+    return {"wall_s": wall, "peak_rss_mb": rss / 2**20, "series": series, "queries": after - before}
 
 
 def run_all(log: Any = print) -> dict[str, dict[str, Any]]:
     log(f"agent: schema {DATABASE} ({TABLES} tables, {TABLES * INDEXES_PER_TABLE} indexes)")
     asyncio.run(ensure_schema())
-    return {"otelbot-agent once": run_agent(), "otelbot-agent collections": run_collections(),
-            "prometheus-postgres-exporter": run_exporter()}
+    return {
+        "otelbot-agent once": run_agent(),
+        "otelbot-agent collections": run_collections(),
+        "prometheus-postgres-exporter": run_exporter(),
+    }
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    rows = ["| tool | wall s (of which process start-up) | peak RSS MB | series "
-            "| queries (transactions) |", "|---|---:|---:|---:|---:|"]
+    rows = [
+        "| tool | wall s (of which process start-up) | peak RSS MB | series "
+        "| queries (transactions) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, r in results.items():
         if "skipped" in r:
             rows.append(f"| {name} | skipped: {r['skipped']} | | | |")
         elif "first_s" in r:
-            rows.append(f"| {name}: first (new connection) / next, in the running agent | "
-                        f"{r['first_s']:.2f} / {r['next_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-                        f"{r['series']} | |")
+            rows.append(
+                f"| {name}: first (new connection) / next, in the running agent | "
+                f"{r['first_s']:.2f} / {r['next_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['series']} | |"
+            )
         else:
             startup = f" ({r['startup_s']:.2f})" if "startup_s" in r else " (already running)"
-            rows.append(f"| {name} | {r['wall_s']:.2f}{startup} | {r['peak_rss_mb']:.0f} | "
-                        f"{r['series']} | {r['queries']} |")
+            rows.append(
+                f"| {name} | {r['wall_s']:.2f}{startup} | {r['peak_rss_mb']:.0f} | "
+                f"{r['series']} | {r['queries']} |"
+            )
     return "\n".join(rows)
 
 

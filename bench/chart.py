@@ -1,6 +1,6 @@
 """The throughput chart of docs/performance.md, from a results JSON file.
 
-    python -m bench.chart bench/results/latest.json docs/performance-throughput.png
+python -m bench.chart bench/results/latest.json docs/performance-throughput.png
 """
 
 from __future__ import annotations
@@ -23,18 +23,24 @@ def draw(results: Path, png: Path) -> None:
     names = [r["config"] for r in rows]
     medians = [r["median"] for r in rows]
     bare = next((r["median"] for r in rows if r["config"] == "bare"), None)
-    colors = ["#888888" if n == "bare" else "#2b7bba" if n.startswith("otelbot")
-              else "#d9822b" for n in names]
+    colors = [
+        "#888888" if n == "bare" else "#2b7bba" if n.startswith("otelbot") else "#d9822b"
+        for n in names
+    ]
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
     bars = ax.barh(names[::-1], medians[::-1], color=colors[::-1])
     for bar, value in zip(bars, medians[::-1], strict=True):
         label = f"{value:.0f}/s" + (f"  ({value / bare:.2f}x bare)" if bare else "")
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + label,
-                va="center", fontsize=9)
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            " " + label,
+            va="center",
+            fontsize=9,
+        )
     if bare:
         ax.axvline(bare * 0.85, color="#2b7bba", linestyle=":", linewidth=1)
-        ax.text(bare * 0.85, -0.75, "0.85x bare ", fontsize=8, color="#2b7bba",
-                ha="right")
+        ax.text(bare * 0.85, -0.75, "0.85x bare ", fontsize=8, color="#2b7bba", ha="right")
     ax.set_xlabel("updates handled per second (median of interleaved runs)")
     ax.set_xlim(0, max(medians) * 1.35)
     ax.set_title("aiogram bot throughput by configuration", fontsize=11)

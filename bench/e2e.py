@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, Child, FakeApi, Receiver, instrument_command
 
 #: Every otelbot instrumentor entry point: naming them all lets the contrib ones load.
-OTELBOT_ENTRY_POINTS = ("otelbot_aiohttp_client,otelbot_aiohttp_server,otelbot_asyncpg,"
-                        "otelbot_redis,otelbot_aiogram,otelbot_runtime")
-SAMPLE_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-             "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+OTELBOT_ENTRY_POINTS = (
+    "otelbot_aiohttp_client,otelbot_aiohttp_server,otelbot_asyncpg,"
+    "otelbot_redis,otelbot_aiogram,otelbot_runtime"
+)
+SAMPLE_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 #: The SDK's own OTLP exporter in the bot's process (otelbot's default is otelbot_offload).
 STANDARD_EXPORTER = {"OTEL_TRACES_EXPORTER": "otlp"}
 CONTRIB = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": OTELBOT_ENTRY_POINTS, **STANDARD_EXPORTER}
@@ -36,15 +37,26 @@ class Config:
 
 CONFIGS = [
     Config("bare", False, {}, "plain python, no OpenTelemetry"),
-    Config("otelbot", True, {},
-           "otelbot as shipped: 100% sampled, OTLP encoded in otelbot's helper process"),
-    Config("otelbot (SDK exporter)", True, STANDARD_EXPORTER,
-           "otelbot, 100% sampled, OTEL_TRACES_EXPORTER=otlp (the SDK's exporter in the bot)"),
-    Config("contrib", True, CONTRIB,
-           "contrib aiohttp-client/asyncpg/redis, 100% sampled, the SDK's OTLP exporter"),
+    Config(
+        "otelbot",
+        True,
+        {},
+        "otelbot as shipped: 100% sampled, OTLP encoded in otelbot's helper process",
+    ),
+    Config(
+        "otelbot (SDK exporter)",
+        True,
+        STANDARD_EXPORTER,
+        "otelbot, 100% sampled, OTEL_TRACES_EXPORTER=otlp (the SDK's exporter in the bot)",
+    ),
+    Config(
+        "contrib",
+        True,
+        CONTRIB,
+        "contrib aiohttp-client/asyncpg/redis, 100% sampled, the SDK's OTLP exporter",
+    ),
     Config("otelbot 10%", True, SAMPLE_10, "otelbot as shipped, parentbased_traceidratio 0.1"),
-    Config("contrib 10%", True, {**CONTRIB, **SAMPLE_10},
-           "contrib, parentbased_traceidratio 0.1"),
+    Config("contrib 10%", True, {**CONTRIB, **SAMPLE_10}, "contrib, parentbased_traceidratio 0.1"),
 ]
 
 
@@ -59,19 +71,27 @@ class RunResult:
 
 def bot_env(config: Config, api: FakeApi, receiver: Receiver, work_ms: float) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update({
-        "BOT_TOKEN": BOT_TOKEN, "BOT_API_BASE": api.base_url, "PG_DSN": PG_DSN,
-        "REDIS_URL": REDIS_URL, "BENCH_WORK_MS": str(work_ms), "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "BOT_TOKEN": BOT_TOKEN,
+            "BOT_API_BASE": api.base_url,
+            "PG_DSN": PG_DSN,
+            "REDIS_URL": REDIS_URL,
+            "BENCH_WORK_MS": str(work_ms),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if config.instrumented:
-        env.update({
-            "OTEL_SERVICE_NAME": "bench-bot",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_METRIC_EXPORT_INTERVAL": "5000",
-        })
+        env.update(
+            {
+                "OTEL_SERVICE_NAME": "bench-bot",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_METRICS_EXPORTER": "otlp",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+            }
+        )
         env.update(config.env)
     return env
 
@@ -85,8 +105,9 @@ def steady_rate(times: list[float], trim: float = 0.1) -> float:
     return (hi - lo) / (times[hi] - times[lo])
 
 
-def run_once(config: Config, receiver: Receiver, updates: int, work_ms: float,
-             timeout: float = 300.0) -> RunResult:
+def run_once(
+    config: Config, receiver: Receiver, updates: int, work_ms: float, timeout: float = 300.0
+) -> RunResult:
     api = FakeApi(updates)
     cmd = [sys.executable, "-m", "bench.workload_bot"]
     if config.instrumented:
@@ -125,8 +146,13 @@ def run_once(config: Config, receiver: Receiver, updates: int, work_ms: float,
                 last, stable_since = now, time.monotonic()
             time.sleep(0.1)
         spans = last
-    return RunResult(config.name, steady_rate([c["at"] for c in sent]), spans / updates,
-                     cpu / updates * 1e6, peak / 2**20)
+    return RunResult(
+        config.name,
+        steady_rate([c["at"] for c in sent]),
+        spans / updates,
+        cpu / updates * 1e6,
+        peak / 2**20,
+    )
 
 
 @dataclass
@@ -142,8 +168,9 @@ class Summary:
         return statistics.median(getattr(r, attr) for r in self.runs)
 
 
-def run_interleaved(configs: list[Config], repeats: int, updates: int, work_ms: float,
-                    log=print) -> list[Summary]:
+def run_interleaved(
+    configs: list[Config], repeats: int, updates: int, work_ms: float, log=print
+) -> list[Summary]:
     """A B C …, A B C …: each round runs every configuration once."""
     receiver = Receiver()
     summaries = [Summary(c, []) for c in configs]
@@ -152,10 +179,12 @@ def run_interleaved(configs: list[Config], repeats: int, updates: int, work_ms: 
             for summary in summaries:
                 result = run_once(summary.config, receiver, updates, work_ms)
                 summary.runs.append(result)
-                log(f"  round {round_no}/{repeats} {summary.config.name:<22} "
+                log(
+                    f"  round {round_no}/{repeats} {summary.config.name:<22} "
                     f"{result.updates_per_s:7.1f} updates/s  "
                     f"{result.spans_per_update:4.2f} spans/update  "
-                    f"{result.cpu_us_per_update:6.0f} µs CPU/update")
+                    f"{result.cpu_us_per_update:6.0f} µs CPU/update"
+                )
     finally:
         receiver.close()
     return summaries

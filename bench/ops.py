@@ -119,7 +119,9 @@ async def measure(n: int, api_base: str) -> dict[str, float]:
 def run_mode(mode: str, n: int, api_base: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.ops", "--mode", mode, "--n", str(n), "--api", api_base],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"bench.ops --mode {mode} failed:\n{out.stderr[-3000:]}")
@@ -143,8 +145,10 @@ def run_all(n: int, repeats: int, log: Any = print) -> dict[str, dict[str, float
 
 
 def table(medians: dict[str, dict[str, float]]) -> str:
-    rows = ["| operation | bare CPU µs/op | otelbot adds µs | contrib adds µs | "
-            "otelbot / contrib |", "|---|---:|---:|---:|---:|"]
+    rows = [
+        "| operation | bare CPU µs/op | otelbot adds µs | contrib adds µs | otelbot / contrib |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for op in OPERATIONS:
         bare = medians["bare"][op]
         ours = medians["otelbot"][op] - bare

@@ -33,19 +33,31 @@ def _feed(api: FakeApi, rate: float, stop: threading.Event) -> None:
     body = ('{"updates": [' + ",".join(['{"text": "load"}'] * batch) + "]}").encode()
     next_at = time.monotonic()
     while not stop.is_set():
-        request = urllib.request.Request(api.base_url + "/_control/updates", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            api.base_url + "/_control/updates",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(request, timeout=10).read()
         next_at += batch / rate
         stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def run_pressure(config: e2e.Config, rate: float, before: float, down: float, after: float,
-                 work_ms: float = 1.0, log=print) -> PressureResult:
+def run_pressure(
+    config: e2e.Config,
+    rate: float,
+    before: float,
+    down: float,
+    after: float,
+    work_ms: float = 1.0,
+    log=print,
+) -> PressureResult:
     receiver = Receiver()
     api = FakeApi(0)
-    bot = Child([instrument_command(), sys.executable, "-m", "bench.workload_bot"],
-                e2e.bot_env(config, api, receiver, work_ms))
+    bot = Child(
+        [instrument_command(), sys.executable, "-m", "bench.workload_bot"],
+        e2e.bot_env(config, api, receiver, work_ms),
+    )
     stop = threading.Event()
     rss: dict[str, float] = {}
     marks: dict[str, float] = {}
@@ -53,8 +65,11 @@ def run_pressure(config: e2e.Config, rate: float, before: float, down: float, af
         bot.wait_line("polling", 60)
         feeder = threading.Thread(target=_feed, args=(api, rate, stop), daemon=True)
         feeder.start()
-        for phase, seconds, action in (("before", before, None), ("down", down, "down"),
-                                       ("after", after, "up")):
+        for phase, seconds, action in (
+            ("before", before, None),
+            ("down", down, "down"),
+            ("after", after, "up"),
+        ):
             if action == "down":
                 receiver.down()
             elif action == "up":
@@ -78,8 +93,11 @@ def run_pressure(config: e2e.Config, rate: float, before: float, down: float, af
     time.sleep(1.0)
     spans = receiver.spans()
     receiver.close()
-    bounds = [("before", marks["before"], marks["down"]), ("down", marks["down"], marks["after"]),
-              ("after", marks["after"], marks["end"])]
+    bounds = [
+        ("before", marks["before"], marks["down"]),
+        ("down", marks["down"], marks["after"]),
+        ("after", marks["after"], marks["end"]),
+    ]
     handled = {}
     for phase, start, end in bounds:
         start += 2.0 if phase == "before" else 0.0  # skip start-up
@@ -88,12 +106,16 @@ def run_pressure(config: e2e.Config, rate: float, before: float, down: float, af
 
 
 def table(results: list[PressureResult], down: float) -> str:
-    rows = ["| configuration | fed updates/s | handled/s before | handled/s endpoint down "
-            "| handled/s after | peak RSS MB before / down / after | spans received |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| configuration | fed updates/s | handled/s before | handled/s endpoint down "
+        "| handled/s after | peak RSS MB before / down / after | spans received |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        rows.append(f"| {r.config} | {r.rate:.0f} | {r.handled['before']:.0f} | "
-                    f"{r.handled['down']:.0f} | {r.handled['after']:.0f} | "
-                    f"{r.rss_mb['before']:.0f} / {r.rss_mb['down']:.0f} / "
-                    f"{r.rss_mb['after']:.0f} | {r.spans_received} |")
+        rows.append(
+            f"| {r.config} | {r.rate:.0f} | {r.handled['before']:.0f} | "
+            f"{r.handled['down']:.0f} | {r.handled['after']:.0f} | "
+            f"{r.rss_mb['before']:.0f} / {r.rss_mb['down']:.0f} / "
+            f"{r.rss_mb['after']:.0f} | {r.spans_received} |"
+        )
     return "\n".join(rows)

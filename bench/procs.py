@@ -24,19 +24,27 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def instrument_command() -> str:
     found = sibling_command("opentelemetry-instrument")
     if not found:
-        raise SystemExit("bench: opentelemetry-instrument is not installed next to "
-                         f"{sys.executable} (pip install -e '.[bench]')")
+        raise SystemExit(
+            "bench: opentelemetry-instrument is not installed next to "
+            f"{sys.executable} (pip install -e '.[bench]')"
+        )
     return found
 
 
 class Child:
     """A subprocess whose output lines are collected by a thread."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str] | None = None,
-                 stdin: bool = False) -> None:
+    def __init__(
+        self, cmd: list[str], env: dict[str, str] | None = None, stdin: bool = False
+    ) -> None:
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            cmd,
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -61,12 +69,15 @@ class Child:
                     if line.startswith(prefix):
                         return line.strip()
                 if self.proc.poll() is not None and not self._more():
-                    raise RuntimeError(f"{self.proc.args} exited ({self.proc.returncode}):\n"
-                                       + self.output[-3000:])
+                    raise RuntimeError(
+                        f"{self.proc.args} exited ({self.proc.returncode}):\n" + self.output[-3000:]
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RuntimeError(f"{self.proc.args}: no {prefix!r} within {timeout}s:\n"
-                                       + self.output[-3000:])
+                    raise RuntimeError(
+                        f"{self.proc.args}: no {prefix!r} within {timeout}s:\n"
+                        + self.output[-3000:]
+                    )
                 self._cond.wait(min(left, 0.2))
 
     def _more(self) -> bool:
@@ -114,9 +125,21 @@ class FakeApi(Child):
 
     def __init__(self, updates: int) -> None:
         self.port = free_port()
-        super().__init__([sys.executable, "-m", "otelbot.testing.fake_bot_api",
-                          "--port", str(self.port), "--token", BOT_TOKEN,
-                          "--max-poll-wait", "1", "--updates", str(updates)])
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "otelbot.testing.fake_bot_api",
+                "--port",
+                str(self.port),
+                "--token",
+                BOT_TOKEN,
+                "--max-poll-wait",
+                "1",
+                "--updates",
+                str(updates),
+            ]
+        )
         self.wait_line("fake Bot API listening")
         self.base_url = f"http://127.0.0.1:{self.port}"
 

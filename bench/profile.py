@@ -19,14 +19,31 @@ from pathlib import Path
 from bench import e2e
 from bench.procs import Child, FakeApi, Receiver, instrument_command
 
-_OTEL_PARTS = {"metrics", "trace", "sdk", "attributes", "context", "util", "propagate",
-               "propagators", "baggage", "exporter", "instrumentation", "semconv", "proto"}
+_OTEL_PARTS = {
+    "metrics",
+    "trace",
+    "sdk",
+    "attributes",
+    "context",
+    "util",
+    "propagate",
+    "propagators",
+    "baggage",
+    "exporter",
+    "instrumentation",
+    "semconv",
+    "proto",
+}
 
 
 #: Frames that only start the event loop: samples whose innermost non-stdlib frame is one
 #: of these are the loop's own work (or its idle wait), not the caller's.
-_LOOP_SHELL = ("<module> ", "main ", "RuntimeMetrics._wrap_run_forever.",
-               "RuntimeMetrics._wrap_runner_run.")
+_LOOP_SHELL = (
+    "<module> ",
+    "main ",
+    "RuntimeMetrics._wrap_run_forever.",
+    "RuntimeMetrics._wrap_runner_run.",
+)
 
 
 def package_of(frame: str) -> str | None:
@@ -142,10 +159,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bot.wait_line("polling", 60)
         time.sleep(1.0)
-        subprocess.run([pyspy, "record", "--pid", str(bot.proc.pid), "--format", "raw",
-                        "--duration", str(int(args.seconds)), "--rate", "250",
-                        "--threads", "--nonblocking", "-o", str(args.out)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                pyspy,
+                "record",
+                "--pid",
+                str(bot.proc.pid),
+                "--format",
+                "raw",
+                "--duration",
+                str(int(args.seconds)),
+                "--rate",
+                "250",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(args.out),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     finally:
         bot.stop()
         api.stop()

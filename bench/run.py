@@ -37,44 +37,57 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def e2e_table(summaries: list[e2e.Summary]) -> str:
     bare = next((s.median for s in summaries if s.config.name == "bare"), None)
-    rows = ["| configuration | updates/s (median) | min-max | ratio to bare | spans/update "
-            "| bot CPU µs/update | bot peak RSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| configuration | updates/s (median) | min-max | ratio to bare | spans/update "
+        "| bot CPU µs/update | bot peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in summaries:
         ratio = f"{s.median / bare:.2f}" if bare else "-"
         lo = min(r.updates_per_s for r in s.runs)
         hi = max(r.updates_per_s for r in s.runs)
-        rows.append(f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | "
-                    f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
-                    f"{s.med('peak_rss_mb'):.0f} |")
+        rows.append(
+            f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | "
+            f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
+            f"{s.med('peak_rss_mb'):.0f} |"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="e2e,ops,pressure,agent",
-                        help="comma-separated parts to run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", default="e2e,ops,pressure,agent", help="comma-separated parts to run"
+    )
     parser.add_argument("--configs", default=",".join(c.name for c in e2e.CONFIGS))
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--updates", type=int, default=4000)
     parser.add_argument("--work-ms", type=float, default=1.0)
     parser.add_argument("--ops-n", type=int, default=3000, help="operations per ops sample")
-    parser.add_argument("--pressure-rate", type=float, default=200.0,
-                        help="updates/s fed during the pressure test")
-    parser.add_argument("--pressure-down", type=float, default=60.0,
-                        help="seconds the OTLP endpoint is down")
+    parser.add_argument(
+        "--pressure-rate", type=float, default=200.0, help="updates/s fed during the pressure test"
+    )
+    parser.add_argument(
+        "--pressure-down", type=float, default=60.0, help="seconds the OTLP endpoint is down"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
-    parser.add_argument("--chart", type=lambda v: Path(v) if v else None,
-                        default=ROOT / "docs" / "performance-throughput.png",
-                        help="where the throughput chart goes ('' for none)")
+    parser.add_argument(
+        "--chart",
+        type=lambda v: Path(v) if v else None,
+        default=ROOT / "docs" / "performance-throughput.png",
+        help="where the throughput chart goes ('' for none)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.updates, args.ops_n, args.pressure_down = 1, 60, 50, 3.0
@@ -83,54 +96,82 @@ def main(argv: list[str] | None = None) -> int:
     configs = [c for c in e2e.CONFIGS if c.name in wanted]
     unknown = set(wanted) - {c.name for c in configs}
     if unknown:
-        parser.error(f"unknown configuration(s) {sorted(unknown)}; "
-                     f"known: {[c.name for c in e2e.CONFIGS]}")
+        parser.error(
+            f"unknown configuration(s) {sorted(unknown)}; known: {[c.name for c in e2e.CONFIGS]}"
+        )
 
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
-    sections = [f"# otelbot benchmark results\n\n{started}; `{command.strip()}`\n\n"
-                f"Machine: {machine()}\n"]
+    sections = [
+        f"# otelbot benchmark results\n\n{started}; `{command.strip()}`\n\nMachine: {machine()}\n"
+    ]
     data: dict[str, object] = {"when": started, "machine": machine(), "command": command}
 
     if "e2e" in parts:
-        print(f"e2e: {len(configs)} configurations x {args.repeats} rounds, "
-              f"{args.updates} updates each, {args.work_ms} ms work per update", flush=True)
-        summaries = e2e.run_interleaved(configs, args.repeats, args.updates, args.work_ms,
-                                        log=lambda m: print(m, flush=True))
+        print(
+            f"e2e: {len(configs)} configurations x {args.repeats} rounds, "
+            f"{args.updates} updates each, {args.work_ms} ms work per update",
+            flush=True,
+        )
+        summaries = e2e.run_interleaved(
+            configs, args.repeats, args.updates, args.work_ms, log=lambda m: print(m, flush=True)
+        )
         table = e2e_table(summaries)
         sections.append(
             f"## End to end: aiogram bot, {args.updates} updates, {args.repeats} interleaved "
             f"rounds\n\nPer update: one asyncpg pool SELECT, one Redis INCR, one sendMessage, "
-            f"{args.work_ms} ms of Python work.\n\n{table}\n")
-        data["e2e"] = [{"config": s.config.name, "description": s.config.description,
-                        "median": s.median, "runs": [r.__dict__ for r in s.runs]}
-                       for s in summaries]
+            f"{args.work_ms} ms of Python work.\n\n{table}\n"
+        )
+        data["e2e"] = [
+            {
+                "config": s.config.name,
+                "description": s.config.description,
+                "median": s.median,
+                "runs": [r.__dict__ for r in s.runs],
+            }
+            for s in summaries
+        ]
 
     if "ops" in parts:
-        print(f"ops: bare / otelbot / contrib, {args.ops_n} operations, "
-              f"{args.repeats} rounds", flush=True)
+        print(
+            f"ops: bare / otelbot / contrib, {args.ops_n} operations, {args.repeats} rounds",
+            flush=True,
+        )
         medians = ops.run_all(args.ops_n, args.repeats, log=lambda m: print(m, flush=True))
         sections.append(
             "## Per operation: CPU time added (all threads of the process), same SDK setup\n\n"
             f"{args.ops_n} sequential operations under a parent span, against the fake Bot "
             "API (another process), PostgreSQL and Redis; lowest of "
-            f"{args.repeats} interleaved rounds.\n\n{ops.table(medians)}\n")
+            f"{args.repeats} interleaved rounds.\n\n{ops.table(medians)}\n"
+        )
         data["ops"] = medians
 
     if "pressure" in parts:
         chosen = [c for c in e2e.CONFIGS if c.name in ("otelbot", "otelbot (SDK exporter)")]
         before = after = 5.0 if args.quick else 15.0
-        print(f"pressure: endpoint down {args.pressure_down:.0f} s at "
-              f"{args.pressure_rate:.0f} updates/s", flush=True)
-        results = [pressure.run_pressure(c, args.pressure_rate, before, args.pressure_down,
-                                         after, args.work_ms,
-                                         log=lambda m: print(m, flush=True))
-                   for c in chosen]
+        print(
+            f"pressure: endpoint down {args.pressure_down:.0f} s at "
+            f"{args.pressure_rate:.0f} updates/s",
+            flush=True,
+        )
+        results = [
+            pressure.run_pressure(
+                c,
+                args.pressure_rate,
+                before,
+                args.pressure_down,
+                after,
+                args.work_ms,
+                log=lambda m: print(m, flush=True),
+            )
+            for c in chosen
+        ]
         sections.append(
             f"## Export under pressure: OTLP endpoint down for {args.pressure_down:.0f} s\n\n"
             f"Updates fed at {args.pressure_rate:.0f}/s; {before:.0f} s up, "
             f"{args.pressure_down:.0f} s down, {after:.0f} s up again.\n\n"
-            f"{pressure.table(results, args.pressure_down)}\n")
+            f"{pressure.table(results, args.pressure_down)}\n"
+        )
         data["pressure"] = [r.__dict__ for r in results]
 
     if "agent" in parts and not args.quick:
@@ -143,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             "(the first on a new connection, the next as the running sidecar polls, all "
             "tiers); one scrape of Debian's prometheus-postgres-exporter (default "
             "collectors, already running), same database.\n\n"
-            f"{agent.table(results)}\n")
+            f"{agent.table(results)}\n"
+        )
         data["agent"] = results
 
     text = "\n".join(sections)

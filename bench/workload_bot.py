@@ -57,8 +57,13 @@ async def main() -> None:
     dp.include_router(router)
     print("polling", flush=True)
     # A bounded number of updates in flight, as a production bot is configured.
-    await dp.start_polling(bot, polling_timeout=1, handle_signals=True, close_bot_session=True,
-                           tasks_concurrency_limit=CONCURRENCY)
+    await dp.start_polling(
+        bot,
+        polling_timeout=1,
+        handle_signals=True,
+        close_bot_session=True,
+        tasks_concurrency_limit=CONCURRENCY,
+    )
     await cache.aclose()
     await pool.close()
 

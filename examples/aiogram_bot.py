@@ -44,8 +44,9 @@ cache: redis.Redis | None = None
 
 @router.message(CommandStart())
 async def start(message: Message) -> None:
-    keyboard = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="Count",
-                                                                           callback_data="count")]])
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="Count", callback_data="count")]]
+    )
     await message.answer("Hello!", reply_markup=keyboard)
 
 
@@ -96,8 +97,9 @@ async def on_error(event: ErrorEvent) -> None:
 async def main() -> None:
     global pool, cache
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    pool = await asyncpg.create_pool(os.environ.get("PG_DSN", "postgresql://postgres@127.0.0.1/test"),
-                                     min_size=1, max_size=5)
+    pool = await asyncpg.create_pool(
+        os.environ.get("PG_DSN", "postgresql://postgres@127.0.0.1/test"), min_size=1, max_size=5
+    )
     cache = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     base = os.environ.get("BOT_API_BASE")
     session = AiohttpSession(api=TelegramAPIServer.from_base(base)) if base else AiohttpSession()
@@ -110,8 +112,9 @@ async def main() -> None:
         from aiohttp import web
 
         app = web.Application()
-        SimpleRequestHandler(dp, bot, secret_token=os.environ.get("WEBHOOK_SECRET"),
-                             handle_in_background=False).register(app, path="/webhook")
+        SimpleRequestHandler(
+            dp, bot, secret_token=os.environ.get("WEBHOOK_SECRET"), handle_in_background=False
+        ).register(app, path="/webhook")
         runner = web.AppRunner(app)
         await runner.setup()
         port = int(os.environ.get("WEBHOOK_PORT", "8080"))

@@ -29,8 +29,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     # Not a terminal (CI, a pipe, a file): wide enough for the report's tables.
     console = Console() if sys.stdout.isatty() else Console(width=150)
-    opts = DemoOptions(duration=args.duration, small=args.small, html=Path(args.html),
-                       otlp_endpoint=args.otlp_endpoint, progress=not args.no_progress)
+    opts = DemoOptions(
+        duration=args.duration,
+        small=args.small,
+        html=Path(args.html),
+        otlp_endpoint=args.otlp_endpoint,
+        progress=not args.no_progress,
+    )
     if args.pg_dsn:
         opts.pg_dsn = args.pg_dsn
     if args.redis_url:
@@ -56,21 +61,36 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otelbot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demo bot with its built-in problems and print "
-                                       "what otelbot shows about them")
-    demo.add_argument("--duration", type=float, default=60.0,
-                      help="seconds of load (default 60)")
-    demo.add_argument("--html", default="out/demo-report.html",
-                      help="where to write the HTML report (default out/demo-report.html)")
-    demo.add_argument("--otlp-endpoint", metavar="URL",
-                      help="send the telemetry to this OTLP/HTTP endpoint (a real collector, "
-                           "e.g. http://localhost:4318) instead of the embedded receiver")
-    demo.add_argument("--pg-dsn", help="PostgreSQL DSN (default $OTELBOT_TEST_PG_DSN or "
-                                       "postgresql://postgres@127.0.0.1:5432/test)")
-    demo.add_argument("--redis-url", help="Redis URL (default $OTELBOT_TEST_REDIS_URL or "
-                                          "redis://127.0.0.1:6379/0)")
-    demo.add_argument("--small", action="store_true",
-                      help="small data and agent thresholds, for a run of a few seconds")
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo bot with its built-in problems and print what otelbot shows about them",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    demo.add_argument(
+        "--html",
+        default="out/demo-report.html",
+        help="where to write the HTML report (default out/demo-report.html)",
+    )
+    demo.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send the telemetry to this OTLP/HTTP endpoint (a real collector, "
+        "e.g. http://localhost:4318) instead of the embedded receiver",
+    )
+    demo.add_argument(
+        "--pg-dsn",
+        help="PostgreSQL DSN (default $OTELBOT_TEST_PG_DSN or "
+        "postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    demo.add_argument(
+        "--redis-url",
+        help="Redis URL (default $OTELBOT_TEST_REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    demo.add_argument(
+        "--small",
+        action="store_true",
+        help="small data and agent thresholds, for a run of a few seconds",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -106,9 +106,19 @@ SPANS: tuple[Span, ...] = (
         "telegram.update {type}",
         "SERVER (polling: root) / INTERNAL (webhook: child of the server span)",
         "One Telegram update, from arrival to the end of its handler.",
-        (TELEGRAM_UPDATE_TYPE, TELEGRAM_INGRESS, TELEGRAM_BOT_ID, TELEGRAM_CHAT_TYPE,
-         TELEGRAM_HANDLER, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE, TELEGRAM_WEBHOOK_REPLY_METHOD,
-         TELEGRAM_UPDATE_ID, TELEGRAM_CHAT_ID, TELEGRAM_USER_ID),
+        (
+            TELEGRAM_UPDATE_TYPE,
+            TELEGRAM_INGRESS,
+            TELEGRAM_BOT_ID,
+            TELEGRAM_CHAT_TYPE,
+            TELEGRAM_HANDLER,
+            TELEGRAM_UPDATE_OUTCOME,
+            ERROR_TYPE,
+            TELEGRAM_WEBHOOK_REPLY_METHOD,
+            TELEGRAM_UPDATE_ID,
+            TELEGRAM_CHAT_ID,
+            TELEGRAM_USER_ID,
+        ),
         "otelbot_aiogram",
     ),
     Span(
@@ -116,25 +126,50 @@ SPANS: tuple[Span, ...] = (
         "CLIENT",
         "One Bot API call, with the HTTP details on the same span. getUpdates is not traced "
         "unless OTELBOT_TRACE_GET_UPDATES=true.",
-        (TELEGRAM_API_METHOD, TELEGRAM_BOT_ID, TELEGRAM_API_ERROR_CODE, TELEGRAM_API_RETRY_AFTER,
-         HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_FULL, URL_TEMPLATE, SERVER_ADDRESS,
-         SERVER_PORT, ERROR_TYPE),
+        (
+            TELEGRAM_API_METHOD,
+            TELEGRAM_BOT_ID,
+            TELEGRAM_API_ERROR_CODE,
+            TELEGRAM_API_RETRY_AFTER,
+            HTTP_REQUEST_METHOD,
+            HTTP_RESPONSE_STATUS_CODE,
+            URL_FULL,
+            URL_TEMPLATE,
+            SERVER_ADDRESS,
+            SERVER_PORT,
+            ERROR_TYPE,
+        ),
         "otelbot_aiohttp_client, otelbot_aiogram",
     ),
     Span(
         "{METHOD}",
         "CLIENT",
         "Any other aiohttp client request.",
-        (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_FULL, SERVER_ADDRESS, SERVER_PORT,
-         ERROR_TYPE),
+        (
+            HTTP_REQUEST_METHOD,
+            HTTP_RESPONSE_STATUS_CODE,
+            URL_FULL,
+            SERVER_ADDRESS,
+            SERVER_PORT,
+            ERROR_TYPE,
+        ),
         "otelbot_aiohttp_client",
     ),
     Span(
         "{METHOD} {route}",
         "SERVER",
         "An aiohttp server request (webhooks); honours an incoming traceparent.",
-        (HTTP_REQUEST_METHOD, HTTP_ROUTE, HTTP_RESPONSE_STATUS_CODE, URL_PATH, URL_SCHEME,
-         SERVER_ADDRESS, SERVER_PORT, USER_AGENT_ORIGINAL, ERROR_TYPE),
+        (
+            HTTP_REQUEST_METHOD,
+            HTTP_ROUTE,
+            HTTP_RESPONSE_STATUS_CODE,
+            URL_PATH,
+            URL_SCHEME,
+            SERVER_ADDRESS,
+            SERVER_PORT,
+            USER_AGENT_ORIGINAL,
+            ERROR_TYPE,
+        ),
         "otelbot_aiohttp_server",
     ),
     Span(
@@ -142,17 +177,34 @@ SPANS: tuple[Span, ...] = (
         "CLIENT",
         "One asyncpg operation (execute, executemany, fetch*, cursor, prepared statement), "
         "e.g. `SELECT users`.",
-        (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_QUERY_TEXT,
-         DB_OPERATION_BATCH_SIZE, SERVER_ADDRESS, SERVER_PORT, DB_RESPONSE_STATUS_CODE,
-         ERROR_TYPE),
+        (
+            DB_SYSTEM_NAME,
+            DB_NAMESPACE,
+            DB_OPERATION_NAME,
+            DB_COLLECTION_NAME,
+            DB_QUERY_TEXT,
+            DB_OPERATION_BATCH_SIZE,
+            SERVER_ADDRESS,
+            SERVER_PORT,
+            DB_RESPONSE_STATUS_CODE,
+            ERROR_TYPE,
+        ),
         "otelbot_asyncpg",
     ),
     Span(
         "{COMMAND}",
         "CLIENT",
         "One Redis command (`GET`), or `PIPELINE` for a pipeline; arguments are never recorded.",
-        (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_QUERY_TEXT, DB_OPERATION_BATCH_SIZE,
-         SERVER_ADDRESS, SERVER_PORT, ERROR_TYPE),
+        (
+            DB_SYSTEM_NAME,
+            DB_NAMESPACE,
+            DB_OPERATION_NAME,
+            DB_QUERY_TEXT,
+            DB_OPERATION_BATCH_SIZE,
+            SERVER_ADDRESS,
+            SERVER_PORT,
+            ERROR_TYPE,
+        ),
         "otelbot_redis",
     ),
 )
@@ -162,15 +214,44 @@ SPANS: tuple[Span, ...] = (
 # Bucket boundaries in seconds, for latencies from sub-millisecond Redis calls to
 # multi-second updates.
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
-    0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
 )
 # Flood-wait retry_after values are whole seconds, up to hours.
 RETRY_AFTER_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 # GC pauses and loop lag: microseconds to seconds.
 PAUSE_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 
 
@@ -189,142 +270,244 @@ class Metric:
 
 # Bot (otelbot_aiogram, otelbot_aiohttp_client)
 TELEGRAM_UPDATES = Metric(
-    "telegram.updates", "counter", "{update}", "Updates processed.",
+    "telegram.updates",
+    "counter",
+    "{update}",
+    "Updates processed.",
     (TELEGRAM_UPDATE_TYPE, TELEGRAM_INGRESS, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE),
 )
 TELEGRAM_UPDATE_DURATION = Metric(
-    "telegram.update.duration", "histogram", "s", "Time from an update's arrival to the end "
-    "of its handling.", (TELEGRAM_UPDATE_TYPE, TELEGRAM_UPDATE_OUTCOME), buckets=DURATION_BUCKETS,
+    "telegram.update.duration",
+    "histogram",
+    "s",
+    "Time from an update's arrival to the end of its handling.",
+    (TELEGRAM_UPDATE_TYPE, TELEGRAM_UPDATE_OUTCOME),
+    buckets=DURATION_BUCKETS,
 )
 TELEGRAM_UPDATES_ACTIVE = Metric(
-    "telegram.updates.active", "updowncounter", "{update}",
-    "Updates being handled right now (catches unbounded task pile-ups).", (TELEGRAM_UPDATE_TYPE,),
+    "telegram.updates.active",
+    "updowncounter",
+    "{update}",
+    "Updates being handled right now (catches unbounded task pile-ups).",
+    (TELEGRAM_UPDATE_TYPE,),
 )
 TELEGRAM_API_DURATION = Metric(
-    "telegram.api.duration", "histogram", "s", "Duration of Bot API calls.",
-    (TELEGRAM_API_METHOD, TELEGRAM_API_ERROR_CODE, ERROR_TYPE), buckets=DURATION_BUCKETS,
+    "telegram.api.duration",
+    "histogram",
+    "s",
+    "Duration of Bot API calls.",
+    (TELEGRAM_API_METHOD, TELEGRAM_API_ERROR_CODE, ERROR_TYPE),
+    buckets=DURATION_BUCKETS,
 )
 TELEGRAM_API_FLOOD_WAITS = Metric(
-    "telegram.api.flood_waits", "counter", "{wait}",
-    "Bot API calls refused with 429 Too Many Requests (flood control).", (TELEGRAM_API_METHOD,),
+    "telegram.api.flood_waits",
+    "counter",
+    "{wait}",
+    "Bot API calls refused with 429 Too Many Requests (flood control).",
+    (TELEGRAM_API_METHOD,),
 )
 TELEGRAM_API_RETRY_AFTER_METRIC = Metric(
-    "telegram.api.retry_after", "histogram", "s",
-    "retry_after asked for by the Bot API on a flood wait.", (TELEGRAM_API_METHOD,),
+    "telegram.api.retry_after",
+    "histogram",
+    "s",
+    "retry_after asked for by the Bot API on a flood wait.",
+    (TELEGRAM_API_METHOD,),
     buckets=RETRY_AFTER_BUCKETS,
 )
 TELEGRAM_USERS_ACTIVE = Metric(
-    "telegram.users.active", "gauge", "{user}",
+    "telegram.users.active",
+    "gauge",
+    "{user}",
     "Distinct users seen in the window, estimated with a fixed-size sketch (no ids kept).",
     (TELEGRAM_USERS_WINDOW,),
 )
 
 # HTTP (otelbot_aiohttp_client, otelbot_aiohttp_server)
 HTTP_CLIENT_REQUEST_DURATION = Metric(
-    "http.client.request.duration", "histogram", "s", "Duration of HTTP client requests.",
-    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT, URL_TEMPLATE,
-     ERROR_TYPE),
+    "http.client.request.duration",
+    "histogram",
+    "s",
+    "Duration of HTTP client requests.",
+    (
+        HTTP_REQUEST_METHOD,
+        HTTP_RESPONSE_STATUS_CODE,
+        SERVER_ADDRESS,
+        SERVER_PORT,
+        URL_TEMPLATE,
+        ERROR_TYPE,
+    ),
     buckets=DURATION_BUCKETS,
 )
 HTTP_SERVER_REQUEST_DURATION = Metric(
-    "http.server.request.duration", "histogram", "s", "Duration of HTTP server requests.",
+    "http.server.request.duration",
+    "histogram",
+    "s",
+    "Duration of HTTP server requests.",
     (HTTP_REQUEST_METHOD, HTTP_ROUTE, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, ERROR_TYPE),
     buckets=DURATION_BUCKETS,
 )
 HTTP_SERVER_ACTIVE_REQUESTS = Metric(
-    "http.server.active_requests", "updowncounter", "{request}",
-    "HTTP server requests being handled.", (HTTP_REQUEST_METHOD, URL_SCHEME),
+    "http.server.active_requests",
+    "updowncounter",
+    "{request}",
+    "HTTP server requests being handled.",
+    (HTTP_REQUEST_METHOD, URL_SCHEME),
 )
 
 # Database and cache (otelbot_asyncpg, otelbot_redis)
 DB_CLIENT_OPERATION_DURATION = Metric(
-    "db.client.operation.duration", "histogram", "s", "Duration of database client operations.",
-    (DB_SYSTEM_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, SERVER_ADDRESS,
-     SERVER_PORT, DB_RESPONSE_STATUS_CODE, ERROR_TYPE),
+    "db.client.operation.duration",
+    "histogram",
+    "s",
+    "Duration of database client operations.",
+    (
+        DB_SYSTEM_NAME,
+        DB_NAMESPACE,
+        DB_OPERATION_NAME,
+        DB_COLLECTION_NAME,
+        SERVER_ADDRESS,
+        SERVER_PORT,
+        DB_RESPONSE_STATUS_CODE,
+        ERROR_TYPE,
+    ),
     buckets=DURATION_BUCKETS,
 )
 DB_CLIENT_CONNECTION_COUNT = Metric(
-    "db.client.connection.count", "observable_updowncounter", "{connection}",
+    "db.client.connection.count",
+    "observable_updowncounter",
+    "{connection}",
     "Connections in the pool, by state (idle, used).",
     (DB_CLIENT_CONNECTION_POOL_NAME, DB_CLIENT_CONNECTION_STATE),
 )
 DB_CLIENT_CONNECTION_MAX = Metric(
-    "db.client.connection.max", "observable_updowncounter", "{connection}",
-    "Largest number of connections the pool allows.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+    "db.client.connection.max",
+    "observable_updowncounter",
+    "{connection}",
+    "Largest number of connections the pool allows.",
+    (DB_CLIENT_CONNECTION_POOL_NAME,),
 )
 DB_CLIENT_CONNECTION_PENDING_REQUESTS = Metric(
-    "db.client.connection.pending_requests", "updowncounter", "{request}",
-    "Callers waiting for a pool connection.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+    "db.client.connection.pending_requests",
+    "updowncounter",
+    "{request}",
+    "Callers waiting for a pool connection.",
+    (DB_CLIENT_CONNECTION_POOL_NAME,),
 )
 DB_CLIENT_CONNECTION_WAIT_TIME = Metric(
-    "db.client.connection.wait_time", "histogram", "s",
-    "Time it took to get a connection from the pool.", (DB_CLIENT_CONNECTION_POOL_NAME,),
+    "db.client.connection.wait_time",
+    "histogram",
+    "s",
+    "Time it took to get a connection from the pool.",
+    (DB_CLIENT_CONNECTION_POOL_NAME,),
     buckets=DURATION_BUCKETS,
 )
 OTELBOT_CACHE_REQUESTS = Metric(
-    "otelbot.cache.requests", "counter", "{request}",
+    "otelbot.cache.requests",
+    "counter",
+    "{request}",
     "Cache reads by result: a read that returns nothing is a miss; multi-key reads count per key.",
     (DB_SYSTEM_NAME, DB_OPERATION_NAME, CACHE_RESULT),
 )
 
 # Runtime (otelbot_runtime)
 CPYTHON_GC_COLLECTIONS = Metric(
-    "cpython.gc.collections", "observable_counter", "{collection}",
-    "Garbage collections run, per generation.", (CPYTHON_GC_GENERATION,),
+    "cpython.gc.collections",
+    "observable_counter",
+    "{collection}",
+    "Garbage collections run, per generation.",
+    (CPYTHON_GC_GENERATION,),
 )
 CPYTHON_GC_COLLECTED_OBJECTS = Metric(
-    "cpython.gc.collected_objects", "observable_counter", "{object}",
-    "Objects collected by the garbage collector, per generation.", (CPYTHON_GC_GENERATION,),
+    "cpython.gc.collected_objects",
+    "observable_counter",
+    "{object}",
+    "Objects collected by the garbage collector, per generation.",
+    (CPYTHON_GC_GENERATION,),
 )
 CPYTHON_GC_UNCOLLECTABLE_OBJECTS = Metric(
-    "cpython.gc.uncollectable_objects", "observable_counter", "{object}",
+    "cpython.gc.uncollectable_objects",
+    "observable_counter",
+    "{object}",
     "Objects the garbage collector found but could not free, per generation.",
     (CPYTHON_GC_GENERATION,),
 )
 OTELBOT_GC_PAUSE_DURATION = Metric(
-    "otelbot.gc.pause.duration", "histogram", "s",
+    "otelbot.gc.pause.duration",
+    "histogram",
+    "s",
     "How long each garbage collection stopped the bot (measured with gc.callbacks).",
-    (CPYTHON_GC_GENERATION,), buckets=PAUSE_BUCKETS,
+    (CPYTHON_GC_GENERATION,),
+    buckets=PAUSE_BUCKETS,
 )
 OTELBOT_ASYNCIO_LOOP_LAG = Metric(
-    "otelbot.asyncio.loop.lag", "histogram", "s",
+    "otelbot.asyncio.loop.lag",
+    "histogram",
+    "s",
     "How late a periodic event-loop callback ran: time the loop was blocked.",
     buckets=PAUSE_BUCKETS,
 )
 OTELBOT_ASYNCIO_TASKS = Metric(
-    "otelbot.asyncio.tasks", "gauge", "{task}", "asyncio tasks alive on the bot's loop.",
+    "otelbot.asyncio.tasks",
+    "gauge",
+    "{task}",
+    "asyncio tasks alive on the bot's loop.",
 )
 PROCESS_MEMORY_USAGE = Metric(
-    "process.memory.usage", "observable_updowncounter", "By",
-    "Resident memory of the bot process.", source="instrumentation, agent",
+    "process.memory.usage",
+    "observable_updowncounter",
+    "By",
+    "Resident memory of the bot process.",
+    source="instrumentation, agent",
 )
 PROCESS_MEMORY_VIRTUAL = Metric(
-    "process.memory.virtual", "observable_updowncounter", "By",
-    "Virtual memory of the bot process.", source="instrumentation, agent",
+    "process.memory.virtual",
+    "observable_updowncounter",
+    "By",
+    "Virtual memory of the bot process.",
+    source="instrumentation, agent",
 )
 PROCESS_CPU_TIME = Metric(
-    "process.cpu.time", "observable_counter", "s", "CPU time of the bot process.",
-    (PROCESS_CPU_MODE,), source="instrumentation, agent",
+    "process.cpu.time",
+    "observable_counter",
+    "s",
+    "CPU time of the bot process.",
+    (PROCESS_CPU_MODE,),
+    source="instrumentation, agent",
 )
 PROCESS_THREAD_COUNT = Metric(
-    "process.thread.count", "observable_updowncounter", "{thread}",
-    "Threads of the bot process.", source="instrumentation, agent",
+    "process.thread.count",
+    "observable_updowncounter",
+    "{thread}",
+    "Threads of the bot process.",
+    source="instrumentation, agent",
 )
 PROCESS_OPEN_FILE_DESCRIPTOR_COUNT = Metric(
-    "process.unix.file_descriptor.count", "observable_updowncounter", "{file_descriptor}",
-    "Open file descriptors of the bot process.", source="instrumentation, agent",
+    "process.unix.file_descriptor.count",
+    "observable_updowncounter",
+    "{file_descriptor}",
+    "Open file descriptors of the bot process.",
+    source="instrumentation, agent",
 )
 
 # --------------------------------------------------------------------------- agent metrics
 # (otelbot.agent collectors register theirs below)
 
 OTELBOT_AGENT_COLLECT_DURATION = Metric(
-    "otelbot.agent.collect.duration", "histogram", "s", "Duration of one collector run.",
-    (OTELBOT_COLLECTOR,), source="agent", buckets=DURATION_BUCKETS,
+    "otelbot.agent.collect.duration",
+    "histogram",
+    "s",
+    "Duration of one collector run.",
+    (OTELBOT_COLLECTOR,),
+    source="agent",
+    buckets=DURATION_BUCKETS,
 )
 OTELBOT_AGENT_COLLECT_ERRORS = Metric(
-    "otelbot.agent.collect.errors", "counter", "{error}", "Collector runs that failed.",
-    (OTELBOT_COLLECTOR, ERROR_TYPE), source="agent",
+    "otelbot.agent.collect.errors",
+    "counter",
+    "{error}",
+    "Collector runs that failed.",
+    (OTELBOT_COLLECTOR, ERROR_TYPE),
+    source="agent",
 )
 
 # Agent attributes
@@ -350,9 +533,12 @@ EVENT_IDLE_IN_TRANSACTION = "otelbot.postgresql.idle_in_transaction"
 EVENT_BOT_FROZEN = "otelbot.bot.frozen"
 
 OTELBOT_AGENT_EXPORT_FAILED = Metric(
-    "otelbot.agent.export.failed", "counter", "{item}",
+    "otelbot.agent.export.failed",
+    "counter",
+    "{item}",
     "Data points or log records the agent could not deliver to the OTLP endpoint (counted loss).",
-    (OTELBOT_SIGNAL,), source="agent",
+    (OTELBOT_SIGNAL,),
+    source="agent",
 )
 
 _PG = (SERVER_ADDRESS, SERVER_PORT, DB_NAMESPACE)
@@ -362,268 +548,507 @@ _REDIS = (SERVER_ADDRESS, SERVER_PORT)
 
 # Process collector (process.* above, plus)
 PROCESS_CONTEXT_SWITCHES = Metric(
-    "process.context_switches", "observable_counter", "{context_switch}",
-    "Context switches of the bot process.", (PROCESS_CONTEXT_SWITCH_TYPE,), source="agent",
+    "process.context_switches",
+    "observable_counter",
+    "{context_switch}",
+    "Context switches of the bot process.",
+    (PROCESS_CONTEXT_SWITCH_TYPE,),
+    source="agent",
 )
 PROCESS_UPTIME = Metric(
-    "process.uptime", "observable_gauge", "s", "Time since the bot process started.",
+    "process.uptime",
+    "observable_gauge",
+    "s",
+    "Time since the bot process started.",
     source="agent",
 )
 
 # Runtime collector (reads the bot's stats file; cpython.gc.*, otelbot.asyncio.tasks and
 # telegram.updates.active above carry process.pid when the agent reports them)
 OTELBOT_GC_PAUSE_TIME = Metric(
-    "otelbot.gc.pause.time", "observable_counter", "s",
-    "Total time garbage collections stopped the bot.", (CPYTHON_GC_GENERATION, PROCESS_PID),
+    "otelbot.gc.pause.time",
+    "observable_counter",
+    "s",
+    "Total time garbage collections stopped the bot.",
+    (CPYTHON_GC_GENERATION, PROCESS_PID),
     source="agent",
 )
 OTELBOT_GC_PAUSE_MAX = Metric(
-    "otelbot.gc.pause.max", "observable_gauge", "s", "Longest garbage-collection pause.",
-    (CPYTHON_GC_GENERATION, PROCESS_PID), source="agent",
+    "otelbot.gc.pause.max",
+    "observable_gauge",
+    "s",
+    "Longest garbage-collection pause.",
+    (CPYTHON_GC_GENERATION, PROCESS_PID),
+    source="agent",
 )
 OTELBOT_ASYNCIO_LOOP_LAG_LAST = Metric(
-    "otelbot.asyncio.loop.lag.last", "observable_gauge", "s",
-    "Event-loop lag measured at the bot's last tick.", (PROCESS_PID,), source="agent",
+    "otelbot.asyncio.loop.lag.last",
+    "observable_gauge",
+    "s",
+    "Event-loop lag measured at the bot's last tick.",
+    (PROCESS_PID,),
+    source="agent",
 )
 OTELBOT_ASYNCIO_LOOP_LAG_MAX = Metric(
-    "otelbot.asyncio.loop.lag.max", "observable_gauge", "s",
-    "Longest event-loop lag since the bot started.", (PROCESS_PID,), source="agent",
+    "otelbot.asyncio.loop.lag.max",
+    "observable_gauge",
+    "s",
+    "Longest event-loop lag since the bot started.",
+    (PROCESS_PID,),
+    source="agent",
 )
 OTELBOT_BOT_UPDATES_HANDLED = Metric(
-    "otelbot.bot.updates.handled", "observable_counter", "{update}",
-    "Updates the bot has handled since it started.", (PROCESS_PID,), source="agent",
+    "otelbot.bot.updates.handled",
+    "observable_counter",
+    "{update}",
+    "Updates the bot has handled since it started.",
+    (PROCESS_PID,),
+    source="agent",
 )
 OTELBOT_BOT_HEARTBEAT_AGE = Metric(
-    "otelbot.bot.heartbeat.age", "observable_gauge", "s",
+    "otelbot.bot.heartbeat.age",
+    "observable_gauge",
+    "s",
     "Seconds since the bot last wrote its stats file; a large value means a frozen bot.",
-    (PROCESS_PID,), source="agent",
+    (PROCESS_PID,),
+    source="agent",
 )
 
 # PostgreSQL collector: names of the OpenTelemetry Collector postgresqlreceiver where it has one
 POSTGRESQL_UP = Metric(
-    "postgresql.up", "observable_gauge", "1", "1 when the database answered the last poll, else 0.",
-    (*_PG, ERROR_TYPE), source="agent",
+    "postgresql.up",
+    "observable_gauge",
+    "1",
+    "1 when the database answered the last poll, else 0.",
+    (*_PG, ERROR_TYPE),
+    source="agent",
 )
 POSTGRESQL_DB_SIZE = Metric(
-    "postgresql.db_size", "observable_updowncounter", "By", "Database size.", _PG, source="agent",
+    "postgresql.db_size",
+    "observable_updowncounter",
+    "By",
+    "Database size.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_COMMITS = Metric(
-    "postgresql.commits", "observable_counter", "{commit}", "Committed transactions.", _PG,
+    "postgresql.commits",
+    "observable_counter",
+    "{commit}",
+    "Committed transactions.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_ROLLBACKS = Metric(
-    "postgresql.rollbacks", "observable_counter", "{rollback}", "Rolled-back transactions.", _PG,
+    "postgresql.rollbacks",
+    "observable_counter",
+    "{rollback}",
+    "Rolled-back transactions.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_BLKS_HIT = Metric(
-    "postgresql.blks_hit", "observable_counter", "{block}",
-    "Block reads served from the buffer cache (cache hit ratio = hit / (hit + read)).", _PG,
+    "postgresql.blks_hit",
+    "observable_counter",
+    "{block}",
+    "Block reads served from the buffer cache (cache hit ratio = hit / (hit + read)).",
+    _PG,
     source="agent",
 )
 POSTGRESQL_BLKS_READ = Metric(
-    "postgresql.blks_read", "observable_counter", "{block}", "Block reads that missed the cache.",
-    _PG, source="agent",
+    "postgresql.blks_read",
+    "observable_counter",
+    "{block}",
+    "Block reads that missed the cache.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_DEADLOCKS = Metric(
-    "postgresql.deadlocks", "observable_counter", "{deadlock}", "Deadlocks detected.", _PG,
+    "postgresql.deadlocks",
+    "observable_counter",
+    "{deadlock}",
+    "Deadlocks detected.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_TEMP_FILES = Metric(
-    "postgresql.temp_files", "observable_counter", "{file}",
-    "Temporary files written by queries (work_mem too small).", _PG, source="agent",
+    "postgresql.temp_files",
+    "observable_counter",
+    "{file}",
+    "Temporary files written by queries (work_mem too small).",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_TEMP_IO = Metric(
-    "postgresql.temp.io", "observable_counter", "By", "Bytes written to temporary files.", _PG,
+    "postgresql.temp.io",
+    "observable_counter",
+    "By",
+    "Bytes written to temporary files.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_CONFLICTS = Metric(
-    "postgresql.conflicts", "observable_counter", "{query}",
-    "Queries cancelled by recovery conflicts (standbys).", _PG, source="agent",
+    "postgresql.conflicts",
+    "observable_counter",
+    "{query}",
+    "Queries cancelled by recovery conflicts (standbys).",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_DATABASE_XID_AGE = Metric(
-    "postgresql.database.xid_age", "observable_gauge", "{transaction}",
-    "Age of the database's oldest unfrozen transaction id (wraparound risk).", _PG,
+    "postgresql.database.xid_age",
+    "observable_gauge",
+    "{transaction}",
+    "Age of the database's oldest unfrozen transaction id (wraparound risk).",
+    _PG,
     source="agent",
 )
 POSTGRESQL_BACKENDS = Metric(
-    "postgresql.backends", "observable_updowncounter", "{connection}",
+    "postgresql.backends",
+    "observable_updowncounter",
+    "{connection}",
     "Connections to the database by state and application_name (top applications, rest as "
-    "`(other)`).", (*_PG, POSTGRESQL_BACKEND_STATE, POSTGRESQL_APPLICATION_NAME), source="agent",
+    "`(other)`).",
+    (*_PG, POSTGRESQL_BACKEND_STATE, POSTGRESQL_APPLICATION_NAME),
+    source="agent",
 )
 POSTGRESQL_CONNECTION_MAX = Metric(
-    "postgresql.connection.max", "observable_updowncounter", "{connection}",
-    "max_connections of the server.", _PG, source="agent",
+    "postgresql.connection.max",
+    "observable_updowncounter",
+    "{connection}",
+    "max_connections of the server.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_IDLE_IN_TRANSACTION_MAX = Metric(
-    "postgresql.idle_in_transaction.max_duration", "observable_gauge", "s",
-    "Longest time a session has been idle inside an open transaction.", _PG, source="agent",
+    "postgresql.idle_in_transaction.max_duration",
+    "observable_gauge",
+    "s",
+    "Longest time a session has been idle inside an open transaction.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_TRANSACTION_MAX = Metric(
-    "postgresql.transaction.max_duration", "observable_gauge", "s",
-    "Age of the oldest open transaction.", _PG, source="agent",
+    "postgresql.transaction.max_duration",
+    "observable_gauge",
+    "s",
+    "Age of the oldest open transaction.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_LOCKS_WAITING = Metric(
-    "postgresql.locks.waiting", "observable_gauge", "{lock}", "Lock requests not yet granted.",
-    _PG, source="agent",
+    "postgresql.locks.waiting",
+    "observable_gauge",
+    "{lock}",
+    "Lock requests not yet granted.",
+    _PG,
+    source="agent",
 )
 POSTGRESQL_TABLE_COUNT = Metric(
-    "postgresql.table.count", "observable_updowncounter", "{table}", "User tables.", _PG,
+    "postgresql.table.count",
+    "observable_updowncounter",
+    "{table}",
+    "User tables.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_TABLE_SIZE = Metric(
-    "postgresql.table.size", "observable_updowncounter", "By",
-    "Table size with TOAST and indexes (top tables, rest as `(other)`).", _PG_TABLE,
+    "postgresql.table.size",
+    "observable_updowncounter",
+    "By",
+    "Table size with TOAST and indexes (top tables, rest as `(other)`).",
+    _PG_TABLE,
     source="agent",
 )
 POSTGRESQL_SEQUENTIAL_SCANS = Metric(
-    "postgresql.sequential_scans", "observable_counter", "{sequential_scan}",
-    "Sequential scans of the table.", _PG_TABLE, source="agent",
+    "postgresql.sequential_scans",
+    "observable_counter",
+    "{sequential_scan}",
+    "Sequential scans of the table.",
+    _PG_TABLE,
+    source="agent",
 )
 POSTGRESQL_SEQUENTIAL_SCANS_ROWS = Metric(
-    "postgresql.sequential_scans.rows_read", "observable_counter", "{row}",
-    "Rows read by sequential scans of the table.", _PG_TABLE, source="agent",
+    "postgresql.sequential_scans.rows_read",
+    "observable_counter",
+    "{row}",
+    "Rows read by sequential scans of the table.",
+    _PG_TABLE,
+    source="agent",
 )
 POSTGRESQL_TABLE_INDEX_SCANS = Metric(
-    "postgresql.table.index_scans", "observable_counter", "{scan}",
-    "Index scans on the table, all its indexes together.", _PG_TABLE, source="agent",
+    "postgresql.table.index_scans",
+    "observable_counter",
+    "{scan}",
+    "Index scans on the table, all its indexes together.",
+    _PG_TABLE,
+    source="agent",
 )
 POSTGRESQL_ROWS = Metric(
-    "postgresql.rows", "observable_updowncounter", "{row}", "Live and dead rows of the table.",
-    (*_PG_TABLE, POSTGRESQL_ROW_STATE), source="agent",
+    "postgresql.rows",
+    "observable_updowncounter",
+    "{row}",
+    "Live and dead rows of the table.",
+    (*_PG_TABLE, POSTGRESQL_ROW_STATE),
+    source="agent",
 )
 POSTGRESQL_TABLE_VACUUM_COUNT = Metric(
-    "postgresql.table.vacuum.count", "observable_counter", "{vacuum}",
-    "Vacuums of the table, manual or by autovacuum.", (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
+    "postgresql.table.vacuum.count",
+    "observable_counter",
+    "{vacuum}",
+    "Vacuums of the table, manual or by autovacuum.",
+    (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
     source="agent",
 )
 POSTGRESQL_TABLE_ANALYZE_COUNT = Metric(
-    "postgresql.table.analyze.count", "observable_counter", "{analyze}",
-    "Analyzes of the table, manual or by autovacuum.", (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
+    "postgresql.table.analyze.count",
+    "observable_counter",
+    "{analyze}",
+    "Analyzes of the table, manual or by autovacuum.",
+    (*_PG_TABLE, POSTGRESQL_MAINTENANCE_MODE),
     source="agent",
 )
 POSTGRESQL_TABLE_VACUUM_AGE = Metric(
-    "postgresql.table.vacuum.age", "observable_gauge", "s",
-    "Time since the table was last vacuumed (either mode); absent when never.", _PG_TABLE,
+    "postgresql.table.vacuum.age",
+    "observable_gauge",
+    "s",
+    "Time since the table was last vacuumed (either mode); absent when never.",
+    _PG_TABLE,
     source="agent",
 )
 POSTGRESQL_TABLE_ANALYZE_AGE = Metric(
-    "postgresql.table.analyze.age", "observable_gauge", "s",
-    "Time since the table was last analyzed (either mode); absent when never.", _PG_TABLE,
+    "postgresql.table.analyze.age",
+    "observable_gauge",
+    "s",
+    "Time since the table was last analyzed (either mode); absent when never.",
+    _PG_TABLE,
     source="agent",
 )
 POSTGRESQL_INDEX_COUNT = Metric(
-    "postgresql.index.count", "observable_updowncounter", "{index}", "User indexes.", _PG,
+    "postgresql.index.count",
+    "observable_updowncounter",
+    "{index}",
+    "User indexes.",
+    _PG,
     source="agent",
 )
 POSTGRESQL_INDEX_SCANS = Metric(
-    "postgresql.index.scans", "observable_counter", "{scan}",
-    "Scans of the index (top indexes, rest as `(other)`).", _PG_INDEX, source="agent",
+    "postgresql.index.scans",
+    "observable_counter",
+    "{scan}",
+    "Scans of the index (top indexes, rest as `(other)`).",
+    _PG_INDEX,
+    source="agent",
 )
 POSTGRESQL_INDEX_SIZE = Metric(
-    "postgresql.index.size", "observable_updowncounter", "By", "Index size.", _PG_INDEX,
+    "postgresql.index.size",
+    "observable_updowncounter",
+    "By",
+    "Index size.",
+    _PG_INDEX,
     source="agent",
 )
 POSTGRESQL_INDEX_TUPLES_READ = Metric(
-    "postgresql.index.tuples_read", "observable_counter", "{tuple}",
-    "Index entries returned by scans of the index.", _PG_INDEX, source="agent",
+    "postgresql.index.tuples_read",
+    "observable_counter",
+    "{tuple}",
+    "Index entries returned by scans of the index.",
+    _PG_INDEX,
+    source="agent",
 )
 POSTGRESQL_INDEX_TUPLES_FETCHED = Metric(
-    "postgresql.index.tuples_fetched", "observable_counter", "{tuple}",
-    "Live table rows fetched by simple index scans of the index.", _PG_INDEX, source="agent",
+    "postgresql.index.tuples_fetched",
+    "observable_counter",
+    "{tuple}",
+    "Live table rows fetched by simple index scans of the index.",
+    _PG_INDEX,
+    source="agent",
 )
 _PG_STATEMENT = (*_PG, POSTGRESQL_QUERY_ID, DB_QUERY_TEXT)
 POSTGRESQL_STATEMENT_CALLS = Metric(
-    "postgresql.statement.calls", "observable_counter", "{call}",
+    "postgresql.statement.calls",
+    "observable_counter",
+    "{call}",
     "Calls of a top statement from pg_stat_statements (normalized text, `$n` placeholders).",
-    _PG_STATEMENT, source="agent",
+    _PG_STATEMENT,
+    source="agent",
 )
 POSTGRESQL_STATEMENT_TIME = Metric(
-    "postgresql.statement.time", "observable_counter", "s",
-    "Total execution time of a top statement.", _PG_STATEMENT, source="agent",
+    "postgresql.statement.time",
+    "observable_counter",
+    "s",
+    "Total execution time of a top statement.",
+    _PG_STATEMENT,
+    source="agent",
 )
 POSTGRESQL_STATEMENT_MEAN_TIME = Metric(
-    "postgresql.statement.mean_time", "observable_gauge", "s",
-    "Mean execution time of a top statement.", _PG_STATEMENT, source="agent",
+    "postgresql.statement.mean_time",
+    "observable_gauge",
+    "s",
+    "Mean execution time of a top statement.",
+    _PG_STATEMENT,
+    source="agent",
 )
 POSTGRESQL_STATEMENT_ROWS = Metric(
-    "postgresql.statement.rows", "observable_counter", "{row}",
-    "Rows returned or affected by a top statement.", _PG_STATEMENT, source="agent",
+    "postgresql.statement.rows",
+    "observable_counter",
+    "{row}",
+    "Rows returned or affected by a top statement.",
+    _PG_STATEMENT,
+    source="agent",
 )
 
 # Redis collector: names of the OpenTelemetry Collector redisreceiver where it has one
 REDIS_UP = Metric(
-    "redis.up", "observable_gauge", "1", "1 when Redis answered the last poll, else 0.",
-    (*_REDIS, ERROR_TYPE), source="agent",
+    "redis.up",
+    "observable_gauge",
+    "1",
+    "1 when Redis answered the last poll, else 0.",
+    (*_REDIS, ERROR_TYPE),
+    source="agent",
 )
 REDIS_MEMORY_USED = Metric(
-    "redis.memory.used", "observable_gauge", "By", "Memory allocated by Redis.", _REDIS,
+    "redis.memory.used",
+    "observable_gauge",
+    "By",
+    "Memory allocated by Redis.",
+    _REDIS,
     source="agent",
 )
 REDIS_MEMORY_RSS = Metric(
-    "redis.memory.rss", "observable_gauge", "By", "Resident memory of the Redis process.", _REDIS,
+    "redis.memory.rss",
+    "observable_gauge",
+    "By",
+    "Resident memory of the Redis process.",
+    _REDIS,
     source="agent",
 )
 REDIS_MEMORY_PEAK = Metric(
-    "redis.memory.peak", "observable_gauge", "By", "Peak memory allocated by Redis.", _REDIS,
+    "redis.memory.peak",
+    "observable_gauge",
+    "By",
+    "Peak memory allocated by Redis.",
+    _REDIS,
     source="agent",
 )
 REDIS_MEMORY_FRAGMENTATION_RATIO = Metric(
-    "redis.memory.fragmentation_ratio", "observable_gauge", "1",
-    "Resident memory / allocated memory.", _REDIS, source="agent",
+    "redis.memory.fragmentation_ratio",
+    "observable_gauge",
+    "1",
+    "Resident memory / allocated memory.",
+    _REDIS,
+    source="agent",
 )
 REDIS_MAXMEMORY = Metric(
-    "redis.maxmemory", "observable_gauge", "By", "maxmemory setting (0 = no limit).", _REDIS,
+    "redis.maxmemory",
+    "observable_gauge",
+    "By",
+    "maxmemory setting (0 = no limit).",
+    _REDIS,
     source="agent",
 )
 REDIS_CLIENTS_CONNECTED = Metric(
-    "redis.clients.connected", "observable_updowncounter", "{client}", "Connected clients.",
-    _REDIS, source="agent",
+    "redis.clients.connected",
+    "observable_updowncounter",
+    "{client}",
+    "Connected clients.",
+    _REDIS,
+    source="agent",
 )
 REDIS_CLIENTS_BLOCKED = Metric(
-    "redis.clients.blocked", "observable_updowncounter", "{client}",
-    "Clients blocked in a blocking call.", _REDIS, source="agent",
+    "redis.clients.blocked",
+    "observable_updowncounter",
+    "{client}",
+    "Clients blocked in a blocking call.",
+    _REDIS,
+    source="agent",
 )
 REDIS_COMMANDS_PROCESSED = Metric(
-    "redis.commands.processed", "observable_counter", "{command}", "Commands processed.", _REDIS,
+    "redis.commands.processed",
+    "observable_counter",
+    "{command}",
+    "Commands processed.",
+    _REDIS,
     source="agent",
 )
 REDIS_CONNECTIONS_RECEIVED = Metric(
-    "redis.connections.received", "observable_counter", "{connection}", "Connections accepted.",
-    _REDIS, source="agent",
+    "redis.connections.received",
+    "observable_counter",
+    "{connection}",
+    "Connections accepted.",
+    _REDIS,
+    source="agent",
 )
 REDIS_CONNECTIONS_REJECTED = Metric(
-    "redis.connections.rejected", "observable_counter", "{connection}",
-    "Connections rejected (maxclients).", _REDIS, source="agent",
+    "redis.connections.rejected",
+    "observable_counter",
+    "{connection}",
+    "Connections rejected (maxclients).",
+    _REDIS,
+    source="agent",
 )
 REDIS_KEYSPACE_HITS = Metric(
-    "redis.keyspace.hits", "observable_counter", "{hit}", "Key lookups that found the key.",
-    _REDIS, source="agent",
+    "redis.keyspace.hits",
+    "observable_counter",
+    "{hit}",
+    "Key lookups that found the key.",
+    _REDIS,
+    source="agent",
 )
 REDIS_KEYSPACE_MISSES = Metric(
-    "redis.keyspace.misses", "observable_counter", "{miss}", "Key lookups that missed.", _REDIS,
+    "redis.keyspace.misses",
+    "observable_counter",
+    "{miss}",
+    "Key lookups that missed.",
+    _REDIS,
     source="agent",
 )
 REDIS_KEYS_EVICTED = Metric(
-    "redis.keys.evicted", "observable_counter", "{key}", "Keys evicted by maxmemory.", _REDIS,
+    "redis.keys.evicted",
+    "observable_counter",
+    "{key}",
+    "Keys evicted by maxmemory.",
+    _REDIS,
     source="agent",
 )
 REDIS_KEYS_EXPIRED = Metric(
-    "redis.keys.expired", "observable_counter", "{key}", "Keys expired.", _REDIS, source="agent",
+    "redis.keys.expired",
+    "observable_counter",
+    "{key}",
+    "Keys expired.",
+    _REDIS,
+    source="agent",
 )
 REDIS_DB_KEYS = Metric(
-    "redis.db.keys", "observable_gauge", "{key}", "Keys in the logical database.",
-    (*_REDIS, DB_NAMESPACE), source="agent",
+    "redis.db.keys",
+    "observable_gauge",
+    "{key}",
+    "Keys in the logical database.",
+    (*_REDIS, DB_NAMESPACE),
+    source="agent",
 )
 REDIS_DB_EXPIRES = Metric(
-    "redis.db.expires", "observable_gauge", "{key}", "Keys with a TTL in the logical database.",
-    (*_REDIS, DB_NAMESPACE), source="agent",
+    "redis.db.expires",
+    "observable_gauge",
+    "{key}",
+    "Keys with a TTL in the logical database.",
+    (*_REDIS, DB_NAMESPACE),
+    source="agent",
 )
 REDIS_SLOWLOG_LENGTH = Metric(
-    "redis.slowlog.length", "observable_gauge", "{entry}", "Entries in the slow log.", _REDIS,
+    "redis.slowlog.length",
+    "observable_gauge",
+    "{entry}",
+    "Entries in the slow log.",
+    _REDIS,
     source="agent",
 )
 REDIS_UPTIME = Metric(
-    "redis.uptime", "observable_counter", "s", "Time since the Redis server started.", _REDIS,
+    "redis.uptime",
+    "observable_counter",
+    "s",
+    "Time since the Redis server started.",
+    _REDIS,
     source="agent",
 )
 

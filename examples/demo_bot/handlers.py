@@ -53,9 +53,13 @@ def _user(message: Message) -> int:
 
 @router.message(CommandStart())
 async def start(message: Message) -> None:
-    keyboard = InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text="Buy product 7", callback_data="buy:7"),
-    ]])
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text="Buy product 7", callback_data="buy:7"),
+            ]
+        ]
+    )
     await message.answer("Welcome to the demo shop!", reply_markup=keyboard)
 
 
@@ -65,8 +69,9 @@ async def show_profile(message: Message) -> None:
     key = f"otelbot_demo:profile:{_user(message)}"
     raw = await cache.get(key)
     if raw is None:
-        row = await db.fetchrow("SELECT name, city FROM otelbot_demo.customers WHERE id = $1",
-                                _user(message))
+        row = await db.fetchrow(
+            "SELECT name, city FROM otelbot_demo.customers WHERE id = $1", _user(message)
+        )
         profile = dict(row) if row else {}
         await cache.set(key, json.dumps(profile), ex=300)
     else:
@@ -79,12 +84,15 @@ async def list_orders(message: Message) -> None:
     """Problem: N+1. One query for the orders, then one more per order."""
     orders = await db.fetch(
         "SELECT id, created_at FROM otelbot_demo.orders WHERE customer_id = $1 "
-        "ORDER BY id DESC LIMIT 20", _user(message))
+        "ORDER BY id DESC LIMIT 20",
+        _user(message),
+    )
     lines = []
     for order in orders:
         items = await db.fetch(
             "SELECT product_id, quantity FROM otelbot_demo.order_items WHERE order_id = $1",
-            order["id"])
+            order["id"],
+        )
         lines.append(f"#{order['id']}: {sum(i['quantity'] for i in items)} items")
     await message.answer("\n".join(lines) or "no orders yet")
 
@@ -94,7 +102,8 @@ async def redeem_promo(message: Message, command: CommandObject) -> None:
     """Problem: looks a code up by a column that has no index: a full scan every time."""
     code = (command.args or "").strip().upper()
     discount = await db.fetchval(
-        "SELECT discount_percent FROM otelbot_demo.promo_codes WHERE code = $1", code)
+        "SELECT discount_percent FROM otelbot_demo.promo_codes WHERE code = $1", code
+    )
     await message.answer(f"{discount}% off!" if discount else "unknown code")
 
 
@@ -105,7 +114,9 @@ async def buy_product(query: CallbackQuery) -> None:
     product = int((query.data or "buy:1").split(":", 1)[1])
     await db.execute(
         "INSERT INTO otelbot_demo.orders (customer_id, product_id) VALUES ($1, $2)",
-        query.from_user.id, product)
+        query.from_user.id,
+        product,
+    )
     await query.answer("Ordered!")
 
 
@@ -124,7 +135,8 @@ async def get_price(message: Message, command: CommandObject) -> None:
     cached = await cache.get(f"otelbot_demo:price:{product}")
     if cached is None:
         cents = await db.fetchval(
-            "SELECT price_cents FROM otelbot_demo.products WHERE id = $1", product)
+            "SELECT price_cents FROM otelbot_demo.products WHERE id = $1", product
+        )
         await cache.set(f"otelbot_demo:prices:{product}", cents or 0, ex=300)
     else:
         cents = int(cached)

@@ -81,11 +81,17 @@ async def _run(config: AgentConfig) -> int:
         except OSError as exc:
             log.error(
                 "cannot listen on %s:%d for health checks (%s); set health.port to a free port "
-                "or health.enabled: false", config.health.host, config.health.port, exc.strerror,
+                "or health.enabled: false",
+                config.health.host,
+                config.health.port,
+                exc.strerror,
             )
             return EXIT_BAD_CONFIG
-    log.info("started with %d target(s): %s", len(collectors),
-             ", ".join(c.target for c in collectors) or "none")
+    log.info(
+        "started with %d target(s): %s",
+        len(collectors),
+        ", ".join(c.target for c in collectors) or "none",
+    )
     try:
         await pipeline.run(stop)
     finally:
@@ -182,9 +188,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
 def print_table(samples: Sequence[Sample], findings: Sequence[Finding], out: TextIO) -> None:
     rows = []
     for s in samples:
-        attrs = " ".join(
-            f"{k}={v}" for k, v in s.attributes.items() if k not in _TABLE_HIDDEN
-        )
+        attrs = " ".join(f"{k}={v}" for k, v in s.attributes.items() if k not in _TABLE_HIDDEN)
         rows.append((s.metric.name, _value(s.value), s.metric.unit, attrs))
     if rows:
         w0 = max(len(r[0]) for r in [*rows, ("METRIC", "", "", "")])
@@ -195,8 +199,11 @@ def print_table(samples: Sequence[Sample], findings: Sequence[Finding], out: Tex
             print(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:<{w2}}  {r[3]}".rstrip(), file=out)
     print(f"\n{len(findings)} finding(s)", file=out)
     for f in findings:
-        print(f"\n[{f.event_name}] {f.object}\n  evidence:  {f.evidence}\n"
-              f"  suggested: {f.suggestion}", file=out)
+        print(
+            f"\n[{f.event_name}] {f.object}\n  evidence:  {f.evidence}\n"
+            f"  suggested: {f.suggestion}",
+            file=out,
+        )
 
 
 async def _once(config: AgentConfig, fmt: str, out: TextIO, err: TextIO) -> int:
@@ -204,14 +211,17 @@ async def _once(config: AgentConfig, fmt: str, out: TextIO, err: TextIO) -> int:
     store = IndexUsageStore(config.resolved_state_file(), readonly=True)
     collectors = build_collectors(config, store)
     if not collectors:
-        print("otelbot-agent: no targets: configure process, runtime, postgresql or redis",
-              file=err)
+        print(
+            "otelbot-agent: no targets: configure process, runtime, postgresql or redis", file=err
+        )
         return EXIT_TARGET_FAILED
     pipeline = Pipeline(config, collectors)
     samples, findings, failures = await pipeline.collect_once()
     for failure in failures:
-        print(f"otelbot-agent: {failure.collector} failed ({failure.error_type}): "
-              f"{failure.message}", file=err)
+        print(
+            f"otelbot-agent: {failure.collector} failed ({failure.error_type}): {failure.message}",
+            file=err,
+        )
     if fmt == "json":
         for s in samples:
             print(json.dumps(sample_json(s), sort_keys=False), file=out)
@@ -239,7 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument(
-            "--config", "-c", default=None,
+            "--config",
+            "-c",
+            default=None,
             help="YAML config file (default: $OTELBOT_AGENT_CONFIG; env OTELBOT_AGENT_* wins)",
         )
         if name == "once":

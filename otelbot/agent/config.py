@@ -84,8 +84,7 @@ class ProcessConfig(_Section):
     def _one_way_to_find(self) -> ProcessConfig:
         if self.enabled and not (self.pid or self.pid_file or self.pattern):
             raise ValueError(
-                "set one of pid, pid_file or pattern to find the bot process "
-                "(or enabled: false)"
+                "set one of pid, pid_file or pattern to find the bot process (or enabled: false)"
             )
         if self.pattern:
             try:

@@ -125,9 +125,7 @@ class _CountingLogExporter(LogRecordExporter):
         return self._inner.force_flush(timeout_millis)
 
 
-def build_providers(
-    config: AgentConfig, loss: ExportLoss
-) -> tuple[MeterProvider, LoggerProvider]:
+def build_providers(config: AgentConfig, loss: ExportLoss) -> tuple[MeterProvider, LoggerProvider]:
     """OTLP exporters chosen by the standard OTEL_EXPORTER_OTLP_* variables (grpc or
     http/protobuf); the resource (service.name) from OTEL_SERVICE_NAME and
     OTEL_RESOURCE_ATTRIBUTES, so the agent's data sits next to the bot's."""
@@ -226,12 +224,14 @@ class Pipeline:
         if meter_provider is not None:
             self._meter = meter_provider.get_meter(SCOPE)
             self._duration = self._meter.create_histogram(
-                semconv.OTELBOT_AGENT_COLLECT_DURATION.name, unit="s",
+                semconv.OTELBOT_AGENT_COLLECT_DURATION.name,
+                unit="s",
                 description=semconv.OTELBOT_AGENT_COLLECT_DURATION.description,
                 explicit_bucket_boundaries_advisory=list(semconv.DURATION_BUCKETS),
             )
             self._errors = self._meter.create_counter(
-                semconv.OTELBOT_AGENT_COLLECT_ERRORS.name, unit="{error}",
+                semconv.OTELBOT_AGENT_COLLECT_ERRORS.name,
+                unit="{error}",
                 description=semconv.OTELBOT_AGENT_COLLECT_ERRORS.description,
             )
             if loss is not None:
@@ -300,8 +300,10 @@ class Pipeline:
         if self._meter is not None:
             self._errors.add(
                 1,
-                {semconv.OTELBOT_COLLECTOR: failure.collector,
-                 semconv.ERROR_TYPE: failure.error_type},
+                {
+                    semconv.OTELBOT_COLLECTOR: failure.collector,
+                    semconv.ERROR_TYPE: failure.error_type,
+                },
             )
         key = (collector.target, failure.collector, failure.error_type)
         if partial and key not in self._logged_failures:

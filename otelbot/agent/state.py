@@ -103,6 +103,8 @@ class IndexUsageStore:
             if not self._save_failed:
                 log.warning(
                     "cannot save the agent state to %s (%s); unused-index observations will "
-                    "not survive a restart: set state_file to a writable path", self._path, exc,
+                    "not survive a restart: set state_file to a writable path",
+                    self._path,
+                    exc,
                 )
                 self._save_failed = True

@@ -30,7 +30,9 @@ def internal_error(where: str, exc: BaseException) -> None:
     log_once(
         "internal:" + where,
         "otelbot: internal error in %s, telemetry for it is skipped: %s: %s",
-        where, type(exc).__name__, exc,
+        where,
+        type(exc).__name__,
+        exc,
     )
 
 

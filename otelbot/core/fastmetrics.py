@@ -43,8 +43,23 @@ logger = logging.getLogger("otelbot")
 CARDINALITY_LIMIT = 2000
 OVERFLOW_ATTRIBUTES: Mapping[str, Any] = {"otel.metric.overflow": True}
 #: The SDK's default explicit bucket boundaries (used when a metric gives none).
-DEFAULT_BOUNDARIES = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0,
-                      1000.0, 2500.0, 5000.0, 7500.0, 10000.0)
+DEFAULT_BOUNDARIES = (
+    0.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    75.0,
+    100.0,
+    250.0,
+    500.0,
+    750.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    7500.0,
+    10000.0,
+)
 _ID_CACHE_LIMIT = 4096
 
 
@@ -101,12 +116,12 @@ class _Instrument:
                     key = frozenset(OVERFLOW_ATTRIBUTES.items())
                     point = self._by_content.get(key)
                     if point is None:
-                        point = self._by_content[key] = self._new_point(
-                            dict(OVERFLOW_ATTRIBUTES))
+                        point = self._by_content[key] = self._new_point(dict(OVERFLOW_ATTRIBUTES))
                 else:
                     # The point keeps its own copy: the series' attributes can't change.
                     point = self._by_content[key] = self._new_point(
-                        dict(attributes) if attributes else None)
+                        dict(attributes) if attributes else None
+                    )
             if len(self._by_id) >= _ID_CACHE_LIMIT:
                 self._by_id.clear()
             # Keyed by id(), holding the dict itself so that the id is not reused.
@@ -129,14 +144,16 @@ class FastSum(_Instrument):
     def _new_point(self, attributes: Mapping[str, Any] | None) -> _SumPoint:
         return _SumPoint(attributes)
 
-    def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None,
-            context: Any = None) -> None:
+    def add(
+        self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None
+    ) -> None:
         if amount < 0 and self.monotonic:
             logger.debug("otelbot: negative amount for counter %s dropped", self.name)
             return
         entry = self._by_id.get(id(attributes))
-        point = entry[1] if entry is not None and entry[0] is attributes else (
-            self._point(attributes))
+        point = (
+            entry[1] if entry is not None and entry[0] is attributes else (self._point(attributes))
+        )
         point.value += amount
 
 
@@ -145,22 +162,25 @@ class FastHistogram(_Instrument):
 
     kind = "histogram"
 
-    def __init__(self, name: str, unit: str, description: str,
-                 boundaries: Sequence[float] | None) -> None:
+    def __init__(
+        self, name: str, unit: str, description: str, boundaries: Sequence[float] | None
+    ) -> None:
         super().__init__(name, unit, description)
         self.boundaries = tuple(float(b) for b in (boundaries or DEFAULT_BOUNDARIES))
 
     def _new_point(self, attributes: Mapping[str, Any] | None) -> _HistogramPoint:
         return _HistogramPoint(attributes, len(self.boundaries) + 1)
 
-    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None,
-               context: Any = None) -> None:
+    def record(
+        self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None
+    ) -> None:
         if amount < 0:
             logger.debug("otelbot: negative value for histogram %s dropped", self.name)
             return
         entry = self._by_id.get(id(attributes))
-        point = entry[1] if entry is not None and entry[0] is attributes else (
-            self._point(attributes))
+        point = (
+            entry[1] if entry is not None and entry[0] is attributes else (self._point(attributes))
+        )
         point.counts[bisect_left(self.boundaries, amount)] += 1
         point.sum += amount
         if amount < point.min:
@@ -213,23 +233,45 @@ class _Registry:
                         count = sum(counts)
                         if not count:
                             continue
-                        hpoints.append(HistogramDataPoint(
-                            attributes=p.attributes, start_time_unix_nano=p.start,
-                            time_unix_nano=now, count=count, sum=p.sum,
-                            bucket_counts=tuple(counts),
-                            explicit_bounds=instrument.boundaries, min=p.min, max=p.max))
+                        hpoints.append(
+                            HistogramDataPoint(
+                                attributes=p.attributes,
+                                start_time_unix_nano=p.start,
+                                time_unix_nano=now,
+                                count=count,
+                                sum=p.sum,
+                                bucket_counts=tuple(counts),
+                                explicit_bounds=instrument.boundaries,
+                                min=p.min,
+                                max=p.max,
+                            )
+                        )
                     if not hpoints:
                         continue
                     data = Histogram(data_points=hpoints, aggregation_temporality=cumulative)
                 else:
                     assert isinstance(instrument, FastSum)
-                    data = Sum(data_points=[
-                        NumberDataPoint(attributes=p.attributes, start_time_unix_nano=p.start,
-                                        time_unix_nano=now, value=p.value)
-                        for p in points], aggregation_temporality=cumulative,
-                        is_monotonic=instrument.monotonic)
-                metrics.append(Metric(name=instrument.name, description=instrument.description,
-                                      unit=instrument.unit, data=data))
+                    data = Sum(
+                        data_points=[
+                            NumberDataPoint(
+                                attributes=p.attributes,
+                                start_time_unix_nano=p.start,
+                                time_unix_nano=now,
+                                value=p.value,
+                            )
+                            for p in points
+                        ],
+                        aggregation_temporality=cumulative,
+                        is_monotonic=instrument.monotonic,
+                    )
+                metrics.append(
+                    Metric(
+                        name=instrument.name,
+                        description=instrument.description,
+                        unit=instrument.unit,
+                        data=data,
+                    )
+                )
             if metrics:
                 out[scope] = metrics
         return out
@@ -251,17 +293,19 @@ class _Registry:
         for scope, metrics in extra.items():
             i = index.get(scope)
             if i is None:
-                scope_metrics.append(ScopeMetrics(scope=scope, metrics=metrics,
-                                                  schema_url=scope.schema_url or ""))
+                scope_metrics.append(
+                    ScopeMetrics(scope=scope, metrics=metrics, schema_url=scope.schema_url or "")
+                )
             else:
                 sm = scope_metrics[i]
-                scope_metrics[i] = ScopeMetrics(scope=sm.scope,
-                                                metrics=[*sm.metrics, *metrics],
-                                                schema_url=sm.schema_url)
+                scope_metrics[i] = ScopeMetrics(
+                    scope=sm.scope, metrics=[*sm.metrics, *metrics], schema_url=sm.schema_url
+                )
         merged = ResourceMetrics(
             resource=first.resource if first is not None else resource,
             scope_metrics=scope_metrics,
-            schema_url=first.schema_url if first is not None else (resource.schema_url or ""))
+            schema_url=first.schema_url if first is not None else (resource.schema_url or ""),
+        )
         return MetricsData(resource_metrics=[merged, *resource_metrics[1:]])
 
 
@@ -308,9 +352,12 @@ def _readers_fit(consumer: Any) -> bool:
                 continue
             # The OTLP exporter asks for explicit-bucket histograms outright: the same as
             # the default as long as it sets no boundaries of its own.
-            if (kind == "Histogram" and isinstance(chosen, ExplicitBucketHistogramAggregation)
-                    and getattr(chosen, "_boundaries", None) is None
-                    and getattr(chosen, "_record_min_max", True)):
+            if (
+                kind == "Histogram"
+                and isinstance(chosen, ExplicitBucketHistogramAggregation)
+                and getattr(chosen, "_boundaries", None) is None
+                and getattr(chosen, "_record_min_max", True)
+            ):
                 continue
             if kind != "Histogram" and isinstance(chosen, SumAggregation):
                 continue
@@ -353,15 +400,20 @@ def _hook_reader(reader: Any, registry: _Registry, resource: Any) -> None:
         try:
             return registry.merge(data, resource)
         except Exception as exc:  # never lose the SDK's own metrics
-            logger.warning("otelbot: could not add otelbot's metrics to a collection: %s",
-                           exc)
+            logger.warning("otelbot: could not add otelbot's metrics to a collection: %s", exc)
             return data
 
     reader._collect = collect_with_fast_metrics
 
 
-def fast_instrument(meter: Any, kind: str, name: str, unit: str, description: str,
-                    boundaries: Iterable[float] | None = None) -> Any:
+def fast_instrument(
+    meter: Any,
+    kind: str,
+    name: str,
+    unit: str,
+    description: str,
+    boundaries: Iterable[float] | None = None,
+) -> Any:
     """A fast counter, up-down counter or histogram on ``meter``'s provider; None when
     the provider can't take them (then the caller makes the SDK's instrument)."""
     if not enabled_by_env():
@@ -372,8 +424,9 @@ def fast_instrument(meter: Any, kind: str, name: str, unit: str, description: st
     registry, scope = found
     instrument: _Instrument
     if kind == "histogram":
-        instrument = FastHistogram(name, unit, description,
-                                   list(boundaries) if boundaries else None)
+        instrument = FastHistogram(
+            name, unit, description, list(boundaries) if boundaries else None
+        )
     elif kind in ("counter", "updowncounter"):
         instrument = FastSum(name, unit, description, monotonic=kind == "counter")
     else:
@@ -387,8 +440,9 @@ def create_instrument(meter: Meter, metric: Metric, callbacks: Any = None) -> An
     else the SDK's instrument."""
     kind = metric.instrument
     if kind in ("counter", "updowncounter", "histogram"):
-        fast = fast_instrument(meter, kind, metric.name, metric.unit, metric.description,
-                               metric.buckets)
+        fast = fast_instrument(
+            meter, kind, metric.name, metric.unit, metric.description, metric.buckets
+        )
         if fast is not None:
             return fast
     if kind == "counter":
@@ -398,7 +452,9 @@ def create_instrument(meter: Meter, metric: Metric, callbacks: Any = None) -> An
     if kind == "histogram":
         try:
             return meter.create_histogram(
-                metric.name, metric.unit, metric.description,
+                metric.name,
+                metric.unit,
+                metric.description,
                 explicit_bucket_boundaries_advisory=list(metric.buckets or ()) or None,
             )
         except TypeError:  # API older than 1.23 has no advisory

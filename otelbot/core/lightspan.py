@@ -153,11 +153,13 @@ class LightTracer:
             if getattr(cls, "_on_ending", None) not in endings:
                 return False
         limits = tracer._span_limits
-        if (limits.max_span_attribute_length is not None
-                or limits.max_attribute_length is not None
-                or (limits.max_span_attributes or 0) < _MIN_ATTRIBUTES
-                or (limits.max_event_attributes or 0) < _MIN_ATTRIBUTES
-                or (limits.max_events or 0) < _MIN_EVENTS):
+        if (
+            limits.max_span_attribute_length is not None
+            or limits.max_attribute_length is not None
+            or (limits.max_span_attributes or 0) < _MIN_ATTRIBUTES
+            or (limits.max_event_attributes or 0) < _MIN_ATTRIBUTES
+            or (limits.max_events or 0) < _MIN_EVENTS
+        ):
             return False
         if type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
             return False
@@ -165,18 +167,21 @@ class LightTracer:
         self._follow_local_parent = (
             isinstance(sampler, ParentBased)
             and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
-            and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF)
+            and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+        )
         # For a root, the SDK's ParentBased hands the decision to its root sampler.
         root = getattr(sampler, "_root", None)
-        self._root_sampler = (root if type(sampler) is ParentBased and root is not None
-                              else sampler)
+        self._root_sampler = root if type(sampler) is ParentBased and root is not None else sampler
         self.processor = multi
         # The offload processor alone (otelbot's default): it reads ended light spans
         # directly, no ReadableSpan in between.
         from otelbot.export.offload import OffloadSpanProcessor
 
-        self.offload = (processors[0] if len(processors) == 1
-                        and type(processors[0]) is OffloadSpanProcessor else None)
+        self.offload = (
+            processors[0]
+            if len(processors) == 1 and type(processors[0]) is OffloadSpanProcessor
+            else None
+        )
         self.offload_for = processors
         self.resource = tracer.resource
         self.scope = tracer._instrumentation_scope
@@ -190,8 +195,13 @@ class LightTracer:
             flags = self._flags[key] = _child_flags(sampled, random_trace_id)
         return flags
 
-    def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
-                   attributes: Mapping[str, Any] | None = None) -> Any:
+    def start_span(
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Any:
         tracer = self.tracer
         if not self._eligible() or not tracer._is_enabled():
             return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
@@ -208,8 +218,13 @@ class LightTracer:
                     return parent_span
                 return NonRecordingSpan(parent)
             flags = self._flags_for(True, getattr(parent_flags, "random_trace_id", False))
-            child = SpanContext(parent.trace_id, tracer.id_generator.generate_span_id(),
-                                False, flags, parent.trace_state)
+            child = SpanContext(
+                parent.trace_id,
+                tracer.id_generator.generate_span_id(),
+                False,
+                flags,
+                parent.trace_state,
+            )
             return LightSpan(self, name, child, parent, kind, attributes)
         # A root, a remote parent or another sampler: ask the sampler, as the SDK does.
         parent_or_none: SpanContext | None = parent if parent.is_valid else None
@@ -222,9 +237,13 @@ class LightTracer:
             random_id = getattr(parent.trace_flags, "random_trace_id", False)
             sampler = tracer.sampler
         result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
-        child = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False,
-                            self._flags_for(result.decision.is_sampled(), random_id),
-                            result.trace_state)
+        child = SpanContext(
+            trace_id,
+            tracer.id_generator.generate_span_id(),
+            False,
+            self._flags_for(result.decision.is_sampled(), random_id),
+            result.trace_state,
+        )
         if not result.decision.is_recording():
             return NonRecordingSpan(child)
         # The SDK gives the span the attributes the sampler returns.
@@ -234,12 +253,28 @@ class LightTracer:
 class LightSpan(trace.Span):
     """A recording span that becomes the SDK's ``ReadableSpan`` when it ends."""
 
-    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_name", "_owner",
-                 "_parent", "_start", "_status")
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end",
+        "_events",
+        "_kind",
+        "_name",
+        "_owner",
+        "_parent",
+        "_start",
+        "_status",
+    )
 
-    def __init__(self, owner: LightTracer, name: str, context: SpanContext,
-                 parent: SpanContext | None, kind: SpanKind,
-                 attributes: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        owner: LightTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
         self._owner = owner
         self._name = name
         self._context = context
@@ -269,14 +304,13 @@ class LightSpan(trace.Span):
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
-    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
-                  timestamp: int | None = None) -> None:
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
         if self._end is not None:
             return
-        clean = {k: tuple(v) if isinstance(v, list) else v
-                 for k, v in (attributes or {}).items()}
-        self._events.append(Event(name, clean, timestamp if timestamp is not None
-                                  else time_ns()))
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in (attributes or {}).items()}
+        self._events.append(Event(name, clean, timestamp if timestamp is not None else time_ns()))
 
     def update_name(self, name: str) -> None:
         if self._end is None:
@@ -291,14 +325,21 @@ class LightSpan(trace.Span):
         elif status is not StatusCode.UNSET:
             self._status = Status(status, description)
 
-    def record_exception(self, exception: BaseException,
-                         attributes: Mapping[str, Any] | None = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
         cls = type(exception)
         module = cls.__module__
         event = {
-            "exception.type": (f"{module}.{cls.__qualname__}"
-                               if module and module != "builtins" else cls.__qualname__),
+            "exception.type": (
+                f"{module}.{cls.__qualname__}"
+                if module and module != "builtins"
+                else cls.__qualname__
+            ),
             "exception.message": str(exception),
             "exception.stacktrace": "".join(traceback.format_exception(exception)),
             "exception.escaped": str(escaped),
@@ -317,12 +358,22 @@ class LightSpan(trace.Span):
         if offload is not None and owner.processor._span_processors is owner.offload_for:
             offload.on_end_light(self, owner.resource, owner.scope)
             return
-        owner.processor.on_end(ReadableSpan(
-            name=self._name, context=self._context, parent=self._parent,
-            resource=owner.resource, attributes=self._attributes,
-            events=tuple(self._events), kind=self._kind, status=self._status,
-            start_time=self._start, end_time=end, instrumentation_info=owner.info,
-            instrumentation_scope=owner.scope))
+        owner.processor.on_end(
+            ReadableSpan(
+                name=self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=owner.resource,
+                attributes=self._attributes,
+                events=tuple(self._events),
+                kind=self._kind,
+                status=self._status,
+                start_time=self._start,
+                end_time=end,
+                instrumentation_info=owner.info,
+                instrumentation_scope=owner.scope,
+            )
+        )
 
     # Read-only views as the SDK's spans have them (some code reads the current span's).
     @property
@@ -366,13 +417,24 @@ def light_tracer(tracer: Any) -> Any:
     tracer, a vendor's) are returned as they are."""
     if isinstance(tracer, LightTracer):
         return tracer
-    if not all(hasattr(tracer, a) for a in ("span_processor", "sampler", "id_generator",
-                                            "_span_limits", "_instrumentation_scope")):
+    if not all(
+        hasattr(tracer, a)
+        for a in (
+            "span_processor",
+            "sampler",
+            "id_generator",
+            "_span_limits",
+            "_instrumentation_scope",
+        )
+    ):
         return tracer
     return LightTracer(tracer)
 
 
 #: Span classes returned as they are by ``_span_in`` (all implement the API ``Span``).
 _KNOWN_SPANS = frozenset({LightSpan, NonRecordingSpan})
-_KNOWN_SPANS |= {getattr(sdk_trace, name) for name in ("Span", "_Span")
-                  if isinstance(getattr(sdk_trace, name, None), type)}
+_KNOWN_SPANS |= {
+    getattr(sdk_trace, name)
+    for name in ("Span", "_Span")
+    if isinstance(getattr(sdk_trace, name, None), type)
+}

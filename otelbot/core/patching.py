@@ -21,8 +21,12 @@ from otelbot import __version__
 from otelbot.core.errors import internal_error
 
 
-def guarded_async(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
-                  end: Callable[[Any, Any, BaseException | None], None], where: str) -> Any:
+def guarded_async(
+    original: Any,
+    begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    end: Callable[[Any, Any, BaseException | None], None],
+    where: str,
+) -> Any:
     """Wrap an async method with telemetry that can never break it.
 
     ``begin(self, args, kwargs)`` runs before the call and returns what ``end(state,
@@ -55,8 +59,12 @@ def guarded_async(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str
     return wrapper
 
 
-def guarded_sync(original: Any, begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
-                 end: Callable[[Any, Any, BaseException | None], None], where: str) -> Any:
+def guarded_sync(
+    original: Any,
+    begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    end: Callable[[Any, Any, BaseException | None], None],
+    where: str,
+) -> Any:
     """``guarded_async`` for a plain (blocking) method."""
 
     @functools.wraps(original)
@@ -89,16 +97,18 @@ class Patches:
     def __init__(self) -> None:
         self._saved: list[tuple[Any, str, Any]] = []
 
-    def wrap(self, owner: Any, name: str, make: Callable[[Any], Any],
-             inherited: bool = False) -> None:
+    def wrap(
+        self, owner: Any, name: str, make: Callable[[Any], Any], inherited: bool = False
+    ) -> None:
         """Replace ``owner.name`` by ``make(original)``; a missing attribute is skipped.
 
         With ``inherited``, an attribute owner only inherits is wrapped on owner itself
         (and removed again on restore), leaving the base class untouched.
         """
         own = name in owner.__dict__
-        original = owner.__dict__.get(name) if own else (
-            getattr(owner, name, None) if inherited else None)
+        original = (
+            owner.__dict__.get(name) if own else (getattr(owner, name, None) if inherited else None)
+        )
         if original is None:
             return
         replacement = make(original)

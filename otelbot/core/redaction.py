@@ -22,8 +22,18 @@ _TEXT_REPLACEMENT = r"\1:" + TOKEN_PLACEHOLDER
 
 # Query keys whose values are credentials (the same set OpenTelemetry scrubs, plus ours).
 SENSITIVE_QUERY_KEYS = frozenset(
-    {"awsaccesskeyid", "signature", "sig", "x-goog-signature", "token", "secret", "password",
-     "api_key", "apikey", "access_token"}
+    {
+        "awsaccesskeyid",
+        "signature",
+        "sig",
+        "x-goog-signature",
+        "token",
+        "secret",
+        "password",
+        "api_key",
+        "apikey",
+        "access_token",
+    }
 )
 
 
@@ -66,8 +76,10 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() in SENSITIVE_QUERY_KEYS for k, _ in pairs):
             query = urlencode(
-                [(k, TOKEN_PLACEHOLDER if k.lower() in SENSITIVE_QUERY_KEYS else v)
-                 for k, v in pairs]
+                [
+                    (k, TOKEN_PLACEHOLDER if k.lower() in SENSITIVE_QUERY_KEYS else v)
+                    for k, v in pairs
+                ]
             )
         url = base + "?" + query + fragment
     return redact_text(url)

@@ -58,8 +58,19 @@ _AFTER = {
 }
 # Words that may sit between the keyword and the table name.
 _SKIP_BEFORE_TABLE = frozenset(
-    {"ONLY", "TABLE", "IF", "NOT", "EXISTS", "UNLOGGED", "TEMP", "TEMPORARY", "LOCAL",
-     "GLOBAL", "CONCURRENTLY"}
+    {
+        "ONLY",
+        "TABLE",
+        "IF",
+        "NOT",
+        "EXISTS",
+        "UNLOGGED",
+        "TEMP",
+        "TEMPORARY",
+        "LOCAL",
+        "GLOBAL",
+        "CONCURRENTLY",
+    }
 )
 _DML = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE"})
 
@@ -121,8 +132,10 @@ def _name_at(
         return None
     parts = [raw[i]]
     i += 1
-    while i + 1 < len(tokens) and tokens[i] == ("punct", ".") and tokens[i + 1][0] in (
-        "word", "ident"
+    while (
+        i + 1 < len(tokens)
+        and tokens[i] == ("punct", ".")
+        and tokens[i + 1][0] in ("word", "ident")
     ):
         parts.append(raw[i + 1])
         i += 2

@@ -65,7 +65,7 @@ def estimate(registers: bytes | bytearray) -> float:
     total = 0.0
     zeros = 0
     for r in registers:
-        total += 2.0 ** -r
+        total += 2.0**-r
         if r == 0:
             zeros += 1
     raw = _ALPHA * m * m / total

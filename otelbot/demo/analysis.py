@@ -210,8 +210,10 @@ def _latest(points: Iterable[ReceivedPoint]) -> list[ReceivedPoint]:
     """The newest point of every series (cumulative sums and histograms: the totals)."""
     newest: dict[tuple[Any, ...], ReceivedPoint] = {}
     for p in points:
-        key = (tuple(sorted((k, str(v)) for k, v in p.attributes.items())),
-               tuple(sorted((k, str(v)) for k, v in p.resource.items())))
+        key = (
+            tuple(sorted((k, str(v)) for k, v in p.attributes.items())),
+            tuple(sorted((k, str(v)) for k, v in p.resource.items())),
+        )
         if key not in newest or p.time_ns >= newest[key].time_ns:
             newest[key] = p
     return list(newest.values())
@@ -250,8 +252,9 @@ class Traces:
                 continue
             root = roots[0]
             self.roots.append(root)
-            self.members[trace_id] = sorted((s for s in members if s is not root),
-                                            key=lambda s: s.start_ns)
+            self.members[trace_id] = sorted(
+                (s for s in members if s is not root), key=lambda s: s.start_ns
+            )
 
     def handler(self, root: ReceivedSpan) -> str:
         return short(str(root.attributes.get(semconv.TELEGRAM_HANDLER, "")))
@@ -279,8 +282,10 @@ class Traces:
 
     def self_time(self, root: ReceivedSpan) -> float:
         """Time of the update not covered by any child span: the handler's own code."""
-        intervals = sorted((max(s.start_ns, root.start_ns), min(s.end_ns, root.end_ns))
-                           for s in self.children(root))
+        intervals = sorted(
+            (max(s.start_ns, root.start_ns), min(s.end_ns, root.end_ns))
+            for s in self.children(root)
+        )
         covered, cursor = 0, root.start_ns
         for start, end in intervals:
             start = max(start, cursor)
@@ -297,11 +302,20 @@ def _latency(traces: Traces) -> list[HandlerLatency]:
     out = []
     for handler, roots in traces.by_handler().items():
         durations = [r.duration for r in roots]
-        errors = sum(1 for r in roots
-                     if r.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME) == "error")
-        out.append(HandlerLatency(handler, len(roots), errors, percentile(durations, 50),
-                                  percentile(durations, 95), percentile(durations, 99),
-                                  max(durations)))
+        errors = sum(
+            1 for r in roots if r.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME) == "error"
+        )
+        out.append(
+            HandlerLatency(
+                handler,
+                len(roots),
+                errors,
+                percentile(durations, 50),
+                percentile(durations, 95),
+                percentile(durations, 99),
+                max(durations),
+            )
+        )
     return sorted(out, key=lambda h: h.p95, reverse=True)
 
 
@@ -311,8 +325,10 @@ def _detail(span: ReceivedSpan) -> str:
         return str(a[semconv.DB_QUERY_TEXT])
     if span.name.startswith(API_PREFIX):
         if semconv.TELEGRAM_API_ERROR_CODE in a:
-            text = f"HTTP {a.get(semconv.HTTP_RESPONSE_STATUS_CODE, '?')}, error " \
-                   f"{a[semconv.TELEGRAM_API_ERROR_CODE]}"
+            text = (
+                f"HTTP {a.get(semconv.HTTP_RESPONSE_STATUS_CODE, '?')}, error "
+                f"{a[semconv.TELEGRAM_API_ERROR_CODE]}"
+            )
             if semconv.TELEGRAM_API_RETRY_AFTER in a:
                 text += f", retry_after {a[semconv.TELEGRAM_API_RETRY_AFTER]} s"
             return text
@@ -333,19 +349,36 @@ def _waterfall(traces: Traces) -> tuple[list[WaterfallRow], str]:
             d, parent = d + 1, by_id[parent].parent_span_id
         return d
 
-    rows = [WaterfallRow(0, root.name, 0.0, root.duration,
-                         f"handler {traces.handler(root)}, outcome "
-                         f"{root.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME, '?')}")]
+    rows = [
+        WaterfallRow(
+            0,
+            root.name,
+            0.0,
+            root.duration,
+            f"handler {traces.handler(root)}, outcome "
+            f"{root.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME, '?')}",
+        )
+    ]
     for s in members[:WATERFALL_ROWS]:
-        rows.append(WaterfallRow(depth(s), s.name, (s.start_ns - root.start_ns) / 1e9,
-                                 s.duration, _detail(s)))
+        rows.append(
+            WaterfallRow(
+                depth(s), s.name, (s.start_ns - root.start_ns) / 1e9, s.duration, _detail(s)
+            )
+        )
     if len(members) > WATERFALL_ROWS:
         rest = members[WATERFALL_ROWS:]
         end = max(s.end_ns for s in rest)
-        rows.append(WaterfallRow(1, f"... {len(rest)} more spans", (rest[0].start_ns
-                                 - root.start_ns) / 1e9, (end - rest[0].start_ns) / 1e9,
-                                 ", ".join(f"{n} x {name}" for name, n in
-                                           Counter(s.name for s in rest).most_common(3))))
+        rows.append(
+            WaterfallRow(
+                1,
+                f"... {len(rest)} more spans",
+                (rest[0].start_ns - root.start_ns) / 1e9,
+                (end - rest[0].start_ns) / 1e9,
+                ", ".join(
+                    f"{n} x {name}" for name, n in Counter(s.name for s in rest).most_common(3)
+                ),
+            )
+        )
     return rows, traces.handler(root)
 
 
@@ -353,7 +386,7 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
     durations: dict[str, list[float]] = defaultdict(list)
     for s in spans:
         if s.name.startswith(API_PREFIX):
-            durations[s.name[len(API_PREFIX):]].append(s.duration)
+            durations[s.name[len(API_PREFIX) :]].append(s.duration)
     calls: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     floods: Counter[str] = Counter()
@@ -362,11 +395,14 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
         for p in _latest(points):
             method = str(p.attributes.get(semconv.TELEGRAM_API_METHOD, "?"))
             calls[method] += p.count
-            if (semconv.TELEGRAM_API_ERROR_CODE in p.attributes
-                    or semconv.ERROR_TYPE in p.attributes):
+            if (
+                semconv.TELEGRAM_API_ERROR_CODE in p.attributes
+                or semconv.ERROR_TYPE in p.attributes
+            ):
                 errors[method] += p.count
-        for p in _latest(x for x in observed.points
-                         if x.name == semconv.TELEGRAM_API_FLOOD_WAITS.name):
+        for p in _latest(
+            x for x in observed.points if x.name == semconv.TELEGRAM_API_FLOOD_WAITS.name
+        ):
             floods[str(p.attributes.get(semconv.TELEGRAM_API_METHOD, "?"))] += int(p.value or 0)
     else:  # no metrics (telemetry sent elsewhere): what the fake Bot API logged
         for call in observed.api_calls:
@@ -375,9 +411,12 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
         if observed.api_floods:
             errors["sendMessage"] += observed.api_floods
             floods["sendMessage"] += observed.api_floods
-    out = [ApiMethod(m, n, errors[m], floods[m],
-                     percentile(durations[m], 95) if durations[m] else None)
-           for m, n in calls.items()]
+    out = [
+        ApiMethod(
+            m, n, errors[m], floods[m], percentile(durations[m], 95) if durations[m] else None
+        )
+        for m, n in calls.items()
+    ]
     return sorted(out, key=lambda a: a.calls, reverse=True)
 
 
@@ -391,8 +430,16 @@ def _statements(traces: Traces, spans: list[ReceivedSpan]) -> list[Statement]:
     for text, members in groups.items():
         durations = [s.duration for s in members]
         handlers = Counter(handler_of.get(s.trace_id, "(no update)") for s in members)
-        out.append(Statement(text, len(members), sum(durations), statistics.fmean(durations),
-                             percentile(durations, 95), [h for h, _ in handlers.most_common(2)]))
+        out.append(
+            Statement(
+                text,
+                len(members),
+                sum(durations),
+                statistics.fmean(durations),
+                percentile(durations, 95),
+                [h for h, _ in handlers.most_common(2)],
+            )
+        )
     return sorted(out, key=lambda s: s.total, reverse=True)[:10]
 
 
@@ -407,8 +454,9 @@ def _cache(observed: Observed) -> list[CacheLine]:
             line.misses += int(p.value or 0)
     lines = sorted(by_op.values(), key=lambda c: c.what)
     if len(lines) > 1:
-        lines.append(CacheLine("all reads", sum(c.hits for c in lines),
-                               sum(c.misses for c in lines)))
+        lines.append(
+            CacheLine("all reads", sum(c.hits for c in lines), sum(c.misses for c in lines))
+        )
     return lines
 
 
@@ -433,29 +481,43 @@ def _handler_cache(traces: Traces) -> dict[str, tuple[int, int]]:
 def _runtime(observed: Observed) -> Runtime:
     lag_source, lag = "", None
     in_process = [p for p in observed.points if p.name == semconv.OTELBOT_ASYNCIO_LOOP_LAG.name]
-    agent = [p for p in observed.points
-             if p.name == semconv.OTELBOT_ASYNCIO_LOOP_LAG_MAX.name and p.value is not None]
+    agent = [
+        p
+        for p in observed.points
+        if p.name == semconv.OTELBOT_ASYNCIO_LOOP_LAG_MAX.name and p.value is not None
+    ]
     if agent:
-        lag, lag_source = max(float(p.value or 0) for p in agent), \
-            "otelbot.asyncio.loop.lag.max (agent, from the runtime stats file)"
+        lag, lag_source = (
+            max(float(p.value or 0) for p in agent),
+            "otelbot.asyncio.loop.lag.max (agent, from the runtime stats file)",
+        )
     elif in_process:
         lag = max((p.max or 0.0) for p in in_process)
         lag_source = "otelbot.asyncio.loop.lag (bot)"
-    pauses = _latest(p for p in observed.points
-                     if p.name == semconv.OTELBOT_GC_PAUSE_DURATION.name)
+    pauses = _latest(p for p in observed.points if p.name == semconv.OTELBOT_GC_PAUSE_DURATION.name)
     collections = sum(p.count for p in pauses)
     total = sum(p.sum for p in pauses)
     maxima = [p.max for p in pauses if p.max is not None]
-    tasks = [float(p.value) for p in observed.points
-             if p.name == semconv.OTELBOT_ASYNCIO_TASKS.name and p.value is not None]
-    return Runtime(lag, lag_source, collections, total, max(maxima) if maxima else None,
-                   max(tasks) if tasks else None)
+    tasks = [
+        float(p.value)
+        for p in observed.points
+        if p.name == semconv.OTELBOT_ASYNCIO_TASKS.name and p.value is not None
+    ]
+    return Runtime(
+        lag,
+        lag_source,
+        collections,
+        total,
+        max(maxima) if maxima else None,
+        max(tasks) if tasks else None,
+    )
 
 
 def _memory(observed: Observed) -> MemoryTrend | None:
-    points = sorted((p for p in observed.points
-                     if p.name == semconv.PROCESS_MEMORY_USAGE.name and p.value),
-                    key=lambda p: p.time_ns)
+    points = sorted(
+        (p for p in observed.points if p.name == semconv.PROCESS_MEMORY_USAGE.name and p.value),
+        key=lambda p: p.time_ns,
+    )
     if len(points) < 2:
         return None
     t0 = points[0].time_ns
@@ -481,14 +543,20 @@ def _findings(observed: Observed) -> tuple[list[FindingRow], int]:
         a = record.attributes
         obj = str(a.get(semconv.FINDING_OBJECT, ""))
         table = str(a.get(semconv.DB_COLLECTION_NAME, ""))
-        if record.event_name.startswith("otelbot.postgresql.") and \
-                record.event_name != semconv.EVENT_IDLE_IN_TRANSACTION and \
-                not (_in_demo(obj) or _in_demo(table)):
+        if (
+            record.event_name.startswith("otelbot.postgresql.")
+            and record.event_name != semconv.EVENT_IDLE_IN_TRANSACTION
+            and not (_in_demo(obj) or _in_demo(table))
+        ):
             others.add((record.event_name, obj))  # another schema in the same database
             continue
         latest[(record.event_name, obj)] = FindingRow(
-            record.event_name, obj, str(a.get(semconv.FINDING_EVIDENCE, record.body)),
-            str(a.get(semconv.FINDING_SUGGESTION, "")), table)
+            record.event_name,
+            obj,
+            str(a.get(semconv.FINDING_EVIDENCE, record.body)),
+            str(a.get(semconv.FINDING_SUGGESTION, "")),
+            table,
+        )
     return list(latest.values()), len(others)
 
 
@@ -501,8 +569,13 @@ def _token(observed: Observed) -> TokenCheck:
     for name, text in observed.outputs.items():
         if observed.token in text or secret in text:
             found.append(f"{name} output")
-    return TokenCheck(not found, len(observed.raw), observed.requests,
-                      sum(len(t) for t in observed.outputs.values()), found)
+    return TokenCheck(
+        not found,
+        len(observed.raw),
+        observed.requests,
+        sum(len(t) for t in observed.outputs.values()),
+        found,
+    )
 
 
 # --------------------------------------------------------------------------- problems
@@ -513,8 +586,11 @@ def _n_plus_one(traces: Traces) -> Problem:
     for handler, roots in traces.by_handler().items():
         repeats, totals, statement = [], [], Counter[str]()
         for root in roots:
-            texts = Counter(str(s.attributes.get(semconv.DB_QUERY_TEXT, s.name))
-                            for s in traces.children(root) if _is_sql(s))
+            texts = Counter(
+                str(s.attributes.get(semconv.DB_QUERY_TEXT, s.name))
+                for s in traces.children(root)
+                if _is_sql(s)
+            )
             totals.append(sum(texts.values()))
             if texts:
                 text, n = texts.most_common(1)[0]
@@ -524,19 +600,28 @@ def _n_plus_one(traces: Traces) -> Problem:
             continue
         mean_repeat = statistics.fmean(repeats)
         if mean_repeat >= 5 and (best is None or mean_repeat > best[0]):
-            best = (mean_repeat, handler, statement.most_common(1)[0][0],
-                    statistics.fmean(totals))
+            best = (mean_repeat, handler, statement.most_common(1)[0][0], statistics.fmean(totals))
     if best is None:
         return Problem(N_PLUS_ONE, False)
     repeat, handler, text, total = best
-    return Problem(N_PLUS_ONE, True, handler,
-                   f"{total:.0f} SQL queries per update on average; `{text}` runs "
-                   f"{repeat:.0f}x in one update (one query per row: fetch them in one query "
-                   "with a JOIN or `= ANY($1)`)")
+    return Problem(
+        N_PLUS_ONE,
+        True,
+        handler,
+        f"{total:.0f} SQL queries per update on average; `{text}` runs "
+        f"{repeat:.0f}x in one update (one query per row: fetch them in one query "
+        "with a JOIN or `= ANY($1)`)",
+    )
 
 
-def _index_problem(key: str, event: str, findings: list[FindingRow], traces: Traces,
-                   statements: list[Statement], operations: set[str] | None) -> Problem:
+def _index_problem(
+    key: str,
+    event: str,
+    findings: list[FindingRow],
+    traces: Traces,
+    statements: list[Statement],
+    operations: set[str] | None,
+) -> Problem:
     rows = [f for f in findings if f.event == event]
     if not rows:
         return Problem(key, False)
@@ -551,8 +636,10 @@ def _index_problem(key: str, event: str, findings: list[FindingRow], traces: Tra
             evidence = f"`{slow[0].text}` p95 {_ms(slow[0].p95)}; " + evidence
             column = _WHERE_COLUMN.search(slow[0].text)
             if column:
-                evidence += (f". The traced statement filters on {column.group(1)}: "
-                             f"CREATE INDEX CONCURRENTLY ON {table} ({column.group(1)});")
+                evidence += (
+                    f". The traced statement filters on {column.group(1)}: "
+                    f"CREATE INDEX CONCURRENTLY ON {table} ({column.group(1)});"
+                )
     else:
         evidence = f"{handler} writes {table}, maintaining {f.object} on every write; " + evidence
     return Problem(key, True, handler, evidence)
@@ -562,8 +649,9 @@ def _blocking(traces: Traces, runtime: Runtime) -> Problem:
     best: tuple[float, str, int] | None = None
     for handler, roots in traces.by_handler().items():
         # Waiting out a flood wait (asyncio.sleep) is not blocking: leave those traces out.
-        own = [traces.self_time(r) for r in roots
-               if not any(_flooded(s) for s in traces.children(r))]
+        own = [
+            traces.self_time(r) for r in roots if not any(_flooded(s) for s in traces.children(r))
+        ]
         if len(own) < 1:
             continue
         median = statistics.median(own)
@@ -573,30 +661,47 @@ def _blocking(traces: Traces, runtime: Runtime) -> Problem:
         return Problem(BLOCKING, False)
     median, handler, n = best
     lag = f"; event-loop lag up to {runtime.loop_lag_max:.2f} s" if runtime.loop_lag_max else ""
-    return Problem(BLOCKING, True, handler,
-                   f"median {_ms(median)} per update in the handler's own code with no SQL, "
-                   f"Redis or Bot API call under way ({n} updates){lag}: a blocking call stalls "
-                   "every other update")
+    return Problem(
+        BLOCKING,
+        True,
+        handler,
+        f"median {_ms(median)} per update in the handler's own code with no SQL, "
+        f"Redis or Bot API call under way ({n} updates){lag}: a blocking call stalls "
+        "every other update",
+    )
 
 
 def _cache_problem(traces: Traces, cache: list[CacheLine], minimum: int) -> Problem:
     per_handler = _handler_cache(traces)
-    candidates = [(misses / reads, reads, misses, h) for h, (reads, misses) in per_handler.items()
-                  if reads >= minimum]
+    candidates = [
+        (misses / reads, reads, misses, h)
+        for h, (reads, misses) in per_handler.items()
+        if reads >= minimum
+    ]
     if not candidates:
         return Problem(CACHE_MISS, False)
     ratio, reads, misses, handler = max(candidates)
     if ratio < 0.95:
         return Problem(CACHE_MISS, False)
     overall = next((c for c in cache if c.what in ("all reads", "GET")), None)
-    total = f"; cache hit ratio overall {overall.ratio:.0%} (otelbot.cache.requests)" \
-        if overall is not None and overall.ratio is not None else ""
-    others = ", ".join(f"{h} {1 - m / r:.0%} hits" for h, (r, m) in per_handler.items()
-                       if h != handler and r >= minimum)
-    return Problem(CACHE_MISS, True, handler,
-                   f"{misses} of {reads} cache reads missed (GET, then a database read and a "
-                   f"SET in the same update, every time: the key it writes is not the key it "
-                   f"reads){total}" + (f"; compare {others}" if others else ""))
+    total = (
+        f"; cache hit ratio overall {overall.ratio:.0%} (otelbot.cache.requests)"
+        if overall is not None and overall.ratio is not None
+        else ""
+    )
+    others = ", ".join(
+        f"{h} {1 - m / r:.0%} hits"
+        for h, (r, m) in per_handler.items()
+        if h != handler and r >= minimum
+    )
+    return Problem(
+        CACHE_MISS,
+        True,
+        handler,
+        f"{misses} of {reads} cache reads missed (GET, then a database read and a "
+        f"SET in the same update, every time: the key it writes is not the key it "
+        f"reads){total}" + (f"; compare {others}" if others else ""),
+    )
 
 
 def _flood(traces: Traces, api: list[ApiMethod]) -> Problem:
@@ -607,16 +712,20 @@ def _flood(traces: Traces, api: list[ApiMethod]) -> Problem:
         for s in traces.children(root):
             if _flooded(s):
                 per_handler[traces.handler(root)] += 1
-                methods[s.name[len(API_PREFIX):]] += 1
+                methods[s.name[len(API_PREFIX) :]] += 1
                 retry.append(float(s.attributes.get(semconv.TELEGRAM_API_RETRY_AFTER, 0)))
     if not per_handler:
         return Problem(FLOOD, False)
     handler, n = per_handler.most_common(1)[0]
     counted = sum(a.flood_waits for a in api)
-    return Problem(FLOOD, True, handler,
-                   f"{n} Bot API calls ({', '.join(methods)}) refused with 429 Too Many "
-                   f"Requests, retry_after {max(retry):.0f} s; telegram.api.flood_waits counted "
-                   f"{counted}: a burst into one chat, send at most ~1 message/s per chat")
+    return Problem(
+        FLOOD,
+        True,
+        handler,
+        f"{n} Bot API calls ({', '.join(methods)}) refused with 429 Too Many "
+        f"Requests, retry_after {max(retry):.0f} s; telegram.api.flood_waits counted "
+        f"{counted}: a burst into one chat, send at most ~1 message/s per chat",
+    )
 
 
 def _lower_quartile(values: list[float]) -> float:
@@ -647,20 +756,28 @@ def _memory_problem(traces: Traces, memory: MemoryTrend | None) -> Problem:
         early = _lower_quartile([traces.self_time(r) for r in ordered[:third]])
         late = _lower_quartile([traces.self_time(r) for r in ordered[-third:]])
         growth = late - early
-        rose = any(growth >= min_growth and late >= min_ratio * early
-                   for min_growth, min_ratio in rules)
+        rose = any(
+            growth >= min_growth and late >= min_ratio * early for min_growth, min_ratio in rules
+        )
         if rose and (best is None or growth > best[0]):
             best = (growth, handler, early, late)
     if best is None:
         return Problem(MEMORY, False)
     _, handler, early, late = best
-    mem = (f"bot memory grew {memory.first / MB:.0f} -> {memory.last / MB:.0f} MB "
-           f"({memory.per_minute / MB:+.1f} MB/min, process.memory.usage); "
-           if memory is not None and grew else "")
-    return Problem(MEMORY, True, handler,
-                   f"{mem}{handler} slows down as the bot runs: own time (lower quartile) "
-                   f"{_ms(early)} in the first third of its updates -> {_ms(late)} in the last "
-                   "third (it walks a structure that only grows; bound it or use a dict/set)")
+    mem = (
+        f"bot memory grew {memory.first / MB:.0f} -> {memory.last / MB:.0f} MB "
+        f"({memory.per_minute / MB:+.1f} MB/min, process.memory.usage); "
+        if memory is not None and grew
+        else ""
+    )
+    return Problem(
+        MEMORY,
+        True,
+        handler,
+        f"{mem}{handler} slows down as the bot runs: own time (lower quartile) "
+        f"{_ms(early)} in the first third of its updates -> {_ms(late)} in the last "
+        "third (it walks a structure that only grows; bound it or use a dict/set)",
+    )
 
 
 # --------------------------------------------------------------------------- entry point
@@ -671,9 +788,11 @@ def analyse(observed: Observed, min_cache_reads: int = 5) -> Report:
     traces = Traces(spans)
     limited = None
     if observed.otlp_endpoint:
-        limited = (f"Telemetry went to {observed.otlp_endpoint}, not to the demo: this report "
-                   "only has what the demo saw itself (updates sent, the fake Bot API's call "
-                   "log, the processes' output). Look at traces and metrics in your backend.")
+        limited = (
+            f"Telemetry went to {observed.otlp_endpoint}, not to the demo: this report "
+            "only has what the demo saw itself (updates sent, the fake Bot API's call "
+            "log, the processes' output). Look at traces and metrics in your backend."
+        )
     report = Report(
         duration=observed.duration,
         updates_sent=sum(observed.sent.values()),
@@ -693,10 +812,22 @@ def analyse(observed: Observed, min_cache_reads: int = 5) -> Report:
     report.findings, report.other_findings = _findings(observed)
     report.problems = [
         _n_plus_one(traces),
-        _index_problem(MISSING_INDEX, semconv.EVENT_MISSING_INDEX, report.findings, traces,
-                       report.statements, {"SELECT"}),
-        _index_problem(UNUSED_INDEX, semconv.EVENT_UNUSED_INDEX, report.findings, traces,
-                       report.statements, {"INSERT", "UPDATE", "DELETE"}),
+        _index_problem(
+            MISSING_INDEX,
+            semconv.EVENT_MISSING_INDEX,
+            report.findings,
+            traces,
+            report.statements,
+            {"SELECT"},
+        ),
+        _index_problem(
+            UNUSED_INDEX,
+            semconv.EVENT_UNUSED_INDEX,
+            report.findings,
+            traces,
+            report.statements,
+            {"INSERT", "UPDATE", "DELETE"},
+        ),
         _blocking(traces, report.runtime),
         _cache_problem(traces, report.cache, min_cache_reads),
         _flood(traces, report.api),

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from otelbot.testing.fake_bot_api import Call, FakeBotApi, Fault
 
-SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "copyMessage",
-                          "forwardMessage"})
+SEND_METHODS = frozenset(
+    {"sendMessage", "sendPhoto", "sendDocument", "copyMessage", "forwardMessage"}
+)
 
 
 class FloodControlledBotApi(FakeBotApi):

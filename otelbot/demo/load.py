@@ -25,16 +25,19 @@ class Kind:
     make: Callable[[FakeBotApi, random.Random, int], Update]
 
 
-def _command(text: Callable[[random.Random], str]) -> Callable[[FakeBotApi, random.Random, int],
-                                                              Update]:
+def _command(
+    text: Callable[[random.Random], str],
+) -> Callable[[FakeBotApi, random.Random, int], Update]:
     def make(api: FakeBotApi, rng: random.Random, user: int) -> Update:
         return api.message_update(text(rng), user_id=user)
+
     return make
 
 
 def _chat(api: FakeBotApi, rng: random.Random, user: int) -> Update:
-    return api.message_update(rng.choice(["hi", "where is my order?", "thanks!", "help"]),
-                              user_id=user)
+    return api.message_update(
+        rng.choice(["hi", "where is my order?", "thanks!", "help"]), user_id=user
+    )
 
 
 def _buy(api: FakeBotApi, rng: random.Random, user: int) -> Update:
@@ -99,8 +102,12 @@ class LoadDriver:
                 batch.append((kind.name, kind.make(self.api, self.rng, self._user())))
         self._push(batch)
 
-    def run(self, duration: float, stop: threading.Event | None = None,
-            tick: Callable[[float], None] | None = None) -> None:
+    def run(
+        self,
+        duration: float,
+        stop: threading.Event | None = None,
+        tick: Callable[[float], None] | None = None,
+    ) -> None:
         started = time.monotonic()
         next_step = started
         while (elapsed := time.monotonic() - started) < duration:

@@ -38,8 +38,7 @@ def sparkline(values: list[float]) -> str:
         return ""
     low, high = min(values), max(values)
     spread = high - low or 1.0
-    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / spread * len(SPARK)))]
-                   for v in values)
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / spread * len(SPARK)))] for v in values)
 
 
 def _section(title: str) -> Rule:
@@ -47,9 +46,11 @@ def _section(title: str) -> Rule:
 
 
 def renderables(report: Report) -> Iterator[RenderableType]:
-    summary = (f"{report.duration:.0f} s of load: {report.updates_sent} updates sent, "
-               f"{report.updates_traced} traced; received {report.spans} spans, "
-               f"{report.points} metric points, {report.logs} log records")
+    summary = (
+        f"{report.duration:.0f} s of load: {report.updates_sent} updates sent, "
+        f"{report.updates_traced} traced; received {report.spans} spans, "
+        f"{report.points} metric points, {report.logs} log records"
+    )
     yield Panel(summary, title="[bold]otelbot demo report", border_style="green")
     if report.limited:
         yield Text(report.limited, style="yellow")
@@ -59,8 +60,11 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     problems.add_column("problem", style="bold", no_wrap=True)
     problems.add_column("handler", style="magenta", no_wrap=True)
     problems.add_column("evidence (from the telemetry)", ratio=1)
-    missing = ("[dim]look for it in your backend: the telemetry went there[/]" if report.limited
-               else "[dim]not visible in this run's telemetry[/]")
+    missing = (
+        "[dim]look for it in your backend: the telemetry went there[/]"
+        if report.limited
+        else "[dim]not visible in this run's telemetry[/]"
+    )
     for p in report.problems:
         mark = "[green]✓[/]" if p.found else ("[yellow]?[/]" if report.limited else "[red]✗[/]")
         problems.add_row(f"{mark} {p.key}", p.handler or "—", p.evidence or missing)
@@ -71,8 +75,9 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     for col in ("handler", "updates", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         latency.add_column(col, justify="left" if col == "handler" else "right")
     for h in report.latency:
-        latency.add_row(h.handler, str(h.updates), str(h.errors), _ms(h.p50), _ms(h.p95),
-                        _ms(h.p99), _ms(h.max))
+        latency.add_row(
+            h.handler, str(h.updates), str(h.errors), _ms(h.p50), _ms(h.p95), _ms(h.p99), _ms(h.max)
+        )
     yield latency if report.latency else Text("no update spans received", style="dim")
 
     yield _section(f"Slowest trace ({report.slowest_handler or 'none'})")
@@ -85,8 +90,13 @@ def renderables(report: Report) -> Iterator[RenderableType]:
         waterfall.add_column("", no_wrap=True)
         waterfall.add_column("detail", style="dim", overflow="fold", max_width=70)
         for row in report.slowest:
-            waterfall.add_row("  " * row.depth + row.name, _ms(row.offset), _ms(row.duration),
-                              _bar(row.offset, row.duration, total), row.detail)
+            waterfall.add_row(
+                "  " * row.depth + row.name,
+                _ms(row.offset),
+                _ms(row.duration),
+                _bar(row.offset, row.duration, total),
+                row.detail,
+            )
         yield waterfall
     else:
         yield Text("no traces received", style="dim")
@@ -96,8 +106,13 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     for col in ("method", "calls", "errors", "flood waits (429)", "p95 ms"):
         api.add_column(col, justify="left" if col == "method" else "right")
     for a in report.api:
-        api.add_row(a.method, str(a.calls), str(a.errors),
-                    f"[red]{a.flood_waits}[/]" if a.flood_waits else "0", _ms(a.p95))
+        api.add_row(
+            a.method,
+            str(a.calls),
+            str(a.errors),
+            f"[red]{a.flood_waits}[/]" if a.flood_waits else "0",
+            _ms(a.p95),
+        )
     yield api
 
     yield _section("Database statements by total time (db.query.text)")
@@ -107,8 +122,9 @@ def renderables(report: Report) -> Iterator[RenderableType]:
         statements.add_column(col, justify="right")
     statements.add_column("handler", style="magenta")
     for s in report.statements:
-        statements.add_row(s.text, str(s.calls), _ms(s.total), _ms(s.mean), _ms(s.p95),
-                           ", ".join(s.handlers))
+        statements.add_row(
+            s.text, str(s.calls), _ms(s.total), _ms(s.mean), _ms(s.p95), ", ".join(s.handlers)
+        )
     yield statements if report.statements else Text("no SQL spans received", style="dim")
 
     yield _section("Cache (otelbot.cache.requests)")
@@ -116,18 +132,21 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     for col in ("reads", "hits", "misses", "hit ratio"):
         cache.add_column(col, justify="left" if col == "reads" else "right")
     for c in report.cache:
-        cache.add_row(c.what, str(c.hits), str(c.misses),
-                      f"{c.ratio:.0%}" if c.ratio is not None else "—")
+        cache.add_row(
+            c.what, str(c.hits), str(c.misses), f"{c.ratio:.0%}" if c.ratio is not None else "—"
+        )
     yield cache if report.cache else Text("no cache metrics received", style="dim")
 
     yield _section("Runtime: event loop and garbage collector")
     rt = report.runtime
     if rt is not None:
         lag = f"{rt.loop_lag_max:.3f} s" if rt.loop_lag_max is not None else "—"
-        lines = [f"event-loop lag max: [bold]{lag}[/] [dim]({rt.loop_lag_source or 'no data'})[/]",
-                 f"GC: {rt.gc_collections} collections, {rt.gc_pause_total * 1000:.1f} ms paused "
-                 f"in all, longest pause {_ms(rt.gc_pause_max)} ms "
-                 "[dim](otelbot.gc.pause.duration)[/]"]
+        lines = [
+            f"event-loop lag max: [bold]{lag}[/] [dim]({rt.loop_lag_source or 'no data'})[/]",
+            f"GC: {rt.gc_collections} collections, {rt.gc_pause_total * 1000:.1f} ms paused "
+            f"in all, longest pause {_ms(rt.gc_pause_max)} ms "
+            "[dim](otelbot.gc.pause.duration)[/]",
+        ]
         if rt.tasks_max is not None:
             lines.append(f"asyncio tasks, most at once: {rt.tasks_max:.0f}")
         yield Text.from_markup("\n".join(lines))
@@ -139,7 +158,8 @@ def renderables(report: Report) -> Iterator[RenderableType]:
         yield Text.from_markup(
             f"[cyan]{sparkline(values)}[/]\n{mem.first / MB:.1f} MB -> {mem.last / MB:.1f} MB "
             f"(peak {mem.peak / MB:.1f} MB, {mem.per_minute / MB:+.1f} MB/min over "
-            f"{len(mem.samples)} samples)")
+            f"{len(mem.samples)} samples)"
+        )
     else:
         yield Text("no memory samples received", style="dim")
 
@@ -156,8 +176,11 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     else:
         yield Text("no findings received", style="dim")
     if report.other_findings:
-        yield Text(f"({report.other_findings} findings about other schemas of the same "
-                   "database not shown)", style="dim")
+        yield Text(
+            f"({report.other_findings} findings about other schemas of the same "
+            "database not shown)",
+            style="dim",
+        )
 
     token = report.token
     if token is not None:
@@ -165,14 +188,17 @@ def renderables(report: Report) -> Iterator[RenderableType]:
             yield Text.from_markup(
                 f"[green]✓ the bot token appeared nowhere in the telemetry[/] (scanned "
                 f"{token.requests} OTLP requests, {token.bytes_scanned / 1024:.0f} kB, and "
-                f"{token.output_chars} characters of the bot's and agent's output)")
+                f"{token.output_chars} characters of the bot's and agent's output)"
+            )
         elif token.clean:
             yield Text.from_markup(
                 f"[green]✓ the bot token appeared nowhere in the bot's and agent's output[/] "
-                f"({token.output_chars} characters; the OTLP data went elsewhere, not scanned)")
+                f"({token.output_chars} characters; the OTLP data went elsewhere, not scanned)"
+            )
         else:
             yield Text.from_markup(
-                f"[red bold]✗ the bot token was found in: {', '.join(token.found_in)}[/]")
+                f"[red bold]✗ the bot token was found in: {', '.join(token.found_in)}[/]"
+            )
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -181,8 +207,13 @@ def print_report(report: Report, console: Console) -> None:
 
 
 def write_html(report: Report, path: Path) -> None:
-    recorder = Console(file=io.StringIO(), record=True, width=HTML_WIDTH, force_terminal=True,
-                       color_system="truecolor")
+    recorder = Console(
+        file=io.StringIO(),
+        record=True,
+        width=HTML_WIDTH,
+        force_terminal=True,
+        color_system="truecolor",
+    )
     print_report(report, recorder)
     path.parent.mkdir(parents=True, exist_ok=True)
     recorder.save_html(str(path), inline_styles=True, clear=True)

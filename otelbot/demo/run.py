@@ -71,10 +71,12 @@ class DemoOptions:
     small: bool = False
     html: Path = Path("out/demo-report.html")
     otlp_endpoint: str | None = None
-    pg_dsn: str = field(default_factory=lambda: os.environ.get("OTELBOT_TEST_PG_DSN",
-                                                               DEFAULT_PG_DSN))
-    redis_url: str = field(default_factory=lambda: os.environ.get("OTELBOT_TEST_REDIS_URL",
-                                                                  DEFAULT_REDIS_URL))
+    pg_dsn: str = field(
+        default_factory=lambda: os.environ.get("OTELBOT_TEST_PG_DSN", DEFAULT_PG_DSN)
+    )
+    redis_url: str = field(
+        default_factory=lambda: os.environ.get("OTELBOT_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    )
     bot_dir: Path = BOT_DIR
     progress: bool = True
 
@@ -105,8 +107,10 @@ async def _load_schema(dsn: str, sql: str) -> None:
     try:
         await conn.execute(sql)
     except Exception as exc:
-        raise DemoError(f"cannot load the demo schema into {_where(dsn)}: {_first_line(exc)}; "
-                        "the role needs CREATE on the database") from None
+        raise DemoError(
+            f"cannot load the demo schema into {_where(dsn)}: {_first_line(exc)}; "
+            "the role needs CREATE on the database"
+        ) from None
     finally:
         await conn.close()
 
@@ -114,8 +118,10 @@ async def _load_schema(dsn: str, sql: str) -> None:
 def load_schema(opts: DemoOptions, sizes: Sizes) -> None:
     path = opts.bot_dir / "schema.sql"
     sql = Template(path.read_text()).substitute(
-        customers=sizes.customers, orders_per_customer=sizes.orders_per_customer,
-        promo_codes=sizes.promo_codes)
+        customers=sizes.customers,
+        orders_per_customer=sizes.orders_per_customer,
+        promo_codes=sizes.promo_codes,
+    )
     asyncio.run(_load_schema(opts.pg_dsn, sql))
 
 
@@ -143,8 +149,9 @@ def reset_cache(url: str) -> None:
 def _command(name: str) -> str:
     found = sibling_command(name)
     if not found:
-        raise DemoError(f"the `{name}` command is not installed: pip install -e '.[dev]' "
-                        "(make demo does)")
+        raise DemoError(
+            f"the `{name}` command is not installed: pip install -e '.[dev]' (make demo does)"
+        )
     return found
 
 
@@ -167,8 +174,15 @@ class Child:
 
 @contextmanager
 def child(name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator[Child]:
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
     c = Child(name, proc)
 
     def pump() -> None:
@@ -187,21 +201,24 @@ def child(name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator
 
 def _otel_env(endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update({
-        "OTEL_SERVICE_NAME": SERVICE_NAME,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_BSP_MAX_QUEUE_SIZE": "20000",
-        "OTEL_BLRP_SCHEDULE_DELAY": "200",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OTEL_SERVICE_NAME": SERVICE_NAME,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "20000",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
-def agent_config(path: Path, opts: DemoOptions, sizes: Sizes, pid: int, runtime_dir: Path,
-                 state_file: Path) -> None:
+def agent_config(
+    path: Path, opts: DemoOptions, sizes: Sizes, pid: int, runtime_dir: Path, state_file: Path
+) -> None:
     """Short intervals so a one-minute run gets many polls and advice rounds; thresholds
     sized to the demo data (docs/agent.md has every key)."""
     path.write_text(f"""\
@@ -236,9 +253,13 @@ class ProgressView:
     def __init__(self, console: Console, duration: float, enabled: bool) -> None:
         self.console = console
         self.enabled = enabled
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-                            TimeRemainingColumn(), console=console)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeRemainingColumn(),
+            console=console,
+        )
         self.task = self.bar.add_task("driving updates", total=duration)
         self.stats: Callable[[], list[tuple[str, str]]] = list
         self._live: Live | None = None
@@ -249,8 +270,9 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.enabled:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4,
-                              transient=False)
+            self._live = Live(
+                self._render(), console=self.console, refresh_per_second=4, transient=False
+            )
             self._live.__enter__()
         return self
 
@@ -269,7 +291,7 @@ class ProgressView:
         stats = self.stats()
         for i in range(0, len(stats), 3):
             row = []
-            for label, value in stats[i:i + 3]:
+            for label, value in stats[i : i + 3]:
                 row.append(f"[dim]{label}[/] [bold]{value}[/]")
             table.add_row(*row)
         return Group(self.bar, table)
@@ -282,16 +304,20 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
     """Run everything and return what was observed. Raises ``DemoError``."""
     sizes = Sizes.for_run(opts.small)
     if not (opts.bot_dir / "__main__.py").exists():
-        raise DemoError(f"the demo bot is not at {opts.bot_dir}: run otelbot demo from a "
-                        "checkout of the otelbot repository (make demo)")
+        raise DemoError(
+            f"the demo bot is not at {opts.bot_dir}: run otelbot demo from a "
+            "checkout of the otelbot repository (make demo)"
+        )
     instrument = _command("opentelemetry-instrument")
     agent_cmd = _command("otelbot-agent")
     view = ProgressView(console, opts.duration, opts.progress)
 
     load_schema(opts, sizes)
-    view.step(f"demo schema loaded into {_where(opts.pg_dsn)} (schema otelbot_demo: "
-              f"{sizes.promo_codes} promo codes, {sizes.customers * sizes.orders_per_customer} "
-              "orders)")
+    view.step(
+        f"demo schema loaded into {_where(opts.pg_dsn)} (schema otelbot_demo: "
+        f"{sizes.promo_codes} promo codes, {sizes.customers * sizes.orders_per_customer} "
+        "orders)"
+    )
     reset_cache(opts.redis_url)
     view.step(f"Redis at {_where(opts.redis_url)} ready")
 
@@ -310,15 +336,23 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
         api = FloodControlledBotApi(token, max_poll_wait=0.5)
         api.start()
         stack.callback(api.stop)
-        view.step(f"fake Bot API on {api.base_url}; OTLP to "
-                  f"{endpoint if opts.otlp_endpoint else 'the embedded receiver ' + endpoint}")
+        view.step(
+            f"fake Bot API on {api.base_url}; OTLP to "
+            f"{endpoint if opts.otlp_endpoint else 'the embedded receiver ' + endpoint}"
+        )
 
         env = _otel_env(endpoint)
-        bot_env = {**env, "BOT_TOKEN": token, "BOT_API_BASE": api.base_url,
-                   "PG_DSN": opts.pg_dsn, "REDIS_URL": opts.redis_url,
-                   "OTELBOT_RUNTIME_DIR": str(runtime_dir)}
-        bot = stack.enter_context(child("bot", [instrument, sys.executable, str(opts.bot_dir)],
-                                        bot_env, work))
+        bot_env = {
+            **env,
+            "BOT_TOKEN": token,
+            "BOT_API_BASE": api.base_url,
+            "PG_DSN": opts.pg_dsn,
+            "REDIS_URL": opts.redis_url,
+            "OTELBOT_RUNTIME_DIR": str(runtime_dir),
+        }
+        bot = stack.enter_context(
+            child("bot", [instrument, sys.executable, str(opts.bot_dir)], bot_env, work)
+        )
         _wait_for_line(bot, "demo bot polling", 60)
         view.step(f"demo bot running under opentelemetry-instrument (pid {bot.proc.pid})")
 
@@ -329,22 +363,28 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
 
         config = work / "agent.yaml"
         agent_config(config, opts, sizes, bot.proc.pid, runtime_dir, work / "agent-state.json")
-        agent = stack.enter_context(child("agent", [agent_cmd, "run", "--config", str(config)],
-                                          env, work))
+        agent = stack.enter_context(
+            child("agent", [agent_cmd, "run", "--config", str(config)], env, work)
+        )
         time.sleep(0.5)
         if agent.proc.poll() is not None:
-            raise DemoError(f"otelbot-agent exited at start ({agent.proc.returncode}): "
-                            f"{agent.tail(3)}")
+            raise DemoError(
+                f"otelbot-agent exited at start ({agent.proc.returncode}): {agent.tail(3)}"
+            )
         view.step("otelbot-agent running beside it (process, runtime file, PostgreSQL, Redis)")
 
         def stats() -> list[tuple[str, str]]:
-            out = [("updates sent", str(driver.total_sent)),
-                   ("handled", str(api.delivered_updates)),
-                   ("Bot API calls", str(len(api.state.calls))),
-                   ("429s", str(api.floods))]
+            out = [
+                ("updates sent", str(driver.total_sent)),
+                ("handled", str(api.delivered_updates)),
+                ("Bot API calls", str(len(api.state.calls))),
+                ("429s", str(api.floods)),
+            ]
             if receiver is not None:
-                out += [("spans", str(receiver.span_count)),
-                        ("findings", str(len(receiver.logs())))]
+                out += [
+                    ("spans", str(receiver.span_count)),
+                    ("findings", str(len(receiver.logs()))),
+                ]
             return out
 
         view.stats = stats
@@ -402,8 +442,9 @@ def _wait_for_line(c: Child, needle: str, timeout: float) -> None:
 def _check_alive(*children: Child) -> None:
     for c in children:
         if c.proc.poll() is not None:
-            raise DemoError(f"the {c.name} exited during the run ({c.proc.returncode}):\n"
-                            f"{c.tail()}")
+            raise DemoError(
+                f"the {c.name} exited during the run ({c.proc.returncode}):\n{c.tail()}"
+            )
 
 
 def _wait_for_findings(receiver: OtlpReceiver, timeout: float) -> None:

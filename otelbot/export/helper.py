@@ -78,7 +78,9 @@ def rebuild(payload: bytes) -> list[Any]:
         )
         parent = row.parent
         parent_context = (
-            None if parent is None else SpanContext(parent[0], parent[1], parent[2], TraceFlags(parent[3]))
+            None
+            if parent is None
+            else SpanContext(parent[0], parent[1], parent[2], TraceFlags(parent[3]))
         )
         spans.append(
             ReadableSpan(

@@ -62,14 +62,16 @@ class OffloadSpanExporter(SpanExporter):
             return proc
         now = time.monotonic()
         if proc is not None:
-            logger.warning("otelbot: the span export helper exited (%s); restarting it",
-                           proc.returncode)
+            logger.warning(
+                "otelbot: the span export helper exited (%s); restarting it", proc.returncode
+            )
             if now - self._last_start < _RESTART_EVERY:
                 return None
         self._last_start = now
         env = {k: v for k, v in os.environ.items() if k != "OTEL_TRACES_EXPORTER"}
-        self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._proc = subprocess.Popen(
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
+        )
         return self._proc
 
     def _send(self, kind: bytes, payload: bytes) -> subprocess.Popen[bytes] | None:
@@ -151,8 +153,7 @@ class OffloadSpanProcessor(SpanProcessor):
         self._exporter = exporter
         self._max_batch = max(1, int(_env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
         self._delay = max(0.01, _env_number("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000)
-        self._max_queue = max(self._max_batch,
-                              int(_env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)))
+        self._max_queue = max(self._max_batch, int(_env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)))
         self._batch = SpanBatch()
         self._lock = threading.Lock()
         self._frames: collections.deque[tuple[bytes, int]] = collections.deque()
@@ -162,8 +163,7 @@ class OffloadSpanProcessor(SpanProcessor):
         self._sending = threading.Lock()
         self._stopped = False
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="OtelbotOffloadWriter",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="OtelbotOffloadWriter", daemon=True)
         self._thread.start()
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -209,8 +209,10 @@ class OffloadSpanProcessor(SpanProcessor):
         if self._queued + count > self._max_queue:
             self.dropped += count
             if self.dropped == count:
-                logger.warning("otelbot: span export queue full (the collector or the "
-                               "export helper is slow); dropping spans")
+                logger.warning(
+                    "otelbot: span export queue full (the collector or the "
+                    "export helper is slow); dropping spans"
+                )
             return
         self._frames.append((batch.payload(), count))
         self._queued += count
@@ -277,5 +279,3 @@ def _read_ack(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
     threading.Thread(target=read, daemon=True).start()
     return done.wait(timeout) and result[0] == b"ok\n"
-
-

@@ -128,38 +128,40 @@ class SpanBatch:
         status = span._status
         context = span._context
         parent = span._parent
-        self._append((
-            span._name,
-            context.trace_id,
-            context.span_id,
-            int(context.trace_flags),
-            tuple(context.trace_state.items()) if context.trace_state else (),
-            _parent(parent),
-            span._kind.value,
-            span._start_time,
-            span._end_time,
-            # BoundedAttributes keeps a plain dict: copying that is one C call.
-            dict(getattr(attributes, "_dict", attributes)) if attributes else None,
-            getattr(attributes, "dropped", 0),
-            _events(events),
-            getattr(events, "dropped", 0),
-            tuple(
-                (
-                    ln.context.trace_id,
-                    ln.context.span_id,
-                    int(ln.context.trace_flags),
-                    dict(ln.attributes) if ln.attributes else None,
+        self._append(
+            (
+                span._name,
+                context.trace_id,
+                context.span_id,
+                int(context.trace_flags),
+                tuple(context.trace_state.items()) if context.trace_state else (),
+                _parent(parent),
+                span._kind.value,
+                span._start_time,
+                span._end_time,
+                # BoundedAttributes keeps a plain dict: copying that is one C call.
+                dict(getattr(attributes, "_dict", attributes)) if attributes else None,
+                getattr(attributes, "dropped", 0),
+                _events(events),
+                getattr(events, "dropped", 0),
+                tuple(
+                    (
+                        ln.context.trace_id,
+                        ln.context.span_id,
+                        int(ln.context.trace_flags),
+                        dict(ln.attributes) if ln.attributes else None,
+                    )
+                    for ln in links
                 )
-                for ln in links
+                if links
+                else (),
+                getattr(links, "dropped", 0),
+                status.status_code.value,
+                status.description,
+                self._resource_index(span._resource),
+                self._scope_index(span._instrumentation_scope),
             )
-            if links
-            else (),
-            getattr(links, "dropped", 0),
-            status.status_code.value,
-            status.description,
-            self._resource_index(span._resource),
-            self._scope_index(span._instrumentation_scope),
-        ))
+        )
 
     def add_light(self, span: Any, resource: Any, scope: Any) -> None:
         """``add`` for an ended light span (``otelbot.core.lightspan.LightSpan``), read from
@@ -167,27 +169,29 @@ class SpanBatch:
         links and nothing dropped."""
         status = span._status
         context = span._context
-        self._append((
-            span._name,
-            context.trace_id,
-            context.span_id,
-            int(context.trace_flags),
-            tuple(context.trace_state.items()) if context.trace_state else (),
-            _parent(span._parent),
-            span._kind.value,
-            span._start,
-            span._end,
-            span._attributes or None,
-            0,
-            _events(span._events),
-            0,
-            (),
-            0,
-            status.status_code.value,
-            status.description,
-            self._resource_index(resource),
-            self._scope_index(scope),
-        ))
+        self._append(
+            (
+                span._name,
+                context.trace_id,
+                context.span_id,
+                int(context.trace_flags),
+                tuple(context.trace_state.items()) if context.trace_state else (),
+                _parent(span._parent),
+                span._kind.value,
+                span._start,
+                span._end,
+                span._attributes or None,
+                0,
+                _events(span._events),
+                0,
+                (),
+                0,
+                status.status_code.value,
+                status.description,
+                self._resource_index(resource),
+                self._scope_index(scope),
+            )
+        )
 
     def __len__(self) -> int:
         return self.count

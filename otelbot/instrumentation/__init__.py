@@ -1,5 +1,5 @@
 """In-process instrumentation, loaded by ``opentelemetry-instrument`` through entry points.
 
-    pip install otelbot
-    opentelemetry-instrument python bot.py
+pip install otelbot
+opentelemetry-instrument python bot.py
 """

@@ -127,8 +127,9 @@ class _Recorder:
         self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)
         self.retry_after = create_instrument(meter, TELEGRAM_API_RETRY_AFTER_METRIC)
         self.users = ActiveUsers()
-        self.users_gauge = create_instrument(meter, TELEGRAM_USERS_ACTIVE,
-                                             callbacks=[self._observe_users])
+        self.users_gauge = create_instrument(
+            meter, TELEGRAM_USERS_ACTIVE, callbacks=[self._observe_users]
+        )
         self._type_attrs: dict[str, dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
         self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -143,8 +144,10 @@ class _Recorder:
         from opentelemetry.metrics import Observation
 
         try:
-            return [Observation(value, {TELEGRAM_USERS_WINDOW: window})
-                    for window, value in self.users.estimates().items()]
+            return [
+                Observation(value, {TELEGRAM_USERS_WINDOW: window})
+                for window, value in self.users.estimates().items()
+            ]
         except Exception as exc:
             internal_error("active users gauge", exc)
             return []
@@ -210,8 +213,9 @@ class _Recorder:
         stats_file.update_started()
         return state, ctx_token, state_token
 
-    def end(self, begun: tuple[_UpdateState, Any, Any], result: Any,
-            exc: BaseException | None) -> None:
+    def end(
+        self, begun: tuple[_UpdateState, Any, Any], result: Any, exc: BaseException | None
+    ) -> None:
         state, ctx_token, state_token = begun
         elapsed = time.perf_counter() - state.started
         _current_update.reset(state_token)
@@ -245,17 +249,23 @@ class _Recorder:
         key = (update_type, outcome)
         attrs = self._outcome_attrs.get(key)
         if attrs is None:
-            attrs = self._outcome_attrs[key] = {TELEGRAM_UPDATE_TYPE: update_type,
-                                                TELEGRAM_UPDATE_OUTCOME: outcome}
+            attrs = self._outcome_attrs[key] = {
+                TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_UPDATE_OUTCOME: outcome,
+            }
         return attrs
 
-    def count_attrs(self, update_type: str, ingress: str, outcome: str,
-                    err: str | None) -> dict[str, Any]:
+    def count_attrs(
+        self, update_type: str, ingress: str, outcome: str, err: str | None
+    ) -> dict[str, Any]:
         key = (update_type, ingress, outcome, err)
         attrs = self._count_attrs.get(key)
         if attrs is None:
-            attrs = {TELEGRAM_UPDATE_TYPE: update_type, TELEGRAM_INGRESS: ingress,
-                     TELEGRAM_UPDATE_OUTCOME: outcome}
+            attrs = {
+                TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_INGRESS: ingress,
+                TELEGRAM_UPDATE_OUTCOME: outcome,
+            }
             if err is not None:
                 attrs[ERROR_TYPE] = err
             self._count_attrs[key] = attrs
@@ -290,7 +300,8 @@ class _Recorder:
         attrs = self._api_span_attrs.get(key)
         if attrs is None:
             attrs = self._api_span_attrs[key] = {
-                TELEGRAM_API_METHOD: api_method, TELEGRAM_BOT_ID: bot_id,
+                TELEGRAM_API_METHOD: api_method,
+                TELEGRAM_BOT_ID: bot_id,
                 URL_TEMPLATE: TELEGRAM_URL_TEMPLATE,
             }
         return attrs
@@ -331,7 +342,8 @@ class _Recorder:
             span = None
         else:
             span = self.tracer.start_span(
-                SPAN_TELEGRAM_API + " " + api_method, kind=SpanKind.CLIENT,
+                SPAN_TELEGRAM_API + " " + api_method,
+                kind=SpanKind.CLIENT,
                 attributes=self.api_span_attrs(api_method, self.bot_id(bot)),
             )
         call = ApiCall(span)
@@ -373,9 +385,15 @@ class _Recorder:
 
 
 _ERROR_CODES = {
-    "TelegramBadRequest": 400, "TelegramMigrateToChat": 400, "TelegramUnauthorizedError": 401,
-    "TelegramForbiddenError": 403, "TelegramNotFound": 404, "TelegramConflictError": 409,
-    "TelegramEntityTooLarge": 413, "TelegramRetryAfter": 429, "TelegramServerError": 500,
+    "TelegramBadRequest": 400,
+    "TelegramMigrateToChat": 400,
+    "TelegramUnauthorizedError": 401,
+    "TelegramForbiddenError": 403,
+    "TelegramNotFound": 404,
+    "TelegramConflictError": 409,
+    "TelegramEntityTooLarge": 413,
+    "TelegramRetryAfter": 429,
+    "TelegramServerError": 500,
     "RestartingTelegram": 500,
 }
 
@@ -385,6 +403,7 @@ def _error_code(exc: BaseException) -> int:
 
 
 # ---------------------------------------------------------------------- wrappers
+
 
 def _wrap_feed_update(original: Any, recorder: _Recorder) -> Any:
     def begin(dispatcher: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -81,7 +81,10 @@ class _Target:
         attrs = self.request_attrs.get(method)
         if attrs is None:
             attrs = self.request_attrs[method] = {
-                **self.host_attrs, HTTP_REQUEST_METHOD: method, URL_FULL: self.safe_url}
+                **self.host_attrs,
+                HTTP_REQUEST_METHOD: method,
+                URL_FULL: self.safe_url,
+            }
         return attrs
 
     def attrs_for(self, method: str) -> dict[str, Any]:
@@ -89,7 +92,8 @@ class _Target:
         if attrs is None:
             attrs = self.span_attrs[method] = {
                 **(self.api.attributes if self.api is not None else {}),
-                **self.http_attrs_for(method)}
+                **self.http_attrs_for(method),
+            }
         return attrs
 
 
@@ -127,8 +131,9 @@ class _Recorder:
             pass
         return found
 
-    def http_attrs(self, target: _Target, method: str, status: int, err: str | None
-                   ) -> dict[str, Any]:
+    def http_attrs(
+        self, target: _Target, method: str, status: int, err: str | None
+    ) -> dict[str, Any]:
         key = (id(target), method, status, err)
         attrs = self._metric_attrs.get(key)
         if attrs is None:
@@ -168,8 +173,9 @@ class _Recorder:
                 return outer, False
             if not target.trace:
                 return None, False
-            return self.tracer.start_span(api.span_name, kind=_CLIENT,
-                                          attributes=target.attrs_for(method)), True
+            return self.tracer.start_span(
+                api.span_name, kind=_CLIENT, attributes=target.attrs_for(method)
+            ), True
         span = self.tracer.start_span(method, kind=_CLIENT, attributes=target.attrs_for(method))
         # Propagate the trace to services other than Telegram.
         headers = kwargs.get("headers")
@@ -197,15 +203,21 @@ class _Recorder:
         call.http = (self, target, upper, time.perf_counter())
         return True
 
-    def finish_joined(self, call: ApiCall, http: tuple[Any, _Target, str, float], status: int,
-                      exc: BaseException | None) -> None:
+    def finish_joined(
+        self,
+        call: ApiCall,
+        http: tuple[Any, _Target, str, float],
+        status: int,
+        exc: BaseException | None,
+    ) -> None:
         """``ApiCall.end_http``: the HTTP request of a joined call is over."""
         _, target, method, started = http
         self._record_http(target, method, started, status, exc)
         _status_on_call(call, status)
 
-    def _record_http(self, target: _Target, method: str, started: float, status: int,
-                     exc: BaseException | None) -> tuple[float, str | None]:
+    def _record_http(
+        self, target: _Target, method: str, started: float, status: int, exc: BaseException | None
+    ) -> tuple[float, str | None]:
         """The ``http.client.request.duration`` point; returns (elapsed, error.type)."""
         elapsed = time.perf_counter() - started
         err: str | None = None
@@ -216,8 +228,16 @@ class _Recorder:
         self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
         return elapsed, err
 
-    def finish(self, target: _Target, method: str, span: Any, owned: bool, started: float,
-               status: int, exc: BaseException | None) -> None:
+    def finish(
+        self,
+        target: _Target,
+        method: str,
+        span: Any,
+        owned: bool,
+        started: float,
+        status: int,
+        exc: BaseException | None,
+    ) -> None:
         elapsed, err = self._record_http(target, method, started, status, exc)
         api = target.api
         if isinstance(span, ApiCall):
@@ -295,5 +315,6 @@ class AiohttpClientInstrumentor(OtelbotInstrumentor):
 
         tracer, meter = self.telemetry(**kwargs)
         recorder = _Recorder(tracer, meter)
-        self.patches.wrap(aiohttp.ClientSession, "_request",
-                          lambda original: _wrap_request(original, recorder))
+        self.patches.wrap(
+            aiohttp.ClientSession, "_request", lambda original: _wrap_request(original, recorder)
+        )

@@ -81,8 +81,9 @@ class _Recorder:
             self._routes[canonical] = safe
         return safe
 
-    def metric_attrs(self, method: str, scheme: str, route: str | None, status: int,
-                     err: str | None) -> dict[str, Any]:
+    def metric_attrs(
+        self, method: str, scheme: str, route: str | None, status: int, err: str | None
+    ) -> dict[str, Any]:
         key = (method, scheme, route, status, err)
         attrs = self._metric_attrs.get(key)
         if attrs is None:
@@ -122,8 +123,13 @@ class _Recorder:
         self.active.add(1, self.active_attrs(method, scheme))
         return span, token, time.perf_counter(), method, scheme
 
-    def finish(self, request: Any, started: tuple[Any, Any, float, str, str], status: int,
-               exc: BaseException | None) -> None:
+    def finish(
+        self,
+        request: Any,
+        started: tuple[Any, Any, float, str, str],
+        status: int,
+        exc: BaseException | None,
+    ) -> None:
         span, token, t0, method, scheme = started
         elapsed = time.perf_counter() - t0
         context.detach(token)
@@ -176,5 +182,6 @@ class AiohttpServerInstrumentor(OtelbotInstrumentor):
 
         tracer, meter = self.telemetry(**kwargs)
         recorder = _Recorder(tracer, meter)
-        self.patches.wrap(web_app.Application, "_handle",
-                          lambda original: _wrap_handle(original, recorder))
+        self.patches.wrap(
+            web_app.Application, "_handle", lambda original: _wrap_handle(original, recorder)
+        )

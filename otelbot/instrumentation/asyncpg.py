@@ -230,9 +230,9 @@ class _Telemetry:
     ) -> None:
         try:
             kind = error_type(exc)
-            sqlstate = getattr(exc, "sqlstate", None) if isinstance(
-                exc, self.postgres_error
-            ) else None
+            sqlstate = (
+                getattr(exc, "sqlstate", None) if isinstance(exc, self.postgres_error) else None
+            )
             attributes = dict(statement.metric_attributes)
             attributes[ERROR_TYPE] = kind
             if sqlstate:
@@ -308,9 +308,7 @@ class _Telemetry:
 # ------------------------------------------------------------------ wrappers
 
 
-def _query_method(
-    tel: _Telemetry, query_keyword: str | None, batch: bool
-) -> Callable[[Any], Any]:
+def _query_method(tel: _Telemetry, query_keyword: str | None, batch: bool) -> Callable[[Any], Any]:
     """Wrap a method that sends one query (or one batch) and waits for the answer.
 
     ``query_keyword`` names the Connection method's query parameter; None means the

@@ -95,9 +95,25 @@ _READS: dict[str, int] = {
 # Commands whose second word is a subcommand (``CLIENT SETNAME``); for any other command a
 # second word in the same string is an argument and may be a key, so it becomes "?".
 _CONTAINER_COMMANDS = frozenset(
-    {"ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY",
-     "MEMORY", "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
-     "HIMPORT"}
+    {
+        "ACL",
+        "CLIENT",
+        "CLUSTER",
+        "COMMAND",
+        "CONFIG",
+        "DEBUG",
+        "FUNCTION",
+        "LATENCY",
+        "MEMORY",
+        "MODULE",
+        "OBJECT",
+        "PUBSUB",
+        "SCRIPT",
+        "SLOWLOG",
+        "XGROUP",
+        "XINFO",
+        "HIMPORT",
+    }
 )
 
 _generations = itertools.count(1)
@@ -178,7 +194,13 @@ class _Command:
     """Everything recorded for one (pool, command, argument count), built once."""
 
     __slots__ = (
-        "error_attrs", "hit_attrs", "metric_attrs", "miss_attrs", "name", "query_text", "read",
+        "error_attrs",
+        "hit_attrs",
+        "metric_attrs",
+        "miss_attrs",
+        "name",
+        "query_text",
+        "read",
         "span_attrs",
     )
 
@@ -193,10 +215,16 @@ class _Command:
         self.metric_attrs[DB_OPERATION_NAME] = name
         self.error_attrs: dict[type, dict[str, Any]] = {}
         self.read = _READS.get(name)
-        self.hit_attrs = {DB_SYSTEM_NAME: DB_SYSTEM_REDIS, DB_OPERATION_NAME: name,
-                          CACHE_RESULT: CACHE_HIT}
-        self.miss_attrs = {DB_SYSTEM_NAME: DB_SYSTEM_REDIS, DB_OPERATION_NAME: name,
-                           CACHE_RESULT: CACHE_MISS}
+        self.hit_attrs = {
+            DB_SYSTEM_NAME: DB_SYSTEM_REDIS,
+            DB_OPERATION_NAME: name,
+            CACHE_RESULT: CACHE_HIT,
+        }
+        self.miss_attrs = {
+            DB_SYSTEM_NAME: DB_SYSTEM_REDIS,
+            DB_OPERATION_NAME: name,
+            CACHE_RESULT: CACHE_MISS,
+        }
 
 
 class _Batch:
@@ -223,7 +251,12 @@ class _Target:
     """One connection pool's server, with its command and pipeline caches."""
 
     __slots__ = (
-        "batches", "commands", "generation", "metric_attrs", "pipeline", "span_attrs",
+        "batches",
+        "commands",
+        "generation",
+        "metric_attrs",
+        "pipeline",
+        "span_attrs",
         "with_text",
     )
 
@@ -351,7 +384,11 @@ class _Telemetry:
         return target, span, commands
 
     def pipeline_succeeded(
-        self, target: _Target, span: Any, start: float, commands: tuple[_Command, ...],
+        self,
+        target: _Target,
+        span: Any,
+        start: float,
+        commands: tuple[_Command, ...],
         results: Any,
     ) -> None:
         duration = perf_counter() - start
@@ -431,13 +468,15 @@ class RedisInstrumentor(OtelbotInstrumentor):
         # Pipeline overrides execute_command (it queues), so patching Redis.execute_command
         # does not reach queued commands; immediate_execute_command runs the commands a
         # WATCHing pipeline sends right away, each one a command of its own.
-        patches.wrap(sync_client.Redis, "execute_command",
-                     lambda f: _sync_command(f, telemetry))
-        patches.wrap(sync_client.Pipeline, "immediate_execute_command",
-                     lambda f: _sync_command(f, telemetry))
+        patches.wrap(sync_client.Redis, "execute_command", lambda f: _sync_command(f, telemetry))
+        patches.wrap(
+            sync_client.Pipeline, "immediate_execute_command", lambda f: _sync_command(f, telemetry)
+        )
         patches.wrap(sync_client.Pipeline, "execute", lambda f: _sync_pipeline(f, telemetry))
-        patches.wrap(async_client.Redis, "execute_command",
-                     lambda f: _async_command(f, telemetry))
-        patches.wrap(async_client.Pipeline, "immediate_execute_command",
-                     lambda f: _async_command(f, telemetry))
+        patches.wrap(async_client.Redis, "execute_command", lambda f: _async_command(f, telemetry))
+        patches.wrap(
+            async_client.Pipeline,
+            "immediate_execute_command",
+            lambda f: _async_command(f, telemetry),
+        )
         patches.wrap(async_client.Pipeline, "execute", lambda f: _async_pipeline(f, telemetry))

@@ -29,7 +29,12 @@ class GcStats:
     """
 
     __slots__ = (
-        "_flushing", "collected", "collections", "pause_max", "pause_total", "pending",
+        "_flushing",
+        "collected",
+        "collections",
+        "pause_max",
+        "pause_total",
+        "pending",
         "uncollectable",
     )
 

@@ -15,8 +15,12 @@ class LoopMonitor:
     duration of every loop iteration (time from the selector returning to the next
     ``select()``), so that a blocked loop is measured in full."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float,
-                 on_tick: Callable[[LoopMonitor, float], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        interval: float,
+        on_tick: Callable[[LoopMonitor, float], None],
+    ) -> None:
         self.loop = loop
         self.interval = interval
         self._on_tick = on_tick

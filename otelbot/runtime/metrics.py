@@ -188,8 +188,15 @@ class RuntimeMetrics:
             return
         gc_stats = self.gc
         stats.write(
-            time.time(), gc_stats.collections, gc_stats.collected, gc_stats.uncollectable,
-            gc_stats.pause_total, gc_stats.pause_max, self.lag_last, self.lag_max, self.tasks,
+            time.time(),
+            gc_stats.collections,
+            gc_stats.collected,
+            gc_stats.uncollectable,
+            gc_stats.pause_total,
+            gc_stats.pause_max,
+            self.lag_last,
+            self.lag_max,
+            self.tasks,
         )
         self.lag_last = 0.0
 
@@ -203,21 +210,28 @@ class RuntimeMetrics:
         observed: list[tuple[semconv.Metric, Callable[[], list[Observation]]]] = [
             (semconv.CPYTHON_GC_COLLECTIONS, self._observe_collections),
             (semconv.CPYTHON_GC_COLLECTED_OBJECTS, lambda: per_generation(gc_stats.collected)),
-            (semconv.CPYTHON_GC_UNCOLLECTABLE_OBJECTS,
-             lambda: per_generation(gc_stats.uncollectable)),
+            (
+                semconv.CPYTHON_GC_UNCOLLECTABLE_OBJECTS,
+                lambda: per_generation(gc_stats.uncollectable),
+            ),
             (semconv.PROCESS_CPU_TIME, observe_cpu),
         ]
         probe = ProcessProbe.create()
         if probe is None:
-            log_once("runtime.no_probe", "otelbot: neither /proc nor psutil is available; "
-                     "process memory, thread and file descriptor metrics are off")
+            log_once(
+                "runtime.no_probe",
+                "otelbot: neither /proc nor psutil is available; "
+                "process memory, thread and file descriptor metrics are off",
+            )
         else:
             observed += [
                 (semconv.PROCESS_MEMORY_USAGE, lambda: [Observation(probe.memory()[0])]),
                 (semconv.PROCESS_MEMORY_VIRTUAL, lambda: [Observation(probe.memory()[1])]),
                 (semconv.PROCESS_THREAD_COUNT, lambda: [Observation(probe.threads())]),
-                (semconv.PROCESS_OPEN_FILE_DESCRIPTOR_COUNT,
-                 lambda: [Observation(probe.file_descriptors())]),
+                (
+                    semconv.PROCESS_OPEN_FILE_DESCRIPTOR_COUNT,
+                    lambda: [Observation(probe.file_descriptors())],
+                ),
             ]
         for metric, read in observed:
             create_instrument(meter, metric, [self._observer(metric.name, read)])
@@ -260,6 +274,7 @@ def _open_stats_file(directory: str, interval: float) -> StatsFile | None:
         "otelbot: OTELBOT_RUNTIME_DIR=%s is not usable (%s), so the bot exports its runtime "
         "metrics itself; create the directory and make it writable by the bot's user, or "
         "unset the variable",
-        directory, reason,
+        directory,
+        reason,
     )
     return None

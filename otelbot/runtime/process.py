@@ -38,7 +38,7 @@ class ProcessProbe:
             data = f.read()
         # Fields after the ")" that closes the command name start at field 3 (state);
         # num_threads is field 20.
-        return int(data[data.rindex(b")") + 2:].split()[17])
+        return int(data[data.rindex(b")") + 2 :].split()[17])
 
     def file_descriptors(self) -> int:
         return len(os.listdir("/proc/self/fd"))

@@ -45,7 +45,11 @@ _BODY_OFFSET = 24
 assert LAYOUT.size == 208 and _BODY_OFFSET + _BODY.size == LAYOUT.size
 
 _GENERATION_FIELDS = (
-    "collections", "collected", "uncollectable", "pause_total", "pause_max",
+    "collections",
+    "collected",
+    "uncollectable",
+    "pause_total",
+    "pause_max",
 )
 
 # --------------------------------------------------------------------------- update counters
@@ -85,8 +89,9 @@ def stats_path(directory: str, pid: int | None = None) -> str:
 class StatsFile:
     """The writer side: one per process, created by the runtime instrumentation."""
 
-    def __init__(self, path: str, mapping: mmap.mmap, pid: int, start_time: float,
-                 interval: float) -> None:
+    def __init__(
+        self, path: str, mapping: mmap.mmap, pid: int, start_time: float, interval: float
+    ) -> None:
         self.path = path
         self.pid = pid
         self.start_time = start_time
@@ -121,8 +126,23 @@ class StatsFile:
         self = cls(path, mapping, pid, now, interval)
         zeros = [0] * GENERATIONS
         LAYOUT.pack_into(
-            mapping, 0, MAGIC, LAYOUT_VERSION, 0, pid, 0, 0, now, now, interval,
-            *_generation_values(zeros, zeros, zeros, zeros, zeros), 0.0, 0.0, 0, 0, 0,
+            mapping,
+            0,
+            MAGIC,
+            LAYOUT_VERSION,
+            0,
+            pid,
+            0,
+            0,
+            now,
+            now,
+            interval,
+            *_generation_values(zeros, zeros, zeros, zeros, zeros),
+            0.0,
+            0.0,
+            0,
+            0,
+            0,
         )
         try:
             os.replace(tmp, path)
@@ -155,9 +175,17 @@ class StatsFile:
         seq = self._seq + 1
         _SEQ.pack_into(mapping, _SEQ_OFFSET, seq)  # odd: write in progress
         _BODY.pack_into(
-            mapping, _BODY_OFFSET, self.start_time, heartbeat, self.interval,
+            mapping,
+            _BODY_OFFSET,
+            self.start_time,
+            heartbeat,
+            self.interval,
             *_generation_values(collections, collected, uncollectable, pause_total, pause_max),
-            loop_lag, loop_lag_max, tasks, _updates_in_flight, _updates_total,
+            loop_lag,
+            loop_lag_max,
+            tasks,
+            _updates_in_flight,
+            _updates_total,
         )
         seq += 1
         _SEQ.pack_into(mapping, _SEQ_OFFSET, seq)  # even: stable

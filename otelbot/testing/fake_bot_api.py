@@ -49,8 +49,9 @@ class Fault:
 
     @classmethod
     def flood(cls, retry_after: int = 5) -> Fault:
-        return cls("flood", 429, f"Too Many Requests: retry after {retry_after}",
-                   retry_after=retry_after)
+        return cls(
+            "flood", 429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
+        )
 
     @classmethod
     def bad_request(cls, description: str = "Bad Request: chat not found") -> Fault:
@@ -105,8 +106,14 @@ class _State:
 class FakeBotApi:
     """The fake server. Thread-safe control methods; the server runs on its own loop."""
 
-    def __init__(self, token: str, host: str = "127.0.0.1", port: int = 0,
-                 max_poll_wait: float = 1.0, bot_username: str = "otelbot_test_bot") -> None:
+    def __init__(
+        self,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_poll_wait: float = 1.0,
+        bot_username: str = "otelbot_test_bot",
+    ) -> None:
         self.token = token
         self.bot_id = int(token.split(":", 1)[0]) if ":" in token else BOT_ID_DEFAULT
         self.host = host
@@ -149,8 +156,9 @@ class FakeBotApi:
     async def serve(self) -> None:
         """Start serving on the running loop (used directly by the CLI)."""
         self._new_updates = asyncio.Event()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -216,22 +224,34 @@ class FakeBotApi:
         with self._lock:
             return next(self.state.update_ids)
 
-    def message_update(self, text: str = "hello", user_id: int = 1001, chat_id: int | None = None,
-                       chat_type: str = "private") -> dict[str, Any]:
+    def message_update(
+        self,
+        text: str = "hello",
+        user_id: int = 1001,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
         chat_id = user_id if chat_id is None else chat_id
         user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
         message: dict[str, Any] = {
             "message_id": self.next_update_id(),
             "date": int(time.time()),
-            "chat": {"id": chat_id, "type": chat_type,
-                     **({"first_name": user["first_name"]} if chat_type == "private"
-                        else {"title": "Group"})},
+            "chat": {
+                "id": chat_id,
+                "type": chat_type,
+                **(
+                    {"first_name": user["first_name"]}
+                    if chat_type == "private"
+                    else {"title": "Group"}
+                ),
+            },
             "from": user,
             "text": text,
         }
         if text.startswith("/"):
-            message["entities"] = [{"type": "bot_command", "offset": 0,
-                                    "length": len(text.split()[0])}]
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
+            ]
         return {"update_id": self.next_update_id(), "message": message}
 
     def callback_update(self, data: str = "cb", user_id: int = 1001) -> dict[str, Any]:
@@ -243,8 +263,12 @@ class FakeBotApi:
                 "from": user,
                 "chat_instance": "1",
                 "data": data,
-                "message": {"message_id": 1, "date": int(time.time()),
-                            "chat": {"id": user_id, "type": "private"}, "text": "menu"},
+                "message": {
+                    "message_id": 1,
+                    "date": int(time.time()),
+                    "chat": {"id": user_id, "type": "private"},
+                    "text": "menu",
+                },
             },
         }
 
@@ -301,8 +325,9 @@ class FakeBotApi:
                 extra = {"retry_after": fault.retry_after} if fault.kind == "flood" else None
                 return self._error(fault.status, fault.description, extra)
             if fault.kind == "broken_json":
-                return web.Response(text='{"ok": true, "result": {',
-                                    content_type="application/json")
+                return web.Response(
+                    text='{"ok": true, "result": {', content_type="application/json"
+                )
             if fault.kind == "drop":
                 if request.transport is not None:
                     request.transport.close()
@@ -311,8 +336,9 @@ class FakeBotApi:
         return web.json_response({"ok": True, "result": result})
 
     @staticmethod
-    def _error(status: int, description: str,
-               parameters: dict[str, Any] | None = None) -> web.Response:
+    def _error(
+        status: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> web.Response:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         if parameters:
             body["parameters"] = parameters
@@ -320,8 +346,12 @@ class FakeBotApi:
 
     async def _result(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
-            return {"id": self.bot_id, "is_bot": True, "first_name": "otelbot test",
-                    "username": self.bot_username}
+            return {
+                "id": self.bot_id,
+                "is_bot": True,
+                "first_name": "otelbot test",
+                "username": self.bot_username,
+            }
         if method == "getUpdates":
             return await self._get_updates(params)
         if method in ("sendMessage", "editMessageText", "sendPhoto", "sendDocument"):
@@ -376,15 +406,20 @@ class FakeBotApi:
         for spec in body.get("updates", []):
             kind = spec.get("kind", "message")
             if kind == "callback_query":
-                updates.append(self.callback_update(spec.get("data", "cb"),
-                                                    spec.get("user_id", 1001)))
+                updates.append(
+                    self.callback_update(spec.get("data", "cb"), spec.get("user_id", 1001))
+                )
             elif kind == "raw":
                 updates.append(spec["update"])
             else:
-                updates.append(self.message_update(spec.get("text", "hello"),
-                                                   spec.get("user_id", 1001),
-                                                   spec.get("chat_id"),
-                                                   spec.get("chat_type", "private")))
+                updates.append(
+                    self.message_update(
+                        spec.get("text", "hello"),
+                        spec.get("user_id", 1001),
+                        spec.get("chat_id"),
+                        spec.get("chat_type", "private"),
+                    )
+                )
         self.push_updates(updates)
         return web.json_response({"queued": len(updates)})
 
@@ -395,15 +430,18 @@ class FakeBotApi:
 
     async def _control_calls(self, request: web.Request) -> web.Response:
         method = request.query.get("method")
-        return web.json_response([
-            {"method": c.method, "at": c.at, "token_ok": c.token_ok}
-            for c in self.calls(method)
-        ])
+        return web.json_response(
+            [{"method": c.method, "at": c.at, "token_ok": c.token_ok} for c in self.calls(method)]
+        )
 
     async def _control_status(self, request: web.Request) -> web.Response:
-        return web.json_response({"pending": self.pending_updates,
-                                  "delivered": self.delivered_updates,
-                                  "calls": len(self.calls())})
+        return web.json_response(
+            {
+                "pending": self.pending_updates,
+                "delivered": self.delivered_updates,
+                "calls": len(self.calls()),
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -412,12 +450,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", required=True)
     parser.add_argument("--max-poll-wait", type=float, default=1.0)
-    parser.add_argument("--updates", type=int, default=0,
-                        help="queue this many message updates at start")
+    parser.add_argument(
+        "--updates", type=int, default=0, help="queue this many message updates at start"
+    )
     args = parser.parse_args(argv)
     api = FakeBotApi(args.token, args.host, args.port, args.max_poll_wait)
-    api.push_updates([api.message_update(f"msg {i}", user_id=1000 + i % 50)
-                      for i in range(args.updates)])
+    api.push_updates(
+        [api.message_update(f"msg {i}", user_id=1000 + i % 50) for i in range(args.updates)]
+    )
 
     async def run() -> None:
         await api.serve()

@@ -27,8 +27,14 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER",
-              5: "CONSUMER"}
+SPAN_KINDS = {
+    0: "UNSPECIFIED",
+    1: "INTERNAL",
+    2: "SERVER",
+    3: "CLIENT",
+    4: "PRODUCER",
+    5: "CONSUMER",
+}
 
 
 def any_value(v: AnyValue) -> Any:
@@ -99,8 +105,13 @@ class ReceivedLog:
 class OtlpReceiver:
     """Receives OTLP traces, metrics and logs over HTTP (and gRPC when grpcio is installed)."""
 
-    def __init__(self, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int | None = 0,
-                 keep_raw: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        http_port: int = 0,
+        grpc_port: int | None = 0,
+        keep_raw: bool = True,
+    ) -> None:
         self.host = host
         self._http_port = http_port
         self._grpc_port = grpc_port
@@ -199,8 +210,10 @@ class OtlpReceiver:
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,
                         attributes=attributes(s.attributes),
-                        events=[{"name": e.name, "attributes": attributes(e.attributes)}
-                                for e in s.events],
+                        events=[
+                            {"name": e.name, "attributes": attributes(e.attributes)}
+                            for e in s.events
+                        ],
                         status_code=s.status.code,
                         status_message=s.status.message,
                         resource=resource,
@@ -217,9 +230,13 @@ class OtlpReceiver:
                     data = getattr(m, kind)
                     for dp in data.data_points:
                         point = ReceivedPoint(
-                            name=m.name, unit=m.unit, kind=kind,
-                            attributes=attributes(dp.attributes), value=None,
-                            resource=resource, time_ns=dp.time_unix_nano,
+                            name=m.name,
+                            unit=m.unit,
+                            kind=kind,
+                            attributes=attributes(dp.attributes),
+                            value=None,
+                            resource=resource,
+                            time_ns=dp.time_unix_nano,
                         )
                         if kind in ("sum", "gauge"):
                             which = dp.WhichOneof("value")
@@ -357,18 +374,21 @@ class OtlpReceiver:
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                return handle("traces", request, context,
-                              trace_service_pb2.ExportTraceServiceResponse())
+                return handle(
+                    "traces", request, context, trace_service_pb2.ExportTraceServiceResponse()
+                )
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                return handle("metrics", request, context,
-                              metrics_service_pb2.ExportMetricsServiceResponse())
+                return handle(
+                    "metrics", request, context, metrics_service_pb2.ExportMetricsServiceResponse()
+                )
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                return handle("logs", request, context,
-                              logs_service_pb2.ExportLogsServiceResponse())
+                return handle(
+                    "logs", request, context, logs_service_pb2.ExportLogsServiceResponse()
+                )
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)

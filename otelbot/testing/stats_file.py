@@ -56,7 +56,7 @@ def read_stats(path: str, attempts: int = 1000) -> dict[str, Any]:
         raise ValueError(f"{path}: layout version {version}, this reader knows 1")
     generations = []
     for g in range(GENERATIONS):
-        row = values[9 + 5 * g: 14 + 5 * g]
+        row = values[9 + 5 * g : 14 + 5 * g]
         generations.append(dict(zip(_GENERATION_FIELDS, row, strict=True)))
     lag, lag_max, tasks, in_flight, total = values[24:]
     return {

@@ -28,7 +28,8 @@ def unique(prefix: str = "otb_agent_") -> str:
 
 def values(samples: list[Sample], name: str, **match: object) -> list[float]:
     return [
-        s.value for s in samples
+        s.value
+        for s in samples
         if s.metric.name == name and all(s.attributes.get(k) == v for k, v in match.items())
     ]
 
@@ -131,15 +132,27 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self._tmp)]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self._tmp),
+        ]
         if self._password:
             args += ["--requirepass", self._password]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), 0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
             ):
                 return self
             time.sleep(0.05)

@@ -24,8 +24,7 @@ AGENT = [sys.executable, "-m", "otelbot.agent.cli"]
 def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")}
     full_env.update(env or {})
-    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=60,
-                          env=full_env)
+    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=60, env=full_env)
 
 
 def write_config(tmp_path: Path, pg_dsn: str, redis_url: str, extra: str = "") -> Path:
@@ -67,10 +66,14 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
         ("intervals:\n  fast: soon\n", "intervals.fast: expected a duration like 15s"),
         ("postgres:\n  databases: []\n", "postgres: unknown key"),
         ("process:\n  enabled: true\n", "process: set one of pid, pid_file or pattern"),
-        ("postgresql:\n  databases:\n    - dsn_file: /nonexistent/dsn\n",
-         "postgresql.databases.0: cannot read dsn_file '/nonexistent/dsn'"),
-        ("redis:\n  instances:\n    - url: http://x\n",
-         "redis.instances.0: url must start with redis://"),
+        (
+            "postgresql:\n  databases:\n    - dsn_file: /nonexistent/dsn\n",
+            "postgresql.databases.0: cannot read dsn_file '/nonexistent/dsn'",
+        ),
+        (
+            "redis:\n  instances:\n    - url: http://x\n",
+            "redis.instances.0: url must start with redis://",
+        ),
         ("intervals: [1, 2\n", "line 2"),
         ("- a\n- b\n", "the top level must be a mapping"),
     ],
@@ -102,7 +105,9 @@ def test_check_ok_and_failing_target(tmp_path: Path, pg_dsn: str, redis_url: str
 
     dead = free_port()
     bad = write_config(
-        tmp_path, f"postgresql://postgres:hunter2secret@127.0.0.1:{dead}/test", redis_url,
+        tmp_path,
+        f"postgresql://postgres:hunter2secret@127.0.0.1:{dead}/test",
+        redis_url,
     )
     result = run_agent("check", "--config", str(bad))
     assert result.returncode == 1
@@ -141,10 +146,18 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
         f"health:\n  port: {port}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
-               OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="otb-agent-e2e")
-    proc = subprocess.Popen([*AGENT, "run", "--config", str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="otb-agent-e2e",
+    )
+    proc = subprocess.Popen(
+        [*AGENT, "run", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         otlp_receiver.wait_for(lambda r: r.points("redis.up"), 20)
         deadline = time.monotonic() + 10
@@ -173,15 +186,22 @@ def test_collector_modules_load_only_for_enabled_targets(tmp_path: Path, pg_dsn:
     for name, module in REGISTRY.items():  # each name is its module's NAME
         assert name == importlib.import_module(module).NAME
     config = tmp_path / "agent.yaml"
-    config.write_text(f"postgresql:\n  databases:\n    - dsn: {pg_dsn}\n"
-                      f"state_file: {tmp_path / 'state.json'}\n")
-    probe = ("import json, sys; from otelbot.agent.config import load_config; "
-             "from otelbot.agent.collectors import build_collectors; "
-             f"c = build_collectors(load_config({str(config)!r})); "
-             "print(json.dumps([[type(x).__name__ for x in c], sorted(sys.modules)]))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         timeout=60, env={k: v for k, v in os.environ.items()
-                                          if not k.startswith("OTELBOT_AGENT_")})
+    config.write_text(
+        f"postgresql:\n  databases:\n    - dsn: {pg_dsn}\nstate_file: {tmp_path / 'state.json'}\n"
+    )
+    probe = (
+        "import json, sys; from otelbot.agent.config import load_config; "
+        "from otelbot.agent.collectors import build_collectors; "
+        f"c = build_collectors(load_config({str(config)!r})); "
+        "print(json.dumps([[type(x).__name__ for x in c], sorted(sys.modules)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")},
+    )
     assert out.returncode == 0, out.stderr
     built, modules = json.loads(out.stdout)
     assert built == ["PostgresCollector"]

@@ -18,9 +18,9 @@ from otelbot.agent.config import RedisInstance
 from otelbot.agent.health import HealthServer
 from otelbot.agent.pipeline import ExportLoss, Pipeline, build_providers
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from tests.agent.collectors.test_runtime_and_process import write_stats
 
 from .conftest import PrivateRedis, TcpProxy, agent_config, values
-from .test_runtime_and_process import write_stats
 
 
 async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
@@ -36,7 +36,8 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None
 def up(pipeline: Pipeline, name: str) -> list[tuple[float, str | None]]:
     return [
         (s.value, s.attributes.get(semconv.ERROR_TYPE))  # type: ignore[misc]
-        for s in pipeline.samples() if s.metric.name == name
+        for s in pipeline.samples()
+        if s.metric.name == name
     ]
 
 
@@ -45,8 +46,11 @@ async def test_targets_down_and_back_independently(
 ) -> None:
     config = agent_config(
         intervals={"fast": 0.3, "slow": 60, "advice": 3600},
-        postgresql={"databases": [{"dsn": f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test"}],
-                    "connect_timeout": 1, "statement_timeout": 1},
+        postgresql={
+            "databases": [{"dsn": f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test"}],
+            "connect_timeout": 1,
+            "statement_timeout": 1,
+        },
         redis={"instances": [{"url": private_redis.url}], "timeout": 1},
         runtime={"enabled": False},
     )
@@ -54,8 +58,12 @@ async def test_targets_down_and_back_independently(
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
     try:
-        await eventually(lambda: up(pipeline, "postgresql.up") == [(1, None)]
-                         and up(pipeline, "redis.up") == [(1, None)])
+        await eventually(
+            lambda: (
+                up(pipeline, "postgresql.up") == [(1, None)]
+                and up(pipeline, "redis.up") == [(1, None)]
+            )
+        )
         assert values(pipeline.samples(), "postgresql.table.count")  # slow tier ran too
 
         await pg_proxy.cut()
@@ -84,8 +92,11 @@ async def test_redis_auth_error_type_and_password_file(tmp_path: Path) -> None:
     try:
         wrong = RedisCollector(RedisInstance(url=server.url), timeout=2)
         out = await wrong.collect(ALL_TIERS)
-        assert [(s.value, s.attributes.get(semconv.ERROR_TYPE))
-                for s in out.samples if s.metric.name == "redis.up"] == [(0, "auth")]
+        assert [
+            (s.value, s.attributes.get(semconv.ERROR_TYPE))
+            for s in out.samples
+            if s.metric.name == "redis.up"
+        ] == [(0, "auth")]
         secret = tmp_path / "redis-password"
         secret.write_text("s3cret-redis\n")
         right = RedisCollector(RedisInstance(url=server.url, password_file=str(secret)), 2)
@@ -100,13 +111,18 @@ async def test_redis_auth_error_type_and_password_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 async def test_export_to_the_otlp_receiver(
-    otlp_receiver: OtlpReceiver, redis_url: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, protocol: str,
+    otlp_receiver: OtlpReceiver,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
 ) -> None:
     import os
 
-    endpoint = otlp_receiver.http_endpoint if protocol != "grpc" else (
-        "http://" + otlp_receiver.grpc_endpoint
+    endpoint = (
+        otlp_receiver.http_endpoint
+        if protocol != "grpc"
+        else ("http://" + otlp_receiver.grpc_endpoint)
     )
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
@@ -114,7 +130,8 @@ async def test_export_to_the_otlp_receiver(
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
     write_stats(tmp_path / f"{os.getpid()}.stats", os.getpid(), time.time() - 120)
     config = agent_config(
-        intervals={"fast": 0.5}, export_interval=0.5,
+        intervals={"fast": 0.5},
+        export_interval=0.5,
         redis={"instances": [{"url": redis_url}]},
         runtime={"dir": str(tmp_path)},
     )
@@ -126,8 +143,11 @@ async def test_export_to_the_otlp_receiver(
     try:
         await asyncio.to_thread(
             otlp_receiver.wait_for,
-            lambda r: r.points("redis.up") and r.points("otelbot.agent.collect.duration")
-            and r.logs(semconv.EVENT_BOT_FROZEN),
+            lambda r: (
+                r.points("redis.up")
+                and r.points("otelbot.agent.collect.duration")
+                and r.logs(semconv.EVENT_BOT_FROZEN)
+            ),
             15,
         )
     finally:
@@ -139,8 +159,10 @@ async def test_export_to_the_otlp_receiver(
     assert point.value == 1
     assert point.resource["service.name"] == "otb-agent-test-bot"
     assert point.resource["deployment.environment.name"] == "test"
-    assert {p.attributes[semconv.CPYTHON_GC_GENERATION]
-            for p in otlp_receiver.points("cpython.gc.collections")} == {0, 1, 2}
+    assert {
+        p.attributes[semconv.CPYTHON_GC_GENERATION]
+        for p in otlp_receiver.points("cpython.gc.collections")
+    } == {0, 1, 2}
     durations = otlp_receiver.points("otelbot.agent.collect.duration")
     assert {p.attributes[semconv.OTELBOT_COLLECTOR] for p in durations} >= {"redis", "runtime"}
     log = otlp_receiver.logs(semconv.EVENT_BOT_FROZEN)[0]
@@ -159,8 +181,12 @@ async def test_endpoint_down_counts_the_loss_and_keeps_running(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
-    config = agent_config(intervals={"fast": 0.2}, export_interval=0.3,
-                          redis={"instances": [{"url": redis_url}]}, runtime={"enabled": False})
+    config = agent_config(
+        intervals={"fast": 0.2},
+        export_interval=0.3,
+        redis={"instances": [{"url": redis_url}]},
+        runtime={"enabled": False},
+    )
     loss = ExportLoss()
     meter_provider, logger_provider = build_providers(config, loss)
     pipeline = Pipeline(config, build_collectors(config), meter_provider, logger_provider, loss)
@@ -178,8 +204,11 @@ async def test_endpoint_down_counts_the_loss_and_keeps_running(
 
 
 async def test_health_endpoints(redis_url: str) -> None:
-    config = agent_config(intervals={"fast": 0.2}, redis={"instances": [{"url": redis_url}]},
-                          runtime={"enabled": False})
+    config = agent_config(
+        intervals={"fast": 0.2},
+        redis={"instances": [{"url": redis_url}]},
+        runtime={"enabled": False},
+    )
     pipeline = Pipeline(config, build_collectors(config))
     health = HealthServer(pipeline, "127.0.0.1", 0)
     await health.start()

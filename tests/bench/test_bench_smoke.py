@@ -14,8 +14,17 @@ pytestmark = pytest.mark.e2e
 
 def test_e2e_bench_runs_every_kind_of_configuration(tmp_path: Path) -> None:
     out = tmp_path / "latest.md"
-    code = run.main(["--quick", "--only", "e2e", "--configs",
-                     "bare,otelbot,otelbot (SDK exporter),contrib 10%", "--out", str(out)])
+    code = run.main(
+        [
+            "--quick",
+            "--only",
+            "e2e",
+            "--configs",
+            "bare,otelbot,otelbot (SDK exporter),contrib 10%",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = out.read_text()
     for name in ("| bare |", "| otelbot |", "| otelbot (SDK exporter) |", "| contrib 10% |"):

@@ -20,8 +20,12 @@ from otelbot import semconv
 from otelbot.core import fastmetrics
 from otelbot.core.fastmetrics import create_instrument
 
-METRICS = (semconv.DB_CLIENT_OPERATION_DURATION, semconv.TELEGRAM_UPDATES,
-           semconv.TELEGRAM_UPDATES_ACTIVE, semconv.OTELBOT_GC_PAUSE_DURATION)
+METRICS = (
+    semconv.DB_CLIENT_OPERATION_DURATION,
+    semconv.TELEGRAM_UPDATES,
+    semconv.TELEGRAM_UPDATES_ACTIVE,
+    semconv.OTELBOT_GC_PAUSE_DURATION,
+)
 
 
 def _record_workload(meter: Any, seed: int) -> list[Any]:
@@ -30,8 +34,10 @@ def _record_workload(meter: Any, seed: int) -> list[Any]:
     instruments = [create_instrument(meter, m) for m in METRICS]
     duration, updates, active, pause = instruments
     rng = random.Random(seed)
-    cached = [{"db.system.name": "postgresql", "db.operation.name": op} for op in
-              ("SELECT", "INSERT", "UPDATE")]
+    cached = [
+        {"db.system.name": "postgresql", "db.operation.name": op}
+        for op in ("SELECT", "INSERT", "UPDATE")
+    ]
     for i in range(3000):
         attrs = rng.choice(cached)
         if i % 7 == 0:
@@ -61,14 +67,25 @@ def _collect(reader: InMemoryMetricReader) -> dict[tuple[str, str], Any]:
                 for p in metric.data.data_points:
                     key = tuple(sorted((p.attributes or {}).items()))
                     if hasattr(p, "bucket_counts"):
-                        points[key] = (p.count, round(p.sum, 9), tuple(p.bucket_counts),
-                                       tuple(p.explicit_bounds), p.min, p.max)
+                        points[key] = (
+                            p.count,
+                            round(p.sum, 9),
+                            tuple(p.bucket_counts),
+                            tuple(p.explicit_bounds),
+                            p.min,
+                            p.max,
+                        )
                     else:
                         points[key] = p.value
                 monotonic = getattr(metric.data, "is_monotonic", None)
                 out[(sm.scope.name, metric.name)] = (
-                    metric.unit, metric.description, type(metric.data).__name__,
-                    metric.data.aggregation_temporality, monotonic, points)
+                    metric.unit,
+                    metric.description,
+                    type(metric.data).__name__,
+                    metric.data.aggregation_temporality,
+                    monotonic,
+                    points,
+                )
     return out
 
 
@@ -110,8 +127,9 @@ def test_sdk_metrics_of_the_same_provider_are_kept(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("setup", ["delta", "view", "boundaries", "env"])
-def test_steps_aside_when_the_result_would_differ(monkeypatch: pytest.MonkeyPatch,
-                                                 setup: str) -> None:
+def test_steps_aside_when_the_result_would_differ(
+    monkeypatch: pytest.MonkeyPatch, setup: str
+) -> None:
     monkeypatch.setenv("OTELBOT_FAST_METRICS", "true")
     reader_kwargs: dict[str, Any] = {}
     views: list[View] = []
@@ -121,23 +139,25 @@ def test_steps_aside_when_the_result_would_differ(monkeypatch: pytest.MonkeyPatc
         views.append(View(instrument_name="*", attribute_keys=set()))
     elif setup == "boundaries":
         reader_kwargs["preferred_aggregation"] = {
-            Histogram: ExplicitBucketHistogramAggregation(boundaries=[0.1, 1.0])}
+            Histogram: ExplicitBucketHistogramAggregation(boundaries=[0.1, 1.0])
+        }
     else:
         monkeypatch.setenv("OTELBOT_FAST_METRICS", "false")
-    provider = MeterProvider(metric_readers=[InMemoryMetricReader(**reader_kwargs)],
-                             views=views)
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader(**reader_kwargs)], views=views)
     instrument = create_instrument(provider.get_meter("x"), semconv.DB_CLIENT_OPERATION_DURATION)
     assert not isinstance(instrument, fastmetrics._Instrument)
 
 
 def test_the_otlp_exporters_reader_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTELBOT_FAST_METRICS", "true")
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint="http://127.0.0.1:9"),
-                                           export_interval_millis=10**9)
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint="http://127.0.0.1:9"), export_interval_millis=10**9
+    )
     provider = MeterProvider(metric_readers=[reader])
     try:
-        instrument = create_instrument(provider.get_meter("x"),
-                                       semconv.DB_CLIENT_OPERATION_DURATION)
+        instrument = create_instrument(
+            provider.get_meter("x"), semconv.DB_CLIENT_OPERATION_DURATION
+        )
         assert isinstance(instrument, fastmetrics.FastHistogram)
     finally:
         provider.shutdown(timeout_millis=100)

@@ -18,15 +18,19 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 from otelbot.core.errors import record_exception
 from otelbot.core.lightspan import LightSpan, LightTracer, light_tracer
 
-ATTRS = {"db.system.name": "postgresql", "db.namespace": "test", "server.port": 5432,
-         "db.query.text": "SELECT ?"}
+ATTRS = {
+    "db.system.name": "postgresql",
+    "db.namespace": "test",
+    "server.port": 5432,
+    "db.query.text": "SELECT ?",
+}
 
 
-def _setup(monkeypatch: pytest.MonkeyPatch, fast: bool = True,
-           **provider_kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+def _setup(
+    monkeypatch: pytest.MonkeyPatch, fast: bool = True, **provider_kwargs: Any
+) -> tuple[TracerProvider, InMemorySpanExporter]:
     monkeypatch.setenv("OTELBOT_LIGHT_SPANS", "true" if fast else "false")
-    provider = TracerProvider(resource=Resource({"service.name": "leaf-test"}),
-                              **provider_kwargs)
+    provider = TracerProvider(resource=Resource({"service.name": "leaf-test"}), **provider_kwargs)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
@@ -40,18 +44,27 @@ def _scenario(provider: TracerProvider) -> list[Any]:
     spans = []
     # A root made current (the polling update span), with a span of the bot's own code
     # (the SDK's tracer) under it.
-    root = leaves.start_span("telegram.update message", context=context.Context(),
-                             kind=SpanKind.SERVER, attributes={"telegram.update.type": "x"})
+    root = leaves.start_span(
+        "telegram.update message",
+        context=context.Context(),
+        kind=SpanKind.SERVER,
+        attributes={"telegram.update.type": "x"},
+    )
     spans.append(root)
     with trace.use_span(root, end_on_exit=True):
         with tracer.start_as_current_span("user code"):
             pass
     # A child of a remote parent (a webhook request with traceparent).
-    remote = trace.SpanContext(0x1234, 0x5678, is_remote=True,
-                               trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-                               trace_state=trace.TraceState([("vendor", "v1")]))
-    child = leaves.start_span("POST", context=trace.set_span_in_context(
-        NonRecordingSpan(remote)), kind=SpanKind.SERVER)
+    remote = trace.SpanContext(
+        0x1234,
+        0x5678,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        trace_state=trace.TraceState([("vendor", "v1")]),
+    )
+    child = leaves.start_span(
+        "POST", context=trace.set_span_in_context(NonRecordingSpan(remote)), kind=SpanKind.SERVER
+    )
     spans.append(child)
     child.end()
     with tracer.start_as_current_span("telegram.update callback_query"):
@@ -61,8 +74,11 @@ def _scenario(provider: TracerProvider) -> list[Any]:
         ok.set_attributes({"list.value": ["a", "b"]})
         spans.append(ok)
         ok.end()
-        failed = leaves.start_span("telegram.api sendMessage", kind=SpanKind.CLIENT,
-                                   attributes={"telegram.api.method": "sendMessage"})
+        failed = leaves.start_span(
+            "telegram.api sendMessage",
+            kind=SpanKind.CLIENT,
+            attributes={"telegram.api.method": "sendMessage"},
+        )
         failed.add_event("telegram.flood_wait", {"telegram.api.retry_after": 3})
         try:
             raise RuntimeError("Too Many Requests: retry after 3")
@@ -93,8 +109,13 @@ def _normalized(exporter: InMemorySpanExporter) -> list[Any]:
                     for attr in event.attributes:
                         if attr.key == "exception.stacktrace":
                             attr.value.string_value = "<stack>"
-                out.append((rs.resource.SerializeToString(), ss.scope.SerializeToString(),
-                            span.SerializeToString()))
+                out.append(
+                    (
+                        rs.resource.SerializeToString(),
+                        ss.scope.SerializeToString(),
+                        span.SerializeToString(),
+                    )
+                )
     return sorted(out)
 
 
@@ -230,8 +251,14 @@ def test_current_span_lookup_matches_the_api(monkeypatch: pytest.MonkeyPatch) ->
 
     sdk_span = tracer.start_span("sdk")
     light_span = light_tracer(tracer).start_span("light")
-    values: list[Any] = [None, sdk_span, light_span, NonRecordingSpan(sdk_span.get_span_context()),
-                         Custom(sdk_span.get_span_context()), "not a span"]
+    values: list[Any] = [
+        None,
+        sdk_span,
+        light_span,
+        NonRecordingSpan(sdk_span.get_span_context()),
+        Custom(sdk_span.get_span_context()),
+        "not a span",
+    ]
     for value in values:
         ctx = context.set_value(trace.propagation._SPAN_KEY, value, context.Context())
         assert _span_in(ctx) is trace.get_current_span(ctx)

@@ -31,8 +31,11 @@ def test_url_scrubs_userinfo_and_credential_query_values() -> None:
 def test_parse_bot_api_paths() -> None:
     t = parse_path(f"/bot{TOKEN}/sendMessage")
     assert t is not None
-    assert (t.method, t.bot_id, t.span_name) == ("sendMessage", "123456789",
-                                                  "telegram.api sendMessage")
+    assert (t.method, t.bot_id, t.span_name) == (
+        "sendMessage",
+        "123456789",
+        "telegram.api sendMessage",
+    )
     assert TOKEN not in repr(t)
     test_env = parse_path(f"/bot{TOKEN}/test/getMe")
     assert test_env is not None and test_env.method == "getMe"

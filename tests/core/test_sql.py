@@ -11,10 +11,11 @@ from otelbot.core.sql import sanitize, sanitize_error_message, summarize
     ("query", "expected"),
     [
         ("SELECT * FROM users WHERE id = $1", "SELECT * FROM users WHERE id = $1"),
-        ("SELECT * FROM users WHERE name = 'bob' LIMIT 10",
-         "SELECT * FROM users WHERE name = ? LIMIT ?"),
-        ("SELECT 'it''s', E'a\\'b', $$dollar secret$$, $tag$ x $ y $tag$",
-         "SELECT ?, ?, ?, ?"),
+        (
+            "SELECT * FROM users WHERE name = 'bob' LIMIT 10",
+            "SELECT * FROM users WHERE name = ? LIMIT ?",
+        ),
+        ("SELECT 'it''s', E'a\\'b', $$dollar secret$$, $tag$ x $ y $tag$", "SELECT ?, ?, ?, ?"),
         ("SELECT 1.5, .5, 1e10, 2E-3, 0x1F, -7", "SELECT ?, ?, ?, ?, ?, -?"),
         ("SELECT x'FF', b'0101', U&'d\\0061t', N'n'", "SELECT ?, ?, ?, ?"),
         ('SELECT t1.c2, "Col 1", "a""b" FROM t1', 'SELECT t1.c2, "Col 1", "a""b" FROM t1'),
@@ -46,12 +47,18 @@ def test_sanitize_replaces_literals_and_keeps_placeholders(query: str, expected:
         ("INSERT INTO orders (id, total) VALUES ($1, $2)", "INSERT", "orders"),
         ("insert into sales.orders values ($1)", "INSERT", "sales.orders"),
         ("UPDATE users SET name = $1 WHERE id = $2", "UPDATE", "users"),
-        ("update only \"Users\" set x = 1", "UPDATE", '"Users"'),
+        ('update only "Users" set x = 1', "UPDATE", '"Users"'),
         ("DELETE FROM sessions WHERE expires < now()", "DELETE", "sessions"),
-        ("WITH recent AS (SELECT * FROM events WHERE t > $1) SELECT * FROM recent",
-         "SELECT", "recent"),
-        ("WITH moved AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM moved",
-         "INSERT", "b"),
+        (
+            "WITH recent AS (SELECT * FROM events WHERE t > $1) SELECT * FROM recent",
+            "SELECT",
+            "recent",
+        ),
+        (
+            "WITH moved AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM moved",
+            "INSERT",
+            "b",
+        ),
         ("-- leading comment\n/* and another */ SELECT * FROM users", "SELECT", "users"),
         ("(SELECT a FROM x) UNION (SELECT a FROM y)", "SELECT", "x"),
         ("EXPLAIN (FORMAT JSON, VERBOSE) SELECT * FROM users", "EXPLAIN", "users"),
@@ -92,13 +99,19 @@ def test_words_inside_strings_are_not_keywords() -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ('invalid input syntax for type integer: "abc"',
-         "invalid input syntax for type integer: ?"),
+        (
+            'invalid input syntax for type integer: "abc"',
+            "invalid input syntax for type integer: ?",
+        ),
         ('invalid input value for enum mood: "sad"', "invalid input value for enum mood: ?"),
-        ("invalid input for query argument $1: 'abc' (an integer is required (got type str))",
-         "invalid input for query argument $1: ? (an integer is required (got type str))"),
-        ("invalid input for query argument $2: [1, 2, 3] (expected str, got list)",
-         "invalid input for query argument $2: ? (expected str, got list)"),
+        (
+            "invalid input for query argument $1: 'abc' (an integer is required (got type str))",
+            "invalid input for query argument $1: ? (an integer is required (got type str))",
+        ),
+        (
+            "invalid input for query argument $2: [1, 2, 3] (expected str, got list)",
+            "invalid input for query argument $2: ? (expected str, got list)",
+        ),
         ("division by zero", "division by zero"),
     ],
 )

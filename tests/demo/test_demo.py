@@ -36,9 +36,24 @@ def test_short_demo_run_names_every_problem_and_its_handler(
 ) -> None:
     html = tmp_path / "report.html"
     proc = subprocess.run(
-        [_otelbot(), "demo", "--duration", "10", "--small", "--no-progress",
-         "--html", str(html), "--pg-dsn", pg_dsn, "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=150,
+        [
+            _otelbot(),
+            "demo",
+            "--duration",
+            "10",
+            "--small",
+            "--no-progress",
+            "--html",
+            str(html),
+            "--pg-dsn",
+            pg_dsn,
+            "--redis-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -49,10 +64,18 @@ def test_short_demo_run_names_every_problem_and_its_handler(
         assert row is not None, f"{problem!r} not found:\n{problems}"
         assert row.split("│")[2].strip() == handler, row
     assert "✗" not in problems
-    for section in ("Slowest trace", "Bot API calls per method", "Database statements",
-                    "Cache (otelbot.cache.requests)", "event-loop lag max", "Memory trend",
-                    "DROP INDEX CONCURRENTLY", "otelbot_demo.orders_note_idx",
-                    "CREATE INDEX CONCURRENTLY ON", "otelbot_demo.promo_codes"):
+    for section in (
+        "Slowest trace",
+        "Bot API calls per method",
+        "Database statements",
+        "Cache (otelbot.cache.requests)",
+        "event-loop lag max",
+        "Memory trend",
+        "DROP INDEX CONCURRENTLY",
+        "otelbot_demo.orders_note_idx",
+        "CREATE INDEX CONCURRENTLY ON",
+        "otelbot_demo.promo_codes",
+    ):
         assert section in out, section
     assert "✓ the bot token appeared nowhere in the telemetry" in out
 
@@ -64,10 +87,24 @@ def test_short_demo_run_names_every_problem_and_its_handler(
 
 def test_postgresql_unreachable_is_one_clear_line(tmp_path: Path, redis_url: str) -> None:
     proc = subprocess.run(
-        [_otelbot(), "demo", "--duration", "1", "--small", "--no-progress",
-         "--html", str(tmp_path / "r.html"),
-         "--pg-dsn", "postgresql://postgres@127.0.0.1:1/test", "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            _otelbot(),
+            "demo",
+            "--duration",
+            "1",
+            "--small",
+            "--no-progress",
+            "--html",
+            str(tmp_path / "r.html"),
+            "--pg-dsn",
+            "postgresql://postgres@127.0.0.1:1/test",
+            "--redis-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

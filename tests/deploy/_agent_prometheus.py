@@ -26,8 +26,10 @@ def main() -> int:
     def build_providers(config: Any, loss: Any) -> tuple[MeterProvider, LoggerProvider]:
         start_http_server(port, addr="127.0.0.1")
         resource = Resource.create()
-        return (MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()]),
-                LoggerProvider(resource=resource))
+        return (
+            MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()]),
+            LoggerProvider(resource=resource),
+        )
 
     agent_cli.build_providers = build_providers  # type: ignore[assignment]
     return agent_cli.main(sys.argv[2:])

@@ -24,7 +24,10 @@ def _which(name: str) -> str | None:
 def installed_tools() -> str:
     """Runs scripts/install-tools once; returns its output (quoted in skip messages)."""
     result = subprocess.run(
-        ["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900,
+        ["bash", str(INSTALL_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**__import__("os").environ, "OTELBOT_PYTHON": sys.executable},
     )
     return (result.stdout + result.stderr).strip()
@@ -33,8 +36,10 @@ def installed_tools() -> str:
 def _tool(name: str, installed_tools: str) -> str:
     path = _which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed and scripts/install-tools could not install it:\n"
-                    f"{installed_tools}")
+        pytest.skip(
+            f"{name} is not installed and scripts/install-tools could not install it:\n"
+            f"{installed_tools}"
+        )
     return path
 
 

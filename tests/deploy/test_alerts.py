@@ -20,14 +20,20 @@ def alerts() -> list[dict[str, str]]:
 
 
 def test_promtool_check_rules(promtool: str) -> None:
-    out = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_promtool_test_rules(promtool: str) -> None:
-    out = subprocess.run([promtool, "test", "rules", TESTS.name], cwd=ALERTS,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [promtool, "test", "rules", TESTS.name],
+        cwd=ALERTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -42,8 +48,14 @@ def test_every_alert_has_a_firing_unit_test() -> None:
 
 def test_the_issue_alerts_exist() -> None:
     assert {a["alert"] for a in alerts()} >= {
-        "TelegramUpdateLatencyHigh", "TelegramFloodWaits", "BotEventLoopBlocked", "BotFrozen",
-        "BotMemoryGrowing", "PostgreSQLDown", "RedisDown", "PostgreSQLIdleInTransaction",
+        "TelegramUpdateLatencyHigh",
+        "TelegramFloodWaits",
+        "BotEventLoopBlocked",
+        "BotFrozen",
+        "BotMemoryGrowing",
+        "PostgreSQLDown",
+        "RedisDown",
+        "PostgreSQLIdleInTransaction",
         "PostgreSQLUnusedIndex",
     }
 

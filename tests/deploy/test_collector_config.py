@@ -109,13 +109,16 @@ def test_tail_sampling_only_in_the_gateway_behind_trace_id_load_balancing() -> N
     pipelines = gateway["service"]["pipelines"]
     assert gateway["exporters"]["loadbalancing"]["routing_key"] == "traceID"
     sampling_receivers = {
-        r for p in pipelines.values() if "tail_sampling" in p.get("processors", [])
+        r
+        for p in pipelines.values()
+        if "tail_sampling" in p.get("processors", [])
         for r in p["receivers"]
     }
     # The load balancer feeds exactly the receiver that does the sampling.
     lb_port = gateway["exporters"]["loadbalancing"]["resolver"]["dns"]["port"]
     ports = {
-        r for r in sampling_receivers
+        r
+        for r in sampling_receivers
         if str(lb_port) in str(gateway["receivers"][r]["protocols"]["grpc"]["endpoint"])
     }
     assert ports, "the loadbalancing exporter does not point at the tail-sampling receiver"
@@ -128,14 +131,21 @@ def test_tail_sampling_policies_keep_errors_slow_updates_flood_waits_and_a_share
     policies = load("gateway.yaml")["processors"]["tail_sampling"]["policies"]
     types = {p["type"] for p in policies}
     assert {"status_code", "latency", "probabilistic"} <= types
-    assert any(p["type"] == "status_code" and p["status_code"]["status_codes"] == ["ERROR"]
-               for p in policies)
-    assert any(p["type"] == "numeric_attribute"
-               and p["numeric_attribute"]["key"] == "telegram.api.error_code"
-               and p["numeric_attribute"]["min_value"] == 429 for p in policies)
-    assert any(p["type"] == "ottl_condition"
-               and any("telegram.flood_wait" in c for c in p["ottl_condition"]["spanevent"])
-               for p in policies)
+    assert any(
+        p["type"] == "status_code" and p["status_code"]["status_codes"] == ["ERROR"]
+        for p in policies
+    )
+    assert any(
+        p["type"] == "numeric_attribute"
+        and p["numeric_attribute"]["key"] == "telegram.api.error_code"
+        and p["numeric_attribute"]["min_value"] == 429
+        for p in policies
+    )
+    assert any(
+        p["type"] == "ottl_condition"
+        and any("telegram.flood_wait" in c for c in p["ottl_condition"]["spanevent"])
+        for p in policies
+    )
 
 
 def test_gateway_exports_traces_to_jaeger_and_metrics_by_remote_write() -> None:
@@ -165,8 +175,11 @@ def test_redaction_rules_present_in_every_pipeline(name: str) -> None:
     for field in ("span.name", 'span.attributes["url.full"]', 'span.attributes["url.path"]'):
         assert field in statements
     assert "bot$$1:REDACTED" in statements  # keeps the bot id, like otelbot's own redaction
-    ids = {a["key"] for a in config["processors"]["attributes/drop_ids"]["actions"]
-           if a["action"] == "delete"}
+    ids = {
+        a["key"]
+        for a in config["processors"]["attributes/drop_ids"]["actions"]
+        if a["action"] == "delete"
+    }
     assert {"telegram.chat.id", "telegram.user.id"} <= ids
     for pipeline_id, pipeline in config["service"]["pipelines"].items():
         processors = pipeline.get("processors", [])

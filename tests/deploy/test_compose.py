@@ -16,7 +16,15 @@ def compose() -> dict:
 
 def test_services_present() -> None:
     assert set(compose()["services"]) == {
-        "bot", "agent", "collector", "jaeger", "prometheus", "grafana", "postgres", "redis"}
+        "bot",
+        "agent",
+        "collector",
+        "jaeger",
+        "prometheus",
+        "grafana",
+        "postgres",
+        "redis",
+    }
 
 
 def test_bind_mounts_and_build_files_exist() -> None:
@@ -54,12 +62,15 @@ def test_grafana_provisions_the_dashboards_and_prometheus_loads_the_rules() -> N
     grafana_volumes = services["grafana"]["volumes"]
     assert "../../dashboards:/var/lib/grafana/dashboards/otelbot:ro" in grafana_volumes
     provider = yaml.safe_load(
-        (COMPOSE_DIR / "grafana/provisioning/dashboards/otelbot.yaml").read_text())
+        (COMPOSE_DIR / "grafana/provisioning/dashboards/otelbot.yaml").read_text()
+    )
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/otelbot"
     prom = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     assert prom["rule_files"] == ["/etc/prometheus/rules/otelbot.rules.yml"]
-    assert any(v.endswith("/etc/prometheus/rules/otelbot.rules.yml:ro")
-               for v in services["prometheus"]["volumes"])
+    assert any(
+        v.endswith("/etc/prometheus/rules/otelbot.rules.yml:ro")
+        for v in services["prometheus"]["volumes"]
+    )
 
 
 def test_ports_published_on_loopback_only() -> None:

@@ -36,8 +36,12 @@ def panels() -> list[tuple[str, str, str]]:
 
 
 def concrete(expr: str) -> str:
-    return (expr.replace("$__rate_interval", "30s").replace("$__range", "5m")
-            .replace("$__interval", "15s").replace("$job", ".*"))
+    return (
+        expr.replace("$__rate_interval", "30s")
+        .replace("$__range", "5m")
+        .replace("$__interval", "15s")
+        .replace("$job", ".*")
+    )
 
 
 def test_dashboards_are_built_from_build_py() -> None:
@@ -88,17 +92,29 @@ def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[tuple[str, dict[
     ports = {"bot": free_port(), "agent": free_port()}
     web = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-            for job, port in ports.items()
-        ],
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                    for job, port in ports.items()
+                ],
+            }
+        )
+    )
     proc = subprocess.Popen(
-        [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{web}", "--log.level=warn"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            prometheus_bin,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{web}"
     deadline = time.monotonic() + 30
     while True:
@@ -116,23 +132,29 @@ def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[tuple[str, dict[
     proc.wait(10)
 
 
-def _bot_env(api: FakeBotApi, token: str, pg_dsn: str, redis_url: str, port: int,
-             runtime_dir: Path) -> dict[str, str]:
+def _bot_env(
+    api: FakeBotApi, token: str, pg_dsn: str, redis_url: str, port: int, runtime_dir: Path
+) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update({
-        "OTEL_SERVICE_NAME": "example-bot",
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTELBOT_RUNTIME_DIR": str(runtime_dir),
-        "BOT_TOKEN": token, "BOT_API_BASE": api.base_url, "PG_DSN": pg_dsn,
-        "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OTEL_SERVICE_NAME": "example-bot",
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTELBOT_RUNTIME_DIR": str(runtime_dir),
+            "BOT_TOKEN": token,
+            "BOT_API_BASE": api.base_url,
+            "PG_DSN": pg_dsn,
+            "REDIS_URL": redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -166,8 +188,12 @@ async def _prepare_database(pg_dsn: str) -> bool:
 
 @pytest.mark.e2e
 def test_every_panel_query_returns_series(
-    prometheus: tuple[str, dict[str, int]], fake_bot_api: FakeBotApi, bot_token: str,
-    pg_dsn: str, redis_url: str, tmp_path: Path,
+    prometheus: tuple[str, dict[str, int]],
+    fake_bot_api: FakeBotApi,
+    bot_token: str,
+    pg_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
 ) -> None:
     import asyncio
 
@@ -179,43 +205,63 @@ def test_every_panel_query_returns_series(
     # One flood wait (429) and one 400 on sendMessage, the rest answered.
     api.script("sendMessage", [Fault.ok(), Fault.flood(retry_after=1), Fault.bad_request()])
     agent_config = tmp_path / "agent.yaml"
-    agent_config.write_text(json.dumps({
-        "intervals": {"fast": "1s", "slow": "1s", "advice": "1h"},
-        "process": {"enabled": True, "pattern": "aiogram_bot\\.py"},
-        "runtime": {"enabled": True, "dir": str(runtime_dir)},
-        "postgresql": {"databases": [{"name": "test", "dsn": pg_dsn}]},
-        "redis": {"instances": [{"name": "cache", "url": redis_url}]},
-        "health": {"host": "127.0.0.1", "port": free_port()},
-        "state_file": str(tmp_path / "agent-state.json"),
-    }))
+    agent_config.write_text(
+        json.dumps(
+            {
+                "intervals": {"fast": "1s", "slow": "1s", "advice": "1h"},
+                "process": {"enabled": True, "pattern": "aiogram_bot\\.py"},
+                "runtime": {"enabled": True, "dir": str(runtime_dir)},
+                "postgresql": {"databases": [{"name": "test", "dsn": pg_dsn}]},
+                "redis": {"instances": [{"name": "cache", "url": redis_url}]},
+                "health": {"host": "127.0.0.1", "port": free_port()},
+                "state_file": str(tmp_path / "agent-state.json"),
+            }
+        )
+    )
     env = _bot_env(api, bot_token, pg_dsn, redis_url, ports["bot"], runtime_dir)
     agent_env = {**env, "OTEL_SERVICE_NAME": "example-bot-agent"}
     agent = subprocess.Popen(
-        [sys.executable, str(HERE / "_agent_prometheus.py"), str(ports["agent"]), "run",
-         "--config", str(agent_config)],
-        env=agent_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            str(HERE / "_agent_prometheus.py"),
+            str(ports["agent"]),
+            "run",
+            "--config",
+            str(agent_config),
+        ],
+        env=agent_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         with run_instrumented(ROOT / "examples" / "aiogram_bot.py", env) as bot:
             bot.wait_for_line("polling", timeout=30)
             for round_ in range(3):
-                api.push_updates([
-                    api.message_update("/start", user_id=8001),
-                    api.message_update(f"hello {round_}", user_id=8002),
-                    api.message_update("again", user_id=8003),
-                    api.callback_update("count", user_id=8001),
-                    api.message_update("/block", user_id=8004),
-                    api.message_update("/gc", user_id=8005),
-                    api.message_update("/fail", user_id=8006),
-                ])
+                api.push_updates(
+                    [
+                        api.message_update("/start", user_id=8001),
+                        api.message_update(f"hello {round_}", user_id=8002),
+                        api.message_update("again", user_id=8003),
+                        api.callback_update("count", user_id=8001),
+                        api.message_update("/block", user_id=8004),
+                        api.message_update("/gc", user_id=8005),
+                        api.message_update("/fail", user_id=8006),
+                    ]
+                )
                 time.sleep(1.5)
             missing = _wait_for_all_panels(base, deadline=time.monotonic() + 40)
             if not has_pgss:
                 # Recorded in docs/deployment.md: not checked on a server without it.
                 missing = [m for m in missing if m[1] not in NEEDS_PG_STAT_STATEMENTS]
             assert not missing, (
-                "panels without data:\n" + "\n".join(f"  {b} / {t}" for b, t, e in missing)
-                + "\nseries scraped: " + ", ".join(sorted(_names(base)))
-                + "\nbot output:\n" + bot.output[-3000:]
+                "panels without data:\n"
+                + "\n".join(f"  {b} / {t}" for b, t, e in missing)
+                + "\nseries scraped: "
+                + ", ".join(sorted(_names(base)))
+                + "\nbot output:\n"
+                + bot.output[-3000:]
             )
     finally:
         agent.terminate()

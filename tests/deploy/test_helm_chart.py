@@ -20,8 +20,12 @@ OLDEST_KUBERNETES = "1.27.0"
 
 
 def render(helm: str, values: Path) -> list[dict[str, Any]]:
-    out = subprocess.run([helm, "template", "t", str(CHART), "-f", str(values)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [helm, "template", "t", str(CHART), "-f", str(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -31,8 +35,11 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def bot_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (deploy,) = [d for d in by_kind(objects, "Deployment")
-                 if d["metadata"]["labels"]["app.kubernetes.io/component"] == "bot"]
+    (deploy,) = [
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "bot"
+    ]
     return deploy
 
 
@@ -51,20 +58,29 @@ def test_chart_declares_the_oldest_kubernetes() -> None:
 
 def test_every_feature_has_a_ci_values_file() -> None:
     names = {p.name for p in CI_VALUES}
-    assert {"polling-values.yaml", "webhook-ingress-values.yaml",
-            "dbpoller-deployment-values.yaml", "collector-sidecar-values.yaml"} <= names
+    assert {
+        "polling-values.yaml",
+        "webhook-ingress-values.yaml",
+        "dbpoller-deployment-values.yaml",
+        "collector-sidecar-values.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_helm_lint_strict(helm: str, values: Path) -> None:
-    out = subprocess.run([helm, "lint", "--strict", str(CHART), "-f", str(values)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), "-f", str(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
-def test_rendered_objects_valid_for_oldest_kubernetes(helm: str, values: Path,
-                                                      installed_tools: str) -> None:
+def test_rendered_objects_valid_for_oldest_kubernetes(
+    helm: str, values: Path, installed_tools: str
+) -> None:
     try:
         import kubernetes_validate
     except ImportError:
@@ -73,8 +89,10 @@ def test_rendered_objects_valid_for_oldest_kubernetes(helm: str, values: Path,
         try:
             kubernetes_validate.validate(obj, OLDEST_KUBERNETES, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{values.name}: {obj['kind']} {obj['metadata']['name']}: {exc.message}"
-                        f" at {'/'.join(map(str, exc.path))}")
+            pytest.fail(
+                f"{values.name}: {obj['kind']} {obj['metadata']['name']}: {exc.message}"
+                f" at {'/'.join(map(str, exc.path))}"
+            )
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
@@ -91,10 +109,10 @@ def test_secrets_only_by_reference(helm: str, values: Path) -> None:
                     assert "secretKeyRef" in env["valueFrom"], (c["name"], env)
 
 
-@pytest.mark.parametrize("values", [p for p in CI_VALUES if p.name != "no-agent-values.yaml"],
-                         ids=lambda p: p.name)
-def test_agent_sidecar_shares_process_namespace_and_runtime_volume(helm: str,
-                                                                    values: Path) -> None:
+@pytest.mark.parametrize(
+    "values", [p for p in CI_VALUES if p.name != "no-agent-values.yaml"], ids=lambda p: p.name
+)
+def test_agent_sidecar_shares_process_namespace_and_runtime_volume(helm: str, values: Path) -> None:
     deploy = bot_pod(render(helm, values))
     spec = deploy["spec"]["template"]["spec"]
     assert spec["shareProcessNamespace"] is True
@@ -113,12 +131,14 @@ def test_agent_sidecar_shares_process_namespace_and_runtime_volume(helm: str,
         command = " ".join(agent[probe]["exec"]["command"])
         assert "http://127.0.0.1:13134/" in command, probe
     assert "ports" not in agent, "the agent exposes nothing outside the pod"
-    (cm,) = [m for m in by_kind(render(helm, values), "ConfigMap")
-             if m["metadata"]["name"].endswith("-agent")]
+    (cm,) = [
+        m
+        for m in by_kind(render(helm, values), "ConfigMap")
+        if m["metadata"]["name"].endswith("-agent")
+    ]
     config = yaml.safe_load(cm["data"]["agent.yaml"])
     assert config["health"]["host"] == "127.0.0.1"
-    assert config["runtime"] == {"enabled": True, "dir": "/var/run/otelbot",
-                                 "frozen_after": "10s"}
+    assert config["runtime"] == {"enabled": True, "dir": "/var/run/otelbot", "frozen_after": "10s"}
     assert config["process"]["enabled"] is True
 
 
@@ -154,18 +174,26 @@ def test_webhook_has_service_and_ingress_on_the_webhook_path(helm: str) -> None:
 def test_database_polling_in_one_separate_deployment(helm: str) -> None:
     objects = render(helm, CHART / "ci" / "dbpoller-deployment-values.yaml")
     assert bot_pod(objects)["spec"]["replicas"] == 10
-    (poller,) = [d for d in by_kind(objects, "Deployment")
-                 if d["metadata"]["labels"]["app.kubernetes.io/component"] == "dbpoller"]
+    (poller,) = [
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "dbpoller"
+    ]
     assert poller["spec"]["replicas"] == 1
-    configs = {m["metadata"]["name"]: yaml.safe_load(m["data"]["agent.yaml"])
-               for m in by_kind(objects, "ConfigMap")}
+    configs = {
+        m["metadata"]["name"]: yaml.safe_load(m["data"]["agent.yaml"])
+        for m in by_kind(objects, "ConfigMap")
+    }
     sidecar, central = configs["t-otelbot-agent"], configs["t-otelbot-dbpoller"]
     assert sidecar["postgresql"]["enabled"] is False and sidecar["redis"]["enabled"] is False
     assert central["postgresql"]["databases"][0]["dsn_file"].startswith("/var/run/secrets/")
     assert central["redis"]["instances"][0]["url_file"].startswith("/var/run/secrets/")
     assert central["process"]["enabled"] is False
-    secret_volumes = {v["secret"]["secretName"]
-                      for v in poller["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    secret_volumes = {
+        v["secret"]["secretName"]
+        for v in poller["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
     assert secret_volumes == {"mybot-postgres", "mybot-redis"}
     bot_volumes = bot_pod(objects)["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in bot_volumes if "secret" in v], "bot pods do not poll the database"
@@ -188,16 +216,19 @@ def test_collector_sidecar_on_localhost_with_the_repo_config(helm: str) -> None:
         env = {e["name"]: e.get("value") for e in c[name]["env"]}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
         assert "deployment.environment.name=production" in env["OTEL_RESOURCE_ATTRIBUTES"]
-    (cm,) = [m for m in by_kind(objects, "ConfigMap")
-             if m["metadata"]["name"].endswith("-collector")]
+    (cm,) = [
+        m for m in by_kind(objects, "ConfigMap") if m["metadata"]["name"].endswith("-collector")
+    ]
     assert yaml.safe_load(cm["data"]["config.yaml"]) == yaml.safe_load(
-        (ROOT / "collector-config" / "agent.yaml").read_text())
+        (ROOT / "collector-config" / "agent.yaml").read_text()
+    )
     assert by_kind(objects, "ClusterRole") and by_kind(objects, "ClusterRoleBinding")
 
 
 def test_chart_copy_of_the_agent_collector_config_is_identical() -> None:
     assert (CHART / "files" / "collector-agent.yaml").read_text() == (
-        ROOT / "collector-config" / "agent.yaml").read_text()
+        ROOT / "collector-config" / "agent.yaml"
+    ).read_text()
 
 
 BAD_VALUES = {
@@ -227,8 +258,9 @@ def test_schema_rejects_bad_values(helm: str, case: str, tmp_path: Path) -> None
     bad = tmp_path / "bad-values.yaml"
     bad.write_text(json.dumps(values))
     for cmd in (["lint", "--strict", str(CHART)], ["template", "t", str(CHART)]):
-        out = subprocess.run([helm, *cmd, "-f", str(bad)], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [helm, *cmd, "-f", str(bad)], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode != 0, f"{case}: helm {cmd[0]} accepted it"
         assert "values don't meet the specifications of the schema" in out.stdout + out.stderr
 

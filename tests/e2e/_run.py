@@ -38,34 +38,40 @@ class BotProcess:
         raise AssertionError(f"bot did not print {needle!r} within {timeout}s:\n{self.output}")
 
 
-def otel_env(receiver: OtlpReceiver, service: str, protocol: str = "http/protobuf",
-             **extra: str) -> dict[str, str]:
+def otel_env(
+    receiver: OtlpReceiver, service: str, protocol: str = "http/protobuf", **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update({
-        "OTEL_SERVICE_NAME": service,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint if protocol.startswith("http")
-        else "http://" + receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint
+            if protocol.startswith("http")
+            else "http://" + receiver.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
+            "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
 
 @contextmanager
-def run_instrumented(script: Path | str, env: dict[str, str], *args: str,
-                     instrumented: bool = True) -> Iterator[BotProcess]:
+def run_instrumented(
+    script: Path | str, env: dict[str, str], *args: str, instrumented: bool = True
+) -> Iterator[BotProcess]:
     """Start ``opentelemetry-instrument python script``; SIGTERM and wait on exit."""
     cmd = [sys.executable, str(script), *args]
     if instrumented:
         cmd = [instrument_command(), *cmd]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     bot = BotProcess(proc)
 
     def pump() -> None:

@@ -32,25 +32,37 @@ def assert_no_token(receiver: OtlpReceiver, output: str, token: str) -> None:
 
 
 def test_polling_bot_one_trace_per_update(
-    fake_bot_api: FakeBotApi, otlp_receiver: OtlpReceiver, bot_token: str, pg_dsn: str,
-    redis_url: str, tmp_path: Path,
+    fake_bot_api: FakeBotApi,
+    otlp_receiver: OtlpReceiver,
+    bot_token: str,
+    pg_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
 ) -> None:
-    env = otel_env(otlp_receiver, "aiogram-example", BOT_TOKEN=bot_token,
-                   BOT_API_BASE=fake_bot_api.base_url, PG_DSN=pg_dsn, REDIS_URL=redis_url)
+    env = otel_env(
+        otlp_receiver,
+        "aiogram-example",
+        BOT_TOKEN=bot_token,
+        BOT_API_BASE=fake_bot_api.base_url,
+        PG_DSN=pg_dsn,
+        REDIS_URL=redis_url,
+    )
     api = fake_bot_api
     with run_instrumented(BOT, env) as bot:
         bot.wait_for_line("polling")
         api.push_updates([api.message_update("hello", user_id=7001)])
         otlp_receiver.wait_for(lambda r: r.spans("telegram.update message"), 20)
         api.script("sendMessage", [Fault.flood(3)])
-        api.push_updates([
-            api.message_update("flood me", user_id=7002),
-            api.message_update("/start", user_id=7003),
-            api.callback_update("count", user_id=7003),
-            api.message_update("/fail", user_id=7004),
-            api.message_update("/block", user_id=7005),
-            api.message_update("/gc", user_id=7006),
-        ])
+        api.push_updates(
+            [
+                api.message_update("flood me", user_id=7002),
+                api.message_update("/start", user_id=7003),
+                api.callback_update("count", user_id=7003),
+                api.message_update("/fail", user_id=7004),
+                api.message_update("/block", user_id=7005),
+                api.message_update("/gc", user_id=7006),
+            ]
+        )
         otlp_receiver.wait_for(lambda r: len(r.spans("telegram.update message")) >= 6, 30)
         otlp_receiver.wait_for(lambda r: r.points("otelbot.asyncio.loop.lag"), 10)
     spans = otlp_receiver.spans()
@@ -58,9 +70,13 @@ def test_polling_bot_one_trace_per_update(
     by_handler = {u.attributes.get("telegram.handler", "").rsplit(".", 1)[-1]: u for u in updates}
 
     # A plain message: the root of its own trace, SQL, Redis and Bot API under it.
-    echo = next(u for u in updates if u.attributes["telegram.handler"].endswith("echo")
-                and u.attributes.get("telegram.update.outcome") == "handled"
-                and not [k for k in kids(spans, u) if "telegram.api.retry_after" in k.attributes])
+    echo = next(
+        u
+        for u in updates
+        if u.attributes["telegram.handler"].endswith("echo")
+        and u.attributes.get("telegram.update.outcome") == "handled"
+        and not [k for k in kids(spans, u) if "telegram.api.retry_after" in k.attributes]
+    )
     assert echo.parent_span_id == "" and echo.kind == "SERVER"
     assert echo.attributes["telegram.ingress"] == "polling"
     assert echo.attributes["telegram.update.type"] == "message"
@@ -73,8 +89,11 @@ def test_polling_bot_one_trace_per_update(
     assert send.attributes["http.response.status_code"] == 200
     assert send.attributes["url.full"].endswith("/bot123456789:REDACTED/sendMessage")
     # exactly one span per Bot API call, and getUpdates is not traced
-    assert not [s for s in spans if s.scope.endswith("aiohttp_client")
-                and not s.name.startswith("telegram.api ")]
+    assert not [
+        s
+        for s in spans
+        if s.scope.endswith("aiohttp_client") and not s.name.startswith("telegram.api ")
+    ]
     assert not [s for s in spans if s.name == "telegram.api getUpdates"]
 
     # Flood wait: 429 with retry_after, on the span and in the metrics.
@@ -95,7 +114,9 @@ def test_polling_bot_one_trace_per_update(
     # A callback query is its own update type, answered under its span.
     cb = otlp_receiver.spans("telegram.update callback_query")
     assert cb and sorted(k.name for k in kids(spans, cb[0])) == [
-        "GET", "telegram.api answerCallbackQuery"]
+        "GET",
+        "telegram.api answerCallbackQuery",
+    ]
 
     # Runtime: the blocking handler shows in loop lag, /gc in the GC pause histogram.
     lag = otlp_receiver.points("otelbot.asyncio.loop.lag")
@@ -104,33 +125,48 @@ def test_polling_bot_one_trace_per_update(
     assert sum(p.count for p in pauses) > 0
 
     names_received = otlp_receiver.metric_names()
-    for metric in ["telegram.updates", "telegram.update.duration", "telegram.updates.active",
-                   "telegram.api.duration", "telegram.users.active",
-                   "db.client.operation.duration", "cpython.gc.collections",
-                   "process.memory.usage"]:
+    for metric in [
+        "telegram.updates",
+        "telegram.update.duration",
+        "telegram.updates.active",
+        "telegram.api.duration",
+        "telegram.users.active",
+        "db.client.operation.duration",
+        "cpython.gc.collections",
+        "process.memory.usage",
+    ]:
         assert metric in names_received, (metric, sorted(names_received))
-    outcomes = {p.attributes.get("telegram.update.outcome")
-                for p in otlp_receiver.points("telegram.updates")}
+    outcomes = {
+        p.attributes.get("telegram.update.outcome")
+        for p in otlp_receiver.points("telegram.updates")
+    }
     assert {"handled", "error"} <= outcomes
-    ingress = {p.attributes.get("telegram.ingress")
-               for p in otlp_receiver.points("telegram.updates")}
+    ingress = {
+        p.attributes.get("telegram.ingress") for p in otlp_receiver.points("telegram.updates")
+    }
     assert ingress == {"polling"}
-    users = [p for p in otlp_receiver.points("telegram.users.active")
-             if p.attributes.get("telegram.users.window") == "5m"]
+    users = [
+        p
+        for p in otlp_receiver.points("telegram.users.active")
+        if p.attributes.get("telegram.users.window") == "5m"
+    ]
     assert users and 5 <= users[-1].value <= 7
-    api_methods = {p.attributes["telegram.api.method"]
-                   for p in otlp_receiver.points("telegram.api.duration")}
+    api_methods = {
+        p.attributes["telegram.api.method"] for p in otlp_receiver.points("telegram.api.duration")
+    }
     assert {"getUpdates", "sendMessage", "answerCallbackQuery"} <= api_methods
     assert_no_token(otlp_receiver, bot.output, bot_token)
 
 
-def post(port: int, update: dict[str, object], secret: str,
-         traceparent: str | None = None) -> tuple[int, bytes]:
+def post(
+    port: int, update: dict[str, object], secret: str, traceparent: str | None = None
+) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret}
     if traceparent:
         headers["traceparent"] = traceparent
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook",
-                                 data=json.dumps(update).encode(), headers=headers)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook", data=json.dumps(update).encode(), headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as resp:
             return int(resp.status), resp.read()
@@ -139,19 +175,31 @@ def post(port: int, update: dict[str, object], secret: str,
 
 
 def test_webhook_bot_update_is_child_of_server_span(
-    fake_bot_api: FakeBotApi, otlp_receiver: OtlpReceiver, bot_token: str, pg_dsn: str,
+    fake_bot_api: FakeBotApi,
+    otlp_receiver: OtlpReceiver,
+    bot_token: str,
+    pg_dsn: str,
     redis_url: str,
 ) -> None:
     port = free_port()
-    env = otel_env(otlp_receiver, "aiogram-webhook", BOT_TOKEN=bot_token,
-                   BOT_API_BASE=fake_bot_api.base_url, PG_DSN=pg_dsn, REDIS_URL=redis_url,
-                   BOT_MODE="webhook", WEBHOOK_PORT=str(port), WEBHOOK_SECRET="s3cret")
+    env = otel_env(
+        otlp_receiver,
+        "aiogram-webhook",
+        BOT_TOKEN=bot_token,
+        BOT_API_BASE=fake_bot_api.base_url,
+        PG_DSN=pg_dsn,
+        REDIS_URL=redis_url,
+        BOT_MODE="webhook",
+        WEBHOOK_PORT=str(port),
+        WEBHOOK_SECRET="s3cret",
+    )
     api = fake_bot_api
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     with run_instrumented(BOT, env) as bot:
         bot.wait_for_line("webhook listening")
-        status, _ = post(port, api.message_update("hello"), "s3cret",
-                         f"00-{trace_id}-00f067aa0ba902b7-01")
+        status, _ = post(
+            port, api.message_update("hello"), "s3cret", f"00-{trace_id}-00f067aa0ba902b7-01"
+        )
         assert status == 200
         status, _ = post(port, api.message_update("/start"), "wrong")
         assert status == 401

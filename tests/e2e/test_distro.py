@@ -15,10 +15,18 @@ SCRIPT = Path(__file__).parent / "bots" / "one_of_each.py"
 pytestmark = pytest.mark.e2e
 
 
-def run(receiver: OtlpReceiver, api: FakeBotApi, token: str, pg_dsn: str, redis_url: str,
-        **extra: str) -> str:
-    env = otel_env(receiver, "distro-test", BOT_TOKEN=token, BOT_API_BASE=api.base_url,
-                   PG_DSN=pg_dsn, REDIS_URL=redis_url, **extra)
+def run(
+    receiver: OtlpReceiver, api: FakeBotApi, token: str, pg_dsn: str, redis_url: str, **extra: str
+) -> str:
+    env = otel_env(
+        receiver,
+        "distro-test",
+        BOT_TOKEN=token,
+        BOT_API_BASE=api.base_url,
+        PG_DSN=pg_dsn,
+        REDIS_URL=redis_url,
+        **extra,
+    )
     with run_instrumented(SCRIPT, env) as proc:
         proc.proc.wait(30)
     assert proc.proc.returncode == 0, proc.output
@@ -27,12 +35,21 @@ def run(receiver: OtlpReceiver, api: FakeBotApi, token: str, pg_dsn: str, redis_
 
 
 def test_contrib_installed_is_skipped_with_one_log_line(
-    otlp_receiver: OtlpReceiver, fake_bot_api: FakeBotApi, bot_token: str, pg_dsn: str,
+    otlp_receiver: OtlpReceiver,
+    fake_bot_api: FakeBotApi,
+    bot_token: str,
+    pg_dsn: str,
     redis_url: str,
 ) -> None:
     pytest.importorskip("opentelemetry.instrumentation.asyncpg")  # contrib is in the dev extra
-    output = run(otlp_receiver, fake_bot_api, bot_token, pg_dsn, redis_url,
-                 OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="false")
+    output = run(
+        otlp_receiver,
+        fake_bot_api,
+        bot_token,
+        pg_dsn,
+        redis_url,
+        OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="false",
+    )
     lines = [line for line in output.splitlines() if "skipped the contrib" in line]
     assert len(lines) == 1, output
     for name in ("aiohttp-client", "aiohttp-server", "asyncpg", "redis"):
@@ -43,15 +60,25 @@ def test_contrib_installed_is_skipped_with_one_log_line(
 
 
 def test_disabling_one_otelbot_instrumentation_lets_contrib_take_it(
-    otlp_receiver: OtlpReceiver, fake_bot_api: FakeBotApi, bot_token: str, pg_dsn: str,
+    otlp_receiver: OtlpReceiver,
+    fake_bot_api: FakeBotApi,
+    bot_token: str,
+    pg_dsn: str,
     redis_url: str,
 ) -> None:
     pytest.importorskip("opentelemetry.instrumentation.redis")
-    run(otlp_receiver, fake_bot_api, bot_token, pg_dsn, redis_url,
-        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="otelbot_redis")
+    run(
+        otlp_receiver,
+        fake_bot_api,
+        bot_token,
+        pg_dsn,
+        redis_url,
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="otelbot_redis",
+    )
     # With OTel logging on, the line goes to the exported logs.
     records = otlp_receiver.wait_for(
-        lambda r: [x for x in r.logs() if "skipped the contrib" in str(x.body)], 10)
+        lambda r: [x for x in r.logs() if "skipped the contrib" in str(x.body)], 10
+    )
     assert len(records) == 1
     line = str(records[0].body)
     assert "redis" not in line and "asyncpg" in line
@@ -62,27 +89,53 @@ def test_disabling_one_otelbot_instrumentation_lets_contrib_take_it(
 
 
 def test_disabling_all_of_otelbot_leaves_the_bot_alone(
-    otlp_receiver: OtlpReceiver, fake_bot_api: FakeBotApi, bot_token: str, pg_dsn: str,
+    otlp_receiver: OtlpReceiver,
+    fake_bot_api: FakeBotApi,
+    bot_token: str,
+    pg_dsn: str,
     redis_url: str,
 ) -> None:
-    disabled = ",".join(["otelbot_aiohttp_client", "otelbot_aiohttp_server", "otelbot_asyncpg",
-                         "otelbot_redis", "otelbot_aiogram", "otelbot_runtime",
-                         "aiohttp-client", "aiohttp-server", "asyncpg", "redis"])
-    env = otel_env(otlp_receiver, "distro-test", BOT_TOKEN=bot_token,
-                   BOT_API_BASE=fake_bot_api.base_url, PG_DSN=pg_dsn, REDIS_URL=redis_url,
-                   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=disabled)
+    disabled = ",".join(
+        [
+            "otelbot_aiohttp_client",
+            "otelbot_aiohttp_server",
+            "otelbot_asyncpg",
+            "otelbot_redis",
+            "otelbot_aiogram",
+            "otelbot_runtime",
+            "aiohttp-client",
+            "aiohttp-server",
+            "asyncpg",
+            "redis",
+        ]
+    )
+    env = otel_env(
+        otlp_receiver,
+        "distro-test",
+        BOT_TOKEN=bot_token,
+        BOT_API_BASE=fake_bot_api.base_url,
+        PG_DSN=pg_dsn,
+        REDIS_URL=redis_url,
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=disabled,
+    )
     with run_instrumented(SCRIPT, env) as proc:
         proc.proc.wait(30)
     assert proc.proc.returncode == 0 and "done" in proc.output
     assert otlp_receiver.spans() == []
 
 
-@pytest.mark.parametrize(("chosen", "processor"), [
-    (None, "OffloadSpanProcessor"),  # otelbot's default: OTLP encoded in a helper process
-    ("otlp", "BatchSpanProcessor"),  # the SDK's exporter in the bot's process, when chosen
-])
+@pytest.mark.parametrize(
+    ("chosen", "processor"),
+    [
+        (None, "OffloadSpanProcessor"),  # otelbot's default: OTLP encoded in a helper process
+        ("otlp", "BatchSpanProcessor"),  # the SDK's exporter in the bot's process, when chosen
+    ],
+)
 def test_trace_exporter_default_and_choice(
-    otlp_receiver: OtlpReceiver, tmp_path: Path, chosen: str | None, processor: str,
+    otlp_receiver: OtlpReceiver,
+    tmp_path: Path,
+    chosen: str | None,
+    processor: str,
 ) -> None:
     script = tmp_path / "which.py"
     script.write_text(
@@ -91,7 +144,8 @@ def test_trace_exporter_default_and_choice(
         "print('processors', [type(p).__name__ for p in"
         " provider._active_span_processor._span_processors])\n"
         "with trace.get_tracer('which').start_as_current_span('one span'):\n"
-        "    pass\n")
+        "    pass\n"
+    )
     extra = {"OTEL_TRACES_EXPORTER": chosen} if chosen else {}
     env = otel_env(otlp_receiver, "distro-test", **extra)
     with run_instrumented(script, env) as proc:

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.e2e
 
 def post_update(port: int, update: dict[str, object]) -> int:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhook/s3cret", data=json.dumps(update).encode(),
-        headers={"Content-Type": "application/json",
-                 "X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+        f"http://127.0.0.1:{port}/webhook/s3cret",
+        data=json.dumps(update).encode(),
+        headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": "s3cret"},
     )
     with urllib.request.urlopen(req, timeout=15) as resp:
         return int(resp.status)
@@ -34,18 +34,28 @@ def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSp
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_webhook_bot_traces_metrics_and_no_token_anywhere(
-    protocol: str, fake_bot_api: FakeBotApi, otlp_receiver: OtlpReceiver, bot_token: str,
-    pg_dsn: str, redis_url: str,
+    protocol: str,
+    fake_bot_api: FakeBotApi,
+    otlp_receiver: OtlpReceiver,
+    bot_token: str,
+    pg_dsn: str,
+    redis_url: str,
 ) -> None:
     port = free_port()
-    env = otel_env(otlp_receiver, "plain-webhook-bot", protocol, BOT_TOKEN=bot_token,
-                   BOT_API_BASE=fake_bot_api.base_url, PG_DSN=pg_dsn, REDIS_URL=redis_url,
-                   PORT=str(port))
+    env = otel_env(
+        otlp_receiver,
+        "plain-webhook-bot",
+        protocol,
+        BOT_TOKEN=bot_token,
+        BOT_API_BASE=fake_bot_api.base_url,
+        PG_DSN=pg_dsn,
+        REDIS_URL=redis_url,
+        PORT=str(port),
+    )
     with run_instrumented(BOT, env) as bot:
         bot.wait_for_line("listening")
         assert post_update(port, fake_bot_api.message_update("hello")) == 200
-        fake_bot_api.script("sendMessage", [Fault.flood(3), Fault.server_error(502),
-                                            Fault.slow(2)])
+        fake_bot_api.script("sendMessage", [Fault.flood(3), Fault.server_error(502), Fault.slow(2)])
         for text in ["flood", "bad gateway", "/timeout", "/refused", "/sqlerror"]:
             assert post_update(port, fake_bot_api.message_update(text)) == 200
         otlp_receiver.wait_for(lambda r: len(r.spans("POST /webhook/{secret}")) >= 6, 20)
@@ -69,10 +79,18 @@ def test_webhook_bot_traces_metrics_and_no_token_anywhere(
     incr = next(k for k in kids if k.name == "INCRBY")
     assert incr.attributes["db.query.text"] == "INCRBY ? ?"
     # One span per Bot API call: never a bare HTTP span for Telegram.
-    assert not [s for s in spans if s.name in ("POST", "GET") and s.kind == "CLIENT"
-                and "telegram" in str(s.attributes.get("url.full", ""))]
-    codes = sorted(s.attributes.get("telegram.api.error_code", 0) for s in spans
-                   if s.name == "telegram.api sendMessage")
+    assert not [
+        s
+        for s in spans
+        if s.name in ("POST", "GET")
+        and s.kind == "CLIENT"
+        and "telegram" in str(s.attributes.get("url.full", ""))
+    ]
+    codes = sorted(
+        s.attributes.get("telegram.api.error_code", 0)
+        for s in spans
+        if s.name == "telegram.api sendMessage"
+    )
     assert 429 in codes and 502 in codes
     errors = {s.attributes.get("error.type") for s in spans if s.name.startswith("telegram.api")}
     assert any(e and "Timeout" in e for e in errors), errors
@@ -81,14 +99,22 @@ def test_webhook_bot_traces_metrics_and_no_token_anywhere(
     assert failed_sql and failed_sql[0].attributes["error.type"].endswith("DivisionByZeroError")
 
     names_received = otlp_receiver.metric_names()
-    for metric in ["http.server.request.duration", "http.server.active_requests",
-                   "http.client.request.duration", "telegram.api.duration",
-                   "telegram.api.flood_waits", "db.client.operation.duration",
-                   "db.client.connection.count", "db.client.connection.max",
-                   "otelbot.cache.requests"]:
+    for metric in [
+        "http.server.request.duration",
+        "http.server.active_requests",
+        "http.client.request.duration",
+        "telegram.api.duration",
+        "telegram.api.flood_waits",
+        "db.client.operation.duration",
+        "db.client.connection.count",
+        "db.client.connection.max",
+        "otelbot.cache.requests",
+    ]:
         assert metric in names_received, (metric, sorted(names_received))
-    systems = {p.attributes.get("db.system.name")
-               for p in otlp_receiver.points("db.client.operation.duration")}
+    systems = {
+        p.attributes.get("db.system.name")
+        for p in otlp_receiver.points("db.client.operation.duration")
+    }
     assert systems == {"postgresql", "redis"}
 
     # The token scan: nothing received, and nothing the process printed, holds the token.

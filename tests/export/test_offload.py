@@ -23,16 +23,30 @@ from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 
 def emit_spans(exporter: SpanExporter, service: str) -> None:
-    provider = TracerProvider(resource=Resource.create({"service.name": service}),
-                              span_limits=SpanLimits(max_span_attributes=6))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service}),
+        span_limits=SpanLimits(max_span_attributes=6),
+    )
     # What the SDK configurator builds for the exporter (see the distro's configurator).
     provider.add_span_processor(export_processor(exporter))
     tracer = provider.get_tracer("otelbot.test", "1.2.3")
-    with tracer.start_as_current_span("telegram.update message", kind=SpanKind.SERVER,
-                                      attributes={"telegram.update.type": "message"}) as root:
-        leaf = tracer.start_span("SELECT users", kind=SpanKind.CLIENT, attributes={
-            "db.system.name": "postgresql", "server.port": 5432, "ratio": 0.5,
-            "ok": True, "tags": ("a", "b"), "ids": (1, 2)})
+    with tracer.start_as_current_span(
+        "telegram.update message",
+        kind=SpanKind.SERVER,
+        attributes={"telegram.update.type": "message"},
+    ) as root:
+        leaf = tracer.start_span(
+            "SELECT users",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system.name": "postgresql",
+                "server.port": 5432,
+                "ratio": 0.5,
+                "ok": True,
+                "tags": ("a", "b"),
+                "ids": (1, 2),
+            },
+        )
         leaf.add_event("exception", {"exception.type": "RuntimeError"})
         leaf.set_status(StatusCode.ERROR, "boom")
         leaf.end()
@@ -48,9 +62,18 @@ def emit_spans(exporter: SpanExporter, service: str) -> None:
 
 def comparable(span: ReceivedSpan) -> tuple[object, ...]:
     resource = {k: v for k, v in span.resource.items() if k != "service.name"}
-    return (span.name, span.kind, span.attributes, span.events, span.status_code,
-            span.status_message, span.scope, sorted(resource.items()),
-            span.parent_span_id != "", span.end_ns >= span.start_ns > 0)
+    return (
+        span.name,
+        span.kind,
+        span.attributes,
+        span.events,
+        span.status_code,
+        span.status_message,
+        span.scope,
+        sorted(resource.items()),
+        span.parent_span_id != "",
+        span.end_ns >= span.start_ns > 0,
+    )
 
 
 @pytest.fixture
@@ -89,8 +112,9 @@ def dropped_counts(receiver: OtlpReceiver) -> dict[str, int]:
         except Exception:
             continue
         for rs in req.resource_spans:
-            service = next(a.value.string_value for a in rs.resource.attributes
-                           if a.key == "service.name")
+            service = next(
+                a.value.string_value for a in rs.resource.attributes if a.key == "service.name"
+            )
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if span.name == "linked":
@@ -103,12 +127,24 @@ def emit_light_spans(exporter: SpanExporter, service: str) -> LightTracer:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(export_processor(exporter))
     light = LightTracer(provider.get_tracer("otelbot.test", "1.2.3"))
-    root = light.start_span("telegram.update message", context=context.Context(),
-                            kind=SpanKind.SERVER, attributes={"telegram.update.type": "message"})
+    root = light.start_span(
+        "telegram.update message",
+        context=context.Context(),
+        kind=SpanKind.SERVER,
+        attributes={"telegram.update.type": "message"},
+    )
     with trace.use_span(root, end_on_exit=True):
-        leaf = light.start_span("telegram.api sendMessage", kind=SpanKind.CLIENT, attributes={
-            "telegram.api.method": "sendMessage", "server.port": 443, "ratio": 0.5,
-            "ok": True, "tags": ("a", "b")})
+        leaf = light.start_span(
+            "telegram.api sendMessage",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "telegram.api.method": "sendMessage",
+                "server.port": 443,
+                "ratio": 0.5,
+                "ok": True,
+                "tags": ("a", "b"),
+            },
+        )
         leaf.add_event("telegram.flood_wait", {"telegram.api.retry_after": 3})
         leaf.set_status(StatusCode.ERROR, "Too Many Requests")
         leaf.end()
@@ -126,15 +162,22 @@ def test_light_spans_read_directly_arrive_as_the_standard_exporter_sends_them(
     offload = emit_light_spans(OffloadSpanExporter(), "offload")
     assert standard.offload is None and isinstance(offload.offload, OffloadSpanProcessor)
     spans = otlp_env.spans()
-    by_service = {name: sorted(comparable(s) for s in spans
-                               if s.resource["service.name"] == name)
-                  for name in ("standard", "offload")}
+    by_service = {
+        name: sorted(comparable(s) for s in spans if s.resource["service.name"] == name)
+        for name in ("standard", "offload")
+    }
     assert len(by_service["offload"]) == 302
     assert by_service["offload"] == by_service["standard"]
-    root = next(s for s in spans if s.name == "telegram.update message"
-                and s.resource["service.name"] == "offload")
-    leaf = next(s for s in spans if s.name == "telegram.api sendMessage"
-                and s.resource["service.name"] == "offload")
+    root = next(
+        s
+        for s in spans
+        if s.name == "telegram.update message" and s.resource["service.name"] == "offload"
+    )
+    leaf = next(
+        s
+        for s in spans
+        if s.name == "telegram.api sendMessage" and s.resource["service.name"] == "offload"
+    )
     assert (leaf.trace_id, leaf.parent_span_id) == (root.trace_id, root.span_id)
 
 
@@ -185,7 +228,8 @@ def test_configurator_puts_the_offload_processor_in_front_of_the_offload_exporte
 
 
 def test_spans_over_the_queue_size_are_dropped_not_kept(
-    otlp_env: OtlpReceiver, monkeypatch: pytest.MonkeyPatch,
+    otlp_env: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "20")

@@ -98,8 +98,11 @@ async def test_direct_feed_update_with_bot_api_child(
     assert api.attributes["http.response.status_code"] == 200
     assert api.attributes["url.template"] == "/bot{token}/{method}"
     # one span per Bot API call: nothing else from the aiohttp layer
-    assert [s.name for s in instrumented.spans()] == ["telegram.api sendMessage",
-                                                      "telegram.update message", "outer"]
+    assert [s.name for s in instrumented.spans()] == [
+        "telegram.api sendMessage",
+        "telegram.update message",
+        "outer",
+    ]
 
 
 async def test_sync_handler_in_a_thread_keeps_the_trace(
@@ -130,10 +133,14 @@ class _Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("where", ["handler, no errors router", "handler, errors router",
-                                   "middleware, errors router"])
+@pytest.mark.parametrize(
+    "where", ["handler, no errors router", "handler, errors router", "middleware, errors router"]
+)
 async def test_failures_are_recorded_once_and_reach_the_bot(
-    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, redis_url: str,
+    instrumented: MemoryTelemetry,
+    fake_bot_api: FakeBotApi,
+    bot: Bot,
+    redis_url: str,
     where: str,
 ) -> None:
     dp = make_dispatcher(redis_url)
@@ -145,12 +152,14 @@ async def test_failures_are_recorded_once_and_reach_the_bot(
         raise _Boom("handler failed")
 
     if where.startswith("middleware"):
+
         @dp.update.outer_middleware()
         async def failing(handler: Any, event: Any, data: dict[str, Any]) -> Any:
             raise _Boom("middleware failed")
 
     swallowed = where.endswith(", errors router")
     if swallowed:
+
         @dp.errors()
         async def on_error(event: Any) -> bool:
             seen.append(event.exception)
@@ -189,8 +198,7 @@ async def test_bot_api_errors_and_broken_json_reach_the_bot_unchanged(
     telemetry: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot, bot_token: str
 ) -> None:
     async def calls() -> list[tuple[str, str]]:
-        fake_bot_api.script("sendMessage", [Fault.forbidden(), Fault.broken_json(),
-                                            Fault.hang(2)])
+        fake_bot_api.script("sendMessage", [Fault.forbidden(), Fault.broken_json(), Fault.hang(2)])
         seen = []
         for timeout in (None, None, 1):
             try:
@@ -208,18 +216,23 @@ async def test_bot_api_errors_and_broken_json_reach_the_bot_unchanged(
     finally:
         for p in parts:
             p.uninstrument()
-    assert [name for name, _ in bare] == ["TelegramForbiddenError", "ClientDecodeError",
-                                           "TelegramNetworkError"]
+    assert [name for name, _ in bare] == [
+        "TelegramForbiddenError",
+        "ClientDecodeError",
+        "TelegramNetworkError",
+    ]
     assert instrumented == bare
     spans = by_name(telemetry, "telegram.api sendMessage")
     assert len(spans) == 3 and len(telemetry.spans()) == 3
     forbidden, broken, timeout = spans
     assert forbidden.attributes["telegram.api.error_code"] == 403
     assert forbidden.attributes["error.type"] == (
-        TelegramForbiddenError.__module__ + ".TelegramForbiddenError")
+        TelegramForbiddenError.__module__ + ".TelegramForbiddenError"
+    )
     assert broken.attributes["error.type"].endswith("ClientDecodeError")
     assert timeout.attributes["error.type"] == (
-        TelegramNetworkError.__module__ + ".TelegramNetworkError")
+        TelegramNetworkError.__module__ + ".TelegramNetworkError"
+    )
     assert all(s.status.status_code == StatusCode.ERROR for s in spans)
     text = repr([(dict(s.attributes), [dict(e.attributes) for e in s.events]) for s in spans])
     assert bot_token.split(":")[1] not in text
@@ -232,8 +245,7 @@ async def test_bot_api_http_request_is_timed_by_aiogram_once(
 
     from otelbot.instrumentation.botapi import ApiCall, current_api_call
 
-    fake_bot_api.script("sendMessage", [Fault.ok(), Fault.forbidden(), Fault.hang(2),
-                                        Fault.drop()])
+    fake_bot_api.script("sendMessage", [Fault.ok(), Fault.forbidden(), Fault.hang(2), Fault.drop()])
     seen = []
     for timeout in (None, None, 1, None):
         try:
@@ -241,23 +253,22 @@ async def test_bot_api_http_request_is_timed_by_aiogram_once(
             seen.append("ok")
         except Exception as exc:
             seen.append(type(exc).__name__)
-    assert seen == ["ok", "TelegramForbiddenError", "TelegramNetworkError",
-                    "TelegramNetworkError"]
-    points = [p for p in instrumented.points("http.client.request.duration")
-              if p.value.count]
+    assert seen == ["ok", "TelegramForbiddenError", "TelegramNetworkError", "TelegramNetworkError"]
+    points = [p for p in instrumented.points("http.client.request.duration") if p.value.count]
     # One point per request, each in its own series (no second recording of any call).
     assert sorted(p.value.count for p in points) == [1, 1, 1, 1]
     by_error = {p.attributes.get("error.type"): p.attributes for p in points}
     assert by_error[None]["http.response.status_code"] == 200
     assert by_error["403"]["http.response.status_code"] == 403
-    assert all(a["http.request.method"] == "POST" and a["url.template"] ==
-               "/bot{token}/{method}" for a in by_error.values())
+    assert all(
+        a["http.request.method"] == "POST" and a["url.template"] == "/bot{token}/{method}"
+        for a in by_error.values()
+    )
     # The failures carry the HTTP client's own error (aiogram's wraps it).
     network = sorted(e for e in by_error if e not in (None, "403"))
     assert len(network) == 2 and not any("aiogram" in e for e in network), network
     spans = by_name(instrumented, "telegram.api sendMessage")
-    assert [s.attributes.get("http.response.status_code") for s in spans] == [
-        200, 403, None, None]
+    assert [s.attributes.get("http.response.status_code") for s in spans] == [200, 403, None, None]
     assert all(s.attributes["server.address"] == "127.0.0.1" for s in spans)
 
     # Inside aiogram's call, aiohttp's own coroutine comes back: no layer of ours.
@@ -293,8 +304,9 @@ async def test_get_updates_traced_only_when_asked(
         for p in parts:
             p.uninstrument()
     assert [s.name for s in telemetry.spans()] == ["telegram.api getUpdates"]
-    methods = [p.attributes["telegram.api.method"]
-               for p in telemetry.points("telegram.api.duration")]
+    methods = [
+        p.attributes["telegram.api.method"] for p in telemetry.points("telegram.api.duration")
+    ]
     assert methods == ["getUpdates"]
 
 

@@ -41,8 +41,10 @@ def _all_text(telemetry: MemoryTelemetry) -> str:
 async def test_bot_api_call_is_one_telegram_span_with_token_redacted(
     client_instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot_token: str
 ) -> None:
-    async with aiohttp.ClientSession() as session, session.post(fake_bot_api.url("sendMessage"),
-                            json={"chat_id": 5, "text": "hi"}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(fake_bot_api.url("sendMessage"), json={"chat_id": 5, "text": "hi"}) as resp,
+    ):
         body = await resp.json()
     assert body["ok"] is True and body["result"]["text"] == "hi"
     spans = client_instrumented.spans()
@@ -68,8 +70,9 @@ async def test_bot_api_call_is_one_telegram_span_with_token_redacted(
 async def test_errors_flood_waits_and_connection_failures_are_recorded_without_token(
     client_instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot_token: str
 ) -> None:
-    fake_bot_api.script("sendMessage", [Fault.flood(7), Fault.bad_request(),
-                                        Fault.server_error(502)])
+    fake_bot_api.script(
+        "sendMessage", [Fault.flood(7), Fault.bad_request(), Fault.server_error(502)]
+    )
     statuses = []
     async with aiohttp.ClientSession() as session:
         for _ in range(3):
@@ -106,8 +109,7 @@ async def test_other_requests_propagate_traceparent(
     client_instrumented: MemoryTelemetry, aiohttp_server_url: str
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.get(aiohttp_server_url + "/echo-headers",
-                               headers={"X-Mine": "1"}) as r:
+        async with session.get(aiohttp_server_url + "/echo-headers", headers={"X-Mine": "1"}) as r:
             headers = await r.json()
     span = client_instrumented.spans()[0]
     assert span.name == "GET"
@@ -172,8 +174,7 @@ async def test_cancellation_passes_through(
 
 
 async def test_internal_error_does_not_break_the_request(
-    client_instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi,
-    monkeypatch: pytest.MonkeyPatch
+    client_instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from otelbot.instrumentation import aiohttp_client
 
@@ -187,6 +188,7 @@ async def test_internal_error_does_not_break_the_request(
 
 
 # ---------------------------------------------------------------- server
+
 
 @pytest.fixture
 def server_instrumented(telemetry: MemoryTelemetry) -> Iterator[MemoryTelemetry]:

@@ -22,15 +22,26 @@ from otelbot.testing.memory import MemoryTelemetry
 SECRET = "sekrit-param-4711"
 LITERAL = "sekrit-literal-0815"
 
-PATCHED = [
-    (asyncpg.connection.Connection, name)
-    for name in ("execute", "executemany", "fetch", "fetchrow", "fetchval", "fetchmany", "reset")
-] + [
-    (asyncpg.prepared_stmt.PreparedStatement, name)
-    for name in ("fetch", "fetchrow", "fetchval", "fetchmany", "executemany")
-] + [
-    (asyncpg.cursor.BaseCursor, name) for name in ("_bind_exec", "_bind", "_exec")
-] + [(asyncpg.pool.Pool, "_async__init__"), (asyncpg.pool.Pool, "_acquire")]
+PATCHED = (
+    [
+        (asyncpg.connection.Connection, name)
+        for name in (
+            "execute",
+            "executemany",
+            "fetch",
+            "fetchrow",
+            "fetchval",
+            "fetchmany",
+            "reset",
+        )
+    ]
+    + [
+        (asyncpg.prepared_stmt.PreparedStatement, name)
+        for name in ("fetch", "fetchrow", "fetchval", "fetchmany", "executemany")
+    ]
+    + [(asyncpg.cursor.BaseCursor, name) for name in ("_bind_exec", "_bind", "_exec")]
+    + [(asyncpg.pool.Pool, "_async__init__"), (asyncpg.pool.Pool, "_acquire")]
+)
 
 
 @pytest.fixture
@@ -107,7 +118,10 @@ async def test_connection_methods(instrumented: MemoryTelemetry, conn: Any, tabl
 
     spans = db_spans(instrumented, table)
     assert [s.name for s in spans] == [f"SELECT {table}"] * 3 + [
-        f"UPDATE {table}", f"DELETE {table}", f"INSERT {table}", f"INSERT {table}"
+        f"UPDATE {table}",
+        f"DELETE {table}",
+        f"INSERT {table}",
+        f"INSERT {table}",
     ]
     first = spans[0]
     assert first.kind is SpanKind.CLIENT
@@ -126,7 +140,8 @@ async def test_connection_methods(instrumented: MemoryTelemetry, conn: Any, tabl
     assert "db.operation.batch.size" not in attrs(spans[0])
 
     durations = [
-        p for p in instrumented.points("db.client.operation.duration")
+        p
+        for p in instrumented.points("db.client.operation.duration")
         if p.attributes.get("db.collection.name") == table
     ]
     by_op = {attrs(p)["db.operation.name"]: p.value.count for p in durations}
@@ -144,7 +159,8 @@ async def test_keyword_arguments(instrumented: MemoryTelemetry, conn: Any, table
     await conn.executemany(command=f"DELETE FROM {table} WHERE id = $1", args=[(1,), (2,)])
     spans = db_spans(instrumented, table)
     assert [s.name for s in spans] == [f"SELECT {table}"] * 3 + [
-        f"UPDATE {table}", f"DELETE {table}"
+        f"UPDATE {table}",
+        f"DELETE {table}",
     ]
     assert attrs(spans[3])["db.query.text"] == f"UPDATE {table} SET name = ?"
     assert attrs(spans[4])["db.operation.batch.size"] == 2
@@ -170,9 +186,7 @@ async def test_values_never_recorded(instrumented: MemoryTelemetry, conn: Any, t
     assert "(100)" not in recorded  # the unique violation's DETAIL: Key (id)=(100)
 
 
-async def test_failing_query(
-    telemetry: MemoryTelemetry, conn: Any, table: str
-) -> None:
+async def test_failing_query(telemetry: MemoryTelemetry, conn: Any, table: str) -> None:
     async def failure() -> BaseException:
         try:
             await conn.fetch(f"SELECT * FROM {table} WHERE id = $1::text::int", "abc")
@@ -202,7 +216,8 @@ async def test_failing_query(
     assert "abc" not in str(attrs(event)["exception.stacktrace"])
 
     (point,) = [
-        p for p in telemetry.points("db.client.operation.duration")
+        p
+        for p in telemetry.points("db.client.operation.duration")
         if p.attributes.get("db.collection.name") == table
     ]
     assert attrs(point)["error.type"] == "asyncpg.exceptions.InvalidTextRepresentationError"
@@ -264,9 +279,7 @@ def test_uninstrument_restores_originals(telemetry: MemoryTelemetry) -> None:
     assert {key: key[0].__dict__.get(key[1]) for key in originals} == originals
 
 
-async def test_uninstrumented_queries_record_nothing(
-    telemetry: MemoryTelemetry, conn: Any
-) -> None:
+async def test_uninstrumented_queries_record_nothing(telemetry: MemoryTelemetry, conn: Any) -> None:
     instrumentor = AsyncpgInstrumentor()
     instrumentor.instrument(**telemetry.providers)
     instrumentor.uninstrument()
@@ -286,8 +299,13 @@ async def test_pool_queries_traced_once(
             assert (await con.fetchrow(f"SELECT * FROM {table} WHERE id = 2"))["id"] == 2
     names = [s.name for s in db_spans(instrumented)]
     # No span for the queries asyncpg runs itself when a connection goes back to the pool.
-    assert names == [f"SELECT {table}", f"SELECT {table}", f"UPDATE {table}",
-                     f"DELETE {table}", f"SELECT {table}"]
+    assert names == [
+        f"SELECT {table}",
+        f"SELECT {table}",
+        f"UPDATE {table}",
+        f"DELETE {table}",
+        f"SELECT {table}",
+    ]
 
 
 async def test_prepared_statements(instrumented: MemoryTelemetry, conn: Any, table: str) -> None:
@@ -308,9 +326,7 @@ async def test_prepared_statements(instrumented: MemoryTelemetry, conn: Any, tab
     if hasattr(insert, "fetchmany"):
         expected.append(f"INSERT {table}")
     assert names == expected
-    assert attrs(spans[0])["db.query.text"] == (
-        f"SELECT * FROM {table} WHERE id >= $1 ORDER BY id"
-    )
+    assert attrs(spans[0])["db.query.text"] == (f"SELECT * FROM {table} WHERE id >= $1 ORDER BY id")
     assert attrs(spans[4])["db.operation.batch.size"] == 3
     if hasattr(insert, "fetchmany"):
         assert attrs(spans[5])["db.operation.batch.size"] == 2
@@ -384,7 +400,8 @@ async def test_internal_error_does_not_break_queries(
 async def test_pool_metrics(instrumented: MemoryTelemetry, pg_dsn: str) -> None:
     def value(name: str, **attributes: str) -> Any:
         points = [
-            p for p in instrumented.points(name)
+            p
+            for p in instrumented.points(name)
             if all(p.attributes.get(k) == v for k, v in attributes.items())
         ]
         assert len(points) == 1, points
@@ -394,16 +411,24 @@ async def test_pool_metrics(instrumented: MemoryTelemetry, pg_dsn: str) -> None:
     attr = {"db.client.connection.pool.name": pool_name}
     async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=1) as pool:
         assert value("db.client.connection.max", **attr) == 1
-        assert value("db.client.connection.count", **attr,
-                     **{"db.client.connection.state": "idle"}) == 1
-        assert value("db.client.connection.count", **attr,
-                     **{"db.client.connection.state": "used"}) == 0
+        assert (
+            value("db.client.connection.count", **attr, **{"db.client.connection.state": "idle"})
+            == 1
+        )
+        assert (
+            value("db.client.connection.count", **attr, **{"db.client.connection.state": "used"})
+            == 0
+        )
 
         held = await pool.acquire()
-        assert value("db.client.connection.count", **attr,
-                     **{"db.client.connection.state": "used"}) == 1
-        assert value("db.client.connection.count", **attr,
-                     **{"db.client.connection.state": "idle"}) == 0
+        assert (
+            value("db.client.connection.count", **attr, **{"db.client.connection.state": "used"})
+            == 1
+        )
+        assert (
+            value("db.client.connection.count", **attr, **{"db.client.connection.state": "idle"})
+            == 0
+        )
 
         waiter = asyncio.ensure_future(pool.fetchval("SELECT 1"))
         await asyncio.sleep(0.2)
@@ -417,5 +442,6 @@ async def test_pool_metrics(instrumented: MemoryTelemetry, pg_dsn: str) -> None:
         assert wait.count == 2
         assert 0.15 < wait.sum < 5
     # A closed pool is no longer reported.
-    assert [p for p in instrumented.points("db.client.connection.max")
-            if p.attributes == attr] == []
+    assert [
+        p for p in instrumented.points("db.client.connection.max") if p.attributes == attr
+    ] == []

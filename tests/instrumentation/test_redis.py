@@ -473,9 +473,10 @@ async def test_internal_error_in_span_start_does_not_break_async_commands(
 def test_db_namespace_is_the_db_index(
     instrumented: MemoryTelemetry, redis_url: str, prefix: str
 ) -> None:
-    with redis.Redis.from_url(_url(redis_url, 3)) as db3, redis.Redis(
-        host="127.0.0.1", port=6379, db=DB
-    ) as db5:
+    with (
+        redis.Redis.from_url(_url(redis_url, 3)) as db3,
+        redis.Redis(host="127.0.0.1", port=6379, db=DB) as db5,
+    ):
         db3.get(prefix + "x")
         db5.get(prefix + "x")
     namespaces = [_attrs(s)["db.namespace"] for s in instrumented.spans()]
@@ -503,6 +504,8 @@ def test_sampled_out_spans_still_record_metrics(
         provider.shutdown()
     assert exporter.get_finished_spans() == ()
     assert sorted(d["db.operation.name"] for d in _durations(telemetry)) == [
-        "GET", "OTBNOSUCHCOMMAND", "PIPELINE",
+        "GET",
+        "OTBNOSUCHCOMMAND",
+        "PIPELINE",
     ]
     assert _cache_counts(telemetry) == {("GET", "miss"): 2}

@@ -20,15 +20,22 @@ from typing import Any
 import psutil
 import pytest
 
-from otelbot.instrumentation.runtime import ProcessProbe, PsutilProbe, RuntimeInstrumentor
+from otelbot.instrumentation.runtime import RuntimeInstrumentor
+from otelbot.runtime.process import ProcessProbe, PsutilProbe
 from otelbot.testing.memory import MemoryTelemetry
 from otelbot.testing.stats_file import read_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_METRICS = {
-    "cpython.gc.collections", "cpython.gc.collected_objects", "cpython.gc.uncollectable_objects",
-    "otelbot.asyncio.loop.lag", "otelbot.asyncio.tasks", "process.memory.usage",
-    "process.memory.virtual", "process.cpu.time", "process.thread.count",
+    "cpython.gc.collections",
+    "cpython.gc.collected_objects",
+    "cpython.gc.uncollectable_objects",
+    "otelbot.asyncio.loop.lag",
+    "otelbot.asyncio.tasks",
+    "process.memory.usage",
+    "process.memory.virtual",
+    "process.cpu.time",
+    "process.thread.count",
     "process.unix.file_descriptor.count",
 }
 
@@ -72,7 +79,7 @@ def test_blocking_handler_shows_in_loop_lag(runtime: MemoryTelemetry) -> None:
     assert lag.count >= 2
     assert lag.max >= 0.2
     boundaries = list(lag.explicit_bounds)
-    at_least_quarter = sum(lag.bucket_counts[boundaries.index(0.1) + 1:])
+    at_least_quarter = sum(lag.bucket_counts[boundaries.index(0.1) + 1 :])
     assert at_least_quarter >= 1  # the sample landed in a bucket above 0.1 s
 
 
@@ -94,8 +101,9 @@ def test_tasks_gauge_counts_live_tasks(runtime: MemoryTelemetry) -> None:
     assert _one(runtime, "otelbot.asyncio.tasks") >= 6  # five sleepers and main
 
 
-def test_instrument_inside_a_running_loop(telemetry: MemoryTelemetry,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_instrument_inside_a_running_loop(
+    telemetry: MemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OTELBOT_RUNTIME_DIR", raising=False)
 
     async def main() -> None:
@@ -112,8 +120,9 @@ def test_instrument_inside_a_running_loop(telemetry: MemoryTelemetry,
 
 
 def test_gc_pauses_and_collections_per_generation(runtime: MemoryTelemetry) -> None:
-    before = {g: _one(runtime, "cpython.gc.collections", **{"cpython.gc.generation": g})
-              for g in range(3)}
+    before = {
+        g: _one(runtime, "cpython.gc.collections", **{"cpython.gc.generation": g}) for g in range(3)
+    }
     _cycles(20000)
     for generation in range(3):
         gc.collect(generation)
@@ -173,8 +182,9 @@ def test_psutil_fallback_agrees_with_proc() -> None:
     assert abs(proc.file_descriptors() - fallback.file_descriptors()) <= 1
 
 
-def test_uninstrument_restores_everything(telemetry: MemoryTelemetry,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uninstrument_restores_everything(
+    telemetry: MemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OTELBOT_RUNTIME_DIR", raising=False)
     run_forever = asyncio.base_events.BaseEventLoop.run_forever
     runner_run = asyncio.Runner.run
@@ -243,7 +253,8 @@ def test_stats_file_mode_leaves_runtime_metrics_to_the_agent(
 
 STATS_SCRIPT = textwrap.dedent("""
     import asyncio, gc, sys, time
-    from otelbot.instrumentation.runtime import ProcessProbe, PsutilProbe, RuntimeInstrumentor
+    from otelbot.instrumentation.runtime import RuntimeInstrumentor
+    from otelbot.runtime.process import ProcessProbe, PsutilProbe
 
     RuntimeInstrumentor().instrument()
 
@@ -270,8 +281,12 @@ STATS_SCRIPT = textwrap.dedent("""
 def test_stats_file_from_a_real_bot_process(tmp_path: Path) -> None:
     env = dict(os.environ, OTELBOT_RUNTIME_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
     bot = subprocess.Popen(
-        [sys.executable, "-c", STATS_SCRIPT], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", STATS_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert bot.stdout is not None
@@ -320,8 +335,12 @@ def unwritable_dir() -> Iterator[str]:
 
 @pytest.mark.parametrize("kind", ["missing", "unwritable"])
 def test_unusable_runtime_dir_falls_back_with_one_log_line(
-    kind: str, tmp_path: Path, unwritable_dir: str, telemetry: MemoryTelemetry,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    kind: str,
+    tmp_path: Path,
+    unwritable_dir: str,
+    telemetry: MemoryTelemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     directory = str(tmp_path / "missing") if kind == "missing" else unwritable_dir
     monkeypatch.setenv("OTELBOT_RUNTIME_DIR", directory)

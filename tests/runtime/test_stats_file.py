@@ -28,9 +28,14 @@ def stats(tmp_path: Path) -> Iterator[StatsFile]:
 
 def _write(stats: StatsFile, heartbeat: float = 0.0, **overrides: object) -> None:
     values: dict[str, object] = {
-        "collections": [5, 2, 1], "collected": [100, 20, 3], "uncollectable": [0, 0, 4],
-        "pause_total": [0.01, 0.02, 0.03], "pause_max": [0.001, 0.01, 0.02],
-        "loop_lag": 0.25, "loop_lag_max": 0.5, "tasks": 7,
+        "collections": [5, 2, 1],
+        "collected": [100, 20, 3],
+        "uncollectable": [0, 0, 4],
+        "pause_total": [0.01, 0.02, 0.03],
+        "pause_max": [0.001, 0.01, 0.02],
+        "loop_lag": 0.25,
+        "loop_lag_max": 0.5,
+        "tasks": 7,
     }
     values.update(overrides)
     stats.write(heartbeat or time.time(), **values)  # type: ignore[arg-type]
@@ -66,8 +71,11 @@ def test_read_stats_returns_named_fields(stats: StatsFile) -> None:
     assert snapshot["pid"] == os.getpid()
     assert snapshot["heartbeat"] == 123.0
     assert snapshot["gc"][2] == {
-        "collections": 1, "collected": 3, "uncollectable": 4,
-        "pause_total": 0.03, "pause_max": 0.02,
+        "collections": 1,
+        "collected": 3,
+        "uncollectable": 4,
+        "pause_total": 0.03,
+        "pause_max": 0.02,
     }
     assert snapshot["loop_lag_max"] == 0.5
     assert snapshot["seq"] % 2 == 0

@@ -24,8 +24,11 @@ def _wanted(section: object) -> bool:
     """Enabled, and with at least one target where the section lists them."""
     if not getattr(section, "enabled", False):
         return False
-    return all(getattr(section, targets) for targets in ("databases", "instances")
-               if hasattr(section, targets))
+    return all(
+        getattr(section, targets)
+        for targets in ("databases", "instances")
+        if hasattr(section, targets)
+    )
 
 
 def build_collectors(config: AgentConfig, store: IndexUsageStore | None = None) -> list[Collector]:

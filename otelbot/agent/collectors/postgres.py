@@ -403,14 +403,16 @@ class PostgresCollector(Collector):
         if self._version < 130000:
             log.warning(
                 "%s: PostgreSQL %d is older than 13; some statistics may be missing",
-                self.target, self._version // 10000,
+                self.target,
+                self._version // 10000,
             )
         schema = row["pgss_schema"]
         if schema is None:
             if self._pgss_schema is None and self._version:
                 log.info(
                     "%s: pg_stat_statements is not installed; top statements are skipped "
-                    "(CREATE EXTENSION pg_stat_statements to enable them)", self.target,
+                    "(CREATE EXTENSION pg_stat_statements to enable them)",
+                    self.target,
                 )
             self._pgss_schema = ""
         else:
@@ -502,9 +504,13 @@ class PostgresCollector(Collector):
         a = self._attrs
         for r in await self._fetch(BACKENDS_SQL, self._cfg.top_applications):
             out.add_with(
-                semconv.POSTGRESQL_BACKENDS, r["n"],
-                {**a, semconv.POSTGRESQL_BACKEND_STATE: r["state"],
-                 semconv.POSTGRESQL_APPLICATION_NAME: r["app"]},
+                semconv.POSTGRESQL_BACKENDS,
+                r["n"],
+                {
+                    **a,
+                    semconv.POSTGRESQL_BACKEND_STATE: r["state"],
+                    semconv.POSTGRESQL_APPLICATION_NAME: r["app"],
+                },
             )
         rows = await self._fetch(ACTIVITY_SQL)
         if rows:
@@ -613,7 +619,8 @@ class PostgresCollector(Collector):
             if not r["indisvalid"]:
                 out.findings.append(
                     Finding(
-                        semconv.EVENT_INVALID_INDEX, name,
+                        semconv.EVENT_INVALID_INDEX,
+                        name,
                         f"index {name} on {r['table_name']} is invalid (a failed CREATE INDEX "
                         "CONCURRENTLY or REINDEX left it behind): writes still maintain it, "
                         "queries never use it",
@@ -631,7 +638,8 @@ class PostgresCollector(Collector):
                 window = _human_duration(cfg.unused_index_window)
                 out.findings.append(
                     Finding(
-                        semconv.EVENT_UNUSED_INDEX, name,
+                        semconv.EVENT_UNUSED_INDEX,
+                        name,
                         f"no scans of {name} on {r['table_name']} for "
                         f"{_human_duration(idle)} (window {window},"
                         f" {obs.scans} scans since the last stats reset); it costs "
@@ -645,13 +653,17 @@ class PostgresCollector(Collector):
         for r in await self._fetch(DUPLICATE_INDEXES_SQL):
             out.findings.append(
                 Finding(
-                    semconv.EVENT_DUPLICATE_INDEX, r["index_name"],
+                    semconv.EVENT_DUPLICATE_INDEX,
+                    r["index_name"],
                     f"index {r['index_name']} ({r['index_columns']}) is covered by "
                     f"{r['covered_by']} ({r['covering_columns']}) on {r['table_name']}: that "
                     "index starts with the same columns and serves the same queries",
                     r["drop_sql"],
-                    {**base, semconv.DB_COLLECTION_NAME: r["table_name"],
-                     semconv.POSTGRESQL_INDEX_NAME: r["index_name"]},
+                    {
+                        **base,
+                        semconv.DB_COLLECTION_NAME: r["table_name"],
+                        semconv.POSTGRESQL_INDEX_NAME: r["index_name"],
+                    },
                 )
             )
         rows = await self._fetch(
@@ -661,7 +673,8 @@ class PostgresCollector(Collector):
             per_scan = r["seq_tup_read"] // max(r["seq_scan"], 1)
             out.findings.append(
                 Finding(
-                    semconv.EVENT_MISSING_INDEX, r["table_name"],
+                    semconv.EVENT_MISSING_INDEX,
+                    r["table_name"],
                     f"{r['seq_scan']} sequential scans of {r['table_name']} read "
                     f"{r['seq_tup_read']} rows ({per_scan} per scan, {r['n_live_tup']} live "
                     f"rows) against {r['idx_scan']} index scans",

@@ -113,11 +113,13 @@ class ProcessCollector(Collector):
         out.add(semconv.PROCESS_THREAD_COUNT, threads)
         out.add(semconv.PROCESS_OPEN_FILE_DESCRIPTOR_COUNT, fds)
         out.add(
-            semconv.PROCESS_CONTEXT_SWITCHES, switches.voluntary,
+            semconv.PROCESS_CONTEXT_SWITCHES,
+            switches.voluntary,
             **{semconv.PROCESS_CONTEXT_SWITCH_TYPE: "voluntary"},
         )
         out.add(
-            semconv.PROCESS_CONTEXT_SWITCHES, switches.involuntary,
+            semconv.PROCESS_CONTEXT_SWITCHES,
+            switches.involuntary,
             **{semconv.PROCESS_CONTEXT_SWITCH_TYPE: "involuntary"},
         )
         out.add(semconv.PROCESS_UPTIME, max(0.0, time.time() - created))

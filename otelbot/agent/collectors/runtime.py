@@ -77,16 +77,20 @@ def parse_stats(data: bytes) -> RuntimeStats:
         raise StatsFileError("not an otelbot stats file (bad magic)")
     if version != VERSION:
         raise StatsFileError(f"layout version {version}, this agent reads version {VERSION}")
-    gens = tuple(
-        GenerationStats(*fields[9 + 5 * g: 14 + 5 * g])
-        for g in range(3)
-    )
+    gens = tuple(GenerationStats(*fields[9 + 5 * g : 14 + 5 * g]) for g in range(3))
     lag_last, lag_max, tasks, in_flight, total = fields[24:29]
     return RuntimeStats(
-        pid=pid, seq=seq, start_time=start, heartbeat=heartbeat, tick_interval=tick,
+        pid=pid,
+        seq=seq,
+        start_time=start,
+        heartbeat=heartbeat,
+        tick_interval=tick,
         generations=gens,  # type: ignore[arg-type]
-        loop_lag_last=lag_last, loop_lag_max=lag_max, tasks=tasks,
-        updates_in_flight=in_flight, updates_total=total,
+        loop_lag_last=lag_last,
+        loop_lag_max=lag_max,
+        tasks=tasks,
+        updates_in_flight=in_flight,
+        updates_total=total,
     )
 
 

@@ -16,7 +16,6 @@ from otelbot.agent.collectors.base import ALL_TIERS, Tier
 from otelbot.agent.collectors.postgres import PostgresCollector, _human_bytes
 from otelbot.agent.config import PostgresConfig, PostgresDatabase
 from otelbot.agent.state import IndexUsageStore
-
 from tests.agent.conftest import unique, values
 
 
@@ -25,9 +24,7 @@ def collector(
 ) -> PostgresCollector:
     config = PostgresConfig(databases=[PostgresDatabase(dsn=dsn)], **cfg)
     kwargs = {"clock": clock} if clock is not None else {}
-    return PostgresCollector(
-        config.databases[0], config, store or IndexUsageStore(None), **kwargs
-    )
+    return PostgresCollector(config.databases[0], config, store or IndexUsageStore(None), **kwargs)
 
 
 @pytest.fixture
@@ -35,7 +32,10 @@ async def indexed_table(pg_admin: asyncpg.Connection) -> Any:
     """A table with a used index, an unused one, a duplicate and an invalid one."""
     t = unique()
     names = {
-        "table": t, "used": f"{t}_used", "unused": f"{t}_unused", "dup": f"{t}_dup",
+        "table": t,
+        "used": f"{t}_used",
+        "unused": f"{t}_unused",
+        "dup": f"{t}_dup",
         "invalid": f"{t}_invalid",
     }
     try:
@@ -141,7 +141,8 @@ async def test_stats_reset_does_not_make_a_used_index_unused(
     assert await advice() == {}  # first sight: the window has not passed for anything
     await pg_admin.execute(  # reset the statistics of our table and its indexes only
         "SELECT pg_stat_reset_single_table_counters(oid) FROM pg_class WHERE oid = $1::regclass"
-        " OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = $1::regclass)", t["table"]
+        " OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = $1::regclass)",
+        t["table"],
     )
     await pg_admin.execute("SELECT pg_stat_clear_snapshot()")
     scans = await pg_admin.fetchval(
@@ -184,8 +185,11 @@ async def test_pg_monitor_only_role(
             await c.close()
         assert out.failures == []
         assert values(out.samples, "postgresql.up") == [1]
-        sizes = values(out.samples, "postgresql.table.size",
-                       **{semconv.DB_COLLECTION_NAME: f"public.{indexed_table['table']}"})
+        sizes = values(
+            out.samples,
+            "postgresql.table.size",
+            **{semconv.DB_COLLECTION_NAME: f"public.{indexed_table['table']}"},
+        )
         assert sizes and sizes[0] > 0
         assert _by_event(out.findings, semconv.EVENT_UNUSED_INDEX, indexed_table["table"])
         assert values(out.samples, "postgresql.db_size")[0] > 0
@@ -209,8 +213,9 @@ async def test_locked_table_does_not_stall_the_poll(
             await c.close()
         assert out.failures == []
         assert values(out.samples, "postgresql.up") == [1]
-        assert values(out.samples, "postgresql.table.size",
-                      **{semconv.DB_COLLECTION_NAME: f"public.{t}"})
+        assert values(
+            out.samples, "postgresql.table.size", **{semconv.DB_COLLECTION_NAME: f"public.{t}"}
+        )
         assert values(out.samples, "postgresql.locks.waiting") == [0]
     finally:
         await tx.rollback()
@@ -276,8 +281,11 @@ async def test_fixed_query_count_and_series_budget(
     assert few == many  # independent of the number of tables
     assert out.failures == []
 
-    sizes = {s.attributes[semconv.DB_COLLECTION_NAME]: s.value
-             for s in out.samples if s.metric.name == "postgresql.table.size"}
+    sizes = {
+        s.attributes[semconv.DB_COLLECTION_NAME]: s.value
+        for s in out.samples
+        if s.metric.name == "postgresql.table.size"
+    }
     assert "(other)" in sizes
     assert len(sizes) <= 2 * 3 + 1  # top 3 by size + top 3 by scans + the rest summed
     assert values(out.samples, "postgresql.table.count") == [24]
@@ -326,14 +334,23 @@ async def test_idle_in_transaction_session_is_a_finding(pg_dsn: str) -> None:
             out = await c.collect(frozenset({Tier.FAST}))
         finally:
             await c.close()
-        found = [f for f in out.findings if f.event_name == semconv.EVENT_IDLE_IN_TRANSACTION
-                 and f.attributes.get(semconv.POSTGRESQL_APPLICATION_NAME) == app]
+        found = [
+            f
+            for f in out.findings
+            if f.event_name == semconv.EVENT_IDLE_IN_TRANSACTION
+            and f.attributes.get(semconv.POSTGRESQL_APPLICATION_NAME) == app
+        ]
         assert len(found) == 1
         assert found[0].suggestion.startswith("SELECT pg_terminate_backend(")
         assert values(out.samples, "postgresql.idle_in_transaction.max_duration")[0] >= 0.3
-        assert values(out.samples, "postgresql.backends",
-                      **{semconv.POSTGRESQL_APPLICATION_NAME: app,
-                         semconv.POSTGRESQL_BACKEND_STATE: "idle in transaction"}) == [1]
+        assert values(
+            out.samples,
+            "postgresql.backends",
+            **{
+                semconv.POSTGRESQL_APPLICATION_NAME: app,
+                semconv.POSTGRESQL_BACKEND_STATE: "idle in transaction",
+            },
+        ) == [1]
     finally:
         await tx.rollback()
         await holder.close()

@@ -16,7 +16,6 @@ from otelbot import semconv
 from otelbot.agent.collectors.base import ALL_TIERS
 from otelbot.agent.collectors.process import ProcessCollector
 from otelbot.agent.collectors.runtime import RuntimeCollector, StatsFileError, read_stats
-
 from tests.agent.conftest import unique, values
 
 # Written here from the documented layout (/tmp/stats-layout.md), independently of both
@@ -61,7 +60,9 @@ async def test_metrics_and_frozen_bot_finding(tmp_path: Path) -> None:
     out = await c.collect(ALL_TIERS)
     assert out.failures == []
     assert values(out.samples, "cpython.gc.collections", **{semconv.PROCESS_PID: pid}) == [
-        10, 20, 30
+        10,
+        20,
+        30,
     ]
     assert values(out.samples, "otelbot.asyncio.tasks") == [7]
     assert values(out.samples, "otelbot.bot.heartbeat.age")[0] >= 60
@@ -155,5 +156,3 @@ async def test_process_by_pid_file(tmp_path: Path) -> None:
     (tmp_path / "bot.pid").write_text(f"{os.getpid()}\n")
     out = await ProcessCollector(pid_file=str(tmp_path / "bot.pid")).collect(ALL_TIERS)
     assert out.target_up and values(out.samples, "process.uptime")[0] > 0
-
-

@@ -26,9 +26,11 @@ async def main() -> None:
     session = aiohttp.ClientSession()
 
     async def send(chat_id: int, text: str, base: str = API, timeout: float = 10) -> int:
-        async with session.post(f"{base}/bot{TOKEN}/sendMessage",
-                                json={"chat_id": chat_id, "text": text},
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.post(
+            f"{base}/bot{TOKEN}/sendMessage",
+            json={"chat_id": chat_id, "text": text},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
             await resp.read()
             return resp.status
 
