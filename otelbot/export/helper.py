@@ -91,7 +91,7 @@ def rebuild(payload: bytes) -> list[Any]:
                 attributes=attributes(row.attributes, row.dropped_attributes),
                 events=bounded([Event(n, a, t) for n, t, a in row.events], row.dropped_events),
                 links=bounded(
-                    [Link(SpanContext(t, i, False, TraceFlags(f)), a) for t, i, f, a in row.links],
+                    [Link(SpanContext(t, i, r, TraceFlags(f)), a) for t, i, r, f, a in row.links],
                     row.dropped_links,
                 ),
                 kind=SpanKind(row.kind),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import marshal
 from typing import Any, NamedTuple, cast
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Rows marshalled together (see ``SpanBatch._append``).
 CHUNK = 16
 
@@ -31,8 +31,8 @@ CHUNK = 16
 ParentRow = tuple[int, int, bool, int]
 #: An event: name, timestamp (ns), attributes.
 EventRow = tuple[str, int, "dict[str, Any] | None"]
-#: A link: trace id, span id, trace flags, attributes.
-LinkRow = tuple[int, int, int, "dict[str, Any] | None"]
+#: A link: trace id, span id, is remote, trace flags, attributes.
+LinkRow = tuple[int, int, bool, int, "dict[str, Any] | None"]
 
 
 class SpanRow(NamedTuple):
@@ -126,16 +126,9 @@ class SpanBatch:
         events = span._events
         links = span._links
         status = span._status
-        context = span._context
-        parent = span._parent
         self._append(
             (
-                span._name,
-                context.trace_id,
-                context.span_id,
-                int(context.trace_flags),
-                tuple(context.trace_state.items()) if context.trace_state else (),
-                _parent(parent),
+                *_identity(span._name, span._context, span._parent),
                 span._kind.value,
                 span._start_time,
                 span._end_time,
@@ -148,6 +141,7 @@ class SpanBatch:
                     (
                         ln.context.trace_id,
                         ln.context.span_id,
+                        ln.context.is_remote,
                         int(ln.context.trace_flags),
                         dict(ln.attributes) if ln.attributes else None,
                     )
@@ -168,15 +162,9 @@ class SpanBatch:
         its own fields: its attribute dict is its own and no longer changes, it has no
         links and nothing dropped."""
         status = span._status
-        context = span._context
         self._append(
             (
-                span._name,
-                context.trace_id,
-                context.span_id,
-                int(context.trace_flags),
-                tuple(context.trace_state.items()) if context.trace_state else (),
-                _parent(span._parent),
+                *_identity(span._name, span._context, span._parent),
                 span._kind.value,
                 span._start,
                 span._end,
@@ -230,10 +218,18 @@ def read_batch(payload: bytes) -> DecodedBatch:
     return DecodedBatch(resources, scopes, rows)
 
 
-def _parent(parent: Any) -> ParentRow | None:
-    if parent is None:
-        return None
-    return (parent.trace_id, parent.span_id, parent.is_remote, int(parent.trace_flags))
+def _identity(name: str, context: Any, parent: Any) -> tuple[Any, ...]:
+    """A row's first six fields: name, trace id, span id, flags, trace state, parent."""
+    return (
+        name,
+        context.trace_id,
+        context.span_id,
+        int(context.trace_flags),
+        tuple(context.trace_state.items()) if context.trace_state else (),
+        None
+        if parent is None
+        else (parent.trace_id, parent.span_id, parent.is_remote, int(parent.trace_flags)),
+    )
 
 
 def _events(events: Any) -> tuple[EventRow, ...]:
