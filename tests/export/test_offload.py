@@ -1,4 +1,4 @@
-"""The opt-in ``otelbot_offload`` span exporter: OTLP encoded and sent by a helper process,
+"""The default ``otelbot_offload`` span exporter: OTLP encoded and sent by a helper process,
 arriving at a real OTLP receiver with the same content as from the standard exporter."""
 
 from __future__ import annotations
