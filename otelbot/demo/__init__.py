@@ -1,7 +1,7 @@
 """``otelbot demo``: the whole product on one machine, with no backend to install.
 
 It loads the demo schema into PostgreSQL, starts the fake Bot API, runs
-``examples/demo_bot`` under the real ``opentelemetry-instrument`` and a real
+the demo bot (``bot/``, package data) under the real ``opentelemetry-instrument`` and a real
 ``otelbot-agent run`` beside it, both exporting OTLP to a receiver inside the demo, drives
 a mix of updates at the bot, and prints what the telemetry shows (terminal and HTML).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,8 +36,8 @@ from otelbot.demo.load import LoadDriver, update_mix
 from otelbot.testing.otlp_receiver import OtlpReceiver
 from otelbot.testing.processes import sibling_command, stop_process
 
-ROOT = Path(__file__).resolve().parents[2]
-BOT_DIR = ROOT / "examples" / "demo_bot"
+#: The demo bot ships inside the package (package data), so a wheel install has it too.
+BOT_DIR = Path(__file__).resolve().parent / "bot"
 SERVICE_NAME = "otelbot-demo-bot"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -101,8 +102,9 @@ async def _load_schema(dsn: str, sql: str) -> None:
         conn = await asyncpg.connect(dsn, timeout=5)
     except Exception as exc:
         raise DemoError(
-            f"PostgreSQL is not reachable at {_where(dsn)} ({_first_line(exc)}): start it with "
-            "scripts/services (make demo does) or set OTELBOT_TEST_PG_DSN / --pg-dsn"
+            f"PostgreSQL is not reachable at {_where(dsn)} ({_first_line(exc)}): start it "
+            "(in a checkout scripts/services does) or point the demo at it with --pg-dsn or "
+            "OTELBOT_TEST_PG_DSN"
         ) from None
     try:
         await conn.execute(sql)
@@ -136,8 +138,9 @@ def reset_cache(url: str) -> None:
             client.delete(*keys)
     except Exception as exc:
         raise DemoError(
-            f"Redis is not reachable at {_where(url)} ({_first_line(exc)}): start it with "
-            "scripts/services (make demo does) or set OTELBOT_TEST_REDIS_URL / --redis-url"
+            f"Redis is not reachable at {_where(url)} ({_first_line(exc)}): start it "
+            "(in a checkout scripts/services does) or point the demo at it with --redis-url or "
+            "OTELBOT_TEST_REDIS_URL"
         ) from None
     finally:
         client.close()
@@ -150,7 +153,8 @@ def _command(name: str) -> str:
     found = sibling_command(name)
     if not found:
         raise DemoError(
-            f"the `{name}` command is not installed: pip install -e '.[dev]' (make demo does)"
+            f"the `{name}` command is not installed beside {sys.executable}: "
+            "pip install 'otelbot[demo]'"
         )
     return found
 
@@ -303,11 +307,6 @@ class ProgressView:
 def run_demo(opts: DemoOptions, console: Console) -> Observed:
     """Run everything and return what was observed. Raises ``DemoError``."""
     sizes = Sizes.for_run(opts.small)
-    if not (opts.bot_dir / "__main__.py").exists():
-        raise DemoError(
-            f"the demo bot is not at {opts.bot_dir}: run otelbot demo from a "
-            "checkout of the otelbot repository (make demo)"
-        )
     instrument = _command("opentelemetry-instrument")
     agent_cmd = _command("otelbot-agent")
     view = ProgressView(console, opts.duration, opts.progress)
@@ -350,8 +349,9 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             "REDIS_URL": opts.redis_url,
             "OTELBOT_RUNTIME_DIR": str(runtime_dir),
         }
+        bot_dir = copy_bot(opts.bot_dir, work)
         bot = stack.enter_context(
-            child("bot", [instrument, sys.executable, str(opts.bot_dir)], bot_env, work)
+            child("bot", [instrument, sys.executable, str(bot_dir)], bot_env, work)
         )
         _wait_for_line(bot, "demo bot polling", 60)
         view.step(f"demo bot running under opentelemetry-instrument (pid {bot.proc.pid})")
@@ -417,6 +417,15 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             token=token,
             otlp_endpoint=opts.otlp_endpoint,
         )
+
+
+def copy_bot(source: Path, work: Path) -> Path:
+    """The demo bot runs from a copy in the run's work directory, as a user's bot runs from
+    its own directory: its code is then not under site-packages or otelbot/, where tools
+    that name "the bot's own code" in a stack would take it for a library's."""
+    target = work / "demo_bot"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

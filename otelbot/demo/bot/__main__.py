@@ -2,10 +2,11 @@
 typical performance problems built in (see handlers.py). It has no otelbot code in it:
 
     BOT_TOKEN=... BOT_API_BASE=http://127.0.0.1:8081 PG_DSN=postgresql://... \
-    REDIS_URL=redis://... opentelemetry-instrument python examples/demo_bot
+    REDIS_URL=redis://... opentelemetry-instrument python path/to/demo_bot
 
-`otelbot demo` loads its schema (schema.sql), starts it like this against the fake Bot API,
-and drives updates at it.
+`otelbot demo` loads its schema (schema.sql), copies this directory into its work directory,
+starts it from there like this against the fake Bot API, and drives updates at it. It ships
+inside the otelbot package (otelbot/demo/bot) so that a wheel install can run the demo.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 
 import asyncpg
-import handlers  # type: ignore[import-not-found]
+import handlers
 import redis.asyncio as redis
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
