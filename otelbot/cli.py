@@ -5,7 +5,10 @@
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
 it, drives updates at it and prints what the telemetry shows (docs/demo.md).
 Exit codes: 0 ok, 1 a built-in problem was not found or the token leaked, 2 the demo
-could not run (one line says why).
+could not run (one line says why), e.g. without its packages:
+``otelbot demo: the demo needs extra packages (missing: …): pip install 'otelbot[demo]'``.
+
+Nothing optional is imported before a subcommand has checked that its extra is installed.
 """
 
 from __future__ import annotations
@@ -15,17 +18,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from otelbot.scripts import check_extra, report_missing_module
+
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_CANNOT_RUN = 2
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    # The demo's bot and agent run as child processes, so their packages are checked here
+    # too, not only the ones this process imports.
+    if not check_extra("otelbot demo", "the demo", "demo"):
+        return EXIT_CANNOT_RUN
+    try:
+        from rich.console import Console
 
-    from otelbot.demo.analysis import analyse
-    from otelbot.demo.render import print_report, write_html
-    from otelbot.demo.run import DemoError, DemoOptions, Sizes, run_demo
+        from otelbot.demo.analysis import analyse
+        from otelbot.demo.render import print_report, write_html
+        from otelbot.demo.run import DemoError, DemoOptions, Sizes, run_demo
+    except ModuleNotFoundError as exc:
+        return report_missing_module("otelbot demo", "the demo", "demo", exc)
 
     # Not a terminal (CI, a pipe, a file): wide enough for the report's tables.
     console = Console() if sys.stdout.isatty() else Console(width=150)
