@@ -26,7 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PG_DSN, free_port
+from otelbot.testing.defaults import pg_dsn
+from otelbot.testing.processes import free_port
 
 DATABASE = "otelbot_bench_agent"
 TABLES = 2000
@@ -34,13 +35,13 @@ INDEXES_PER_TABLE = 3
 
 
 def _dsn(database: str) -> str:
-    return PG_DSN.rsplit("/", 1)[0] + "/" + database
+    return pg_dsn().rsplit("/", 1)[0] + "/" + database
 
 
 async def ensure_schema(tables: int = TABLES) -> None:
     import asyncpg
 
-    admin = await asyncpg.connect(PG_DSN)
+    admin = await asyncpg.connect(pg_dsn())
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
             await admin.execute(f"CREATE DATABASE {DATABASE}")
@@ -70,7 +71,7 @@ async def ensure_schema(tables: int = TABLES) -> None:
 async def _transactions() -> int:
     import asyncpg
 
-    con = await asyncpg.connect(PG_DSN)
+    con = await asyncpg.connect(pg_dsn())
     try:
         await con.execute("SELECT pg_stat_force_next_flush()")
         await asyncio.sleep(0.6)

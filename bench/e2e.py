@@ -14,7 +14,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, Child, FakeApi, Receiver, instrument_command
+from bench.procs import ROOT, FakeApi, Receiver, cpu_seconds, rss_bytes
+from otelbot.testing.defaults import BOT_TOKEN, pg_dsn, redis_url
+from otelbot.testing.processes import Child, instrument_command
 
 #: Every otelbot instrumentor entry point: naming them all lets the contrib ones load.
 OTELBOT_ENTRY_POINTS = (
@@ -75,8 +77,8 @@ def bot_env(config: Config, api: FakeApi, receiver: Receiver, work_ms: float) ->
         {
             "BOT_TOKEN": BOT_TOKEN,
             "BOT_API_BASE": api.base_url,
-            "PG_DSN": PG_DSN,
-            "REDIS_URL": REDIS_URL,
+            "PG_DSN": pg_dsn(),
+            "REDIS_URL": redis_url(),
             "BENCH_WORK_MS": str(work_ms),
             "PYTHONUNBUFFERED": "1",
         }
@@ -113,10 +115,10 @@ def run_once(
     if config.instrumented:
         cmd = [instrument_command(), *cmd]
     spans_before = receiver.spans()
-    bot = Child(cmd, bot_env(config, api, receiver, work_ms))
+    bot = Child(cmd, env=bot_env(config, api, receiver, work_ms), cwd=ROOT, name=config.name)
     try:
-        bot.wait_line("polling", 60)
-        cpu_start = bot.cpu_seconds()
+        bot.wait_for_line("polling", 60)
+        cpu_start = cpu_seconds(bot.proc.pid)
         deadline = time.monotonic() + timeout
         while True:
             status = api.get("/_control/status")
@@ -129,8 +131,8 @@ def run_once(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{config.name}: {updates} updates not handled in time")
             time.sleep(0.25)
-        cpu = bot.cpu_seconds() - cpu_start
-        _, peak = bot.rss_bytes()
+        cpu = cpu_seconds(bot.proc.pid) - cpu_start
+        _, peak = rss_bytes(bot.proc.pid)
     finally:
         code = bot.stop()
         api.stop()

@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.procs import BOT_TOKEN, PG_DSN, REDIS_URL, FakeApi
+from bench.procs import FakeApi
+from otelbot.testing.defaults import BOT_TOKEN, pg_dsn, redis_url
 
 MODES = ("bare", "otelbot", "contrib")
 OPERATIONS = ("aiohttp request", "asyncpg query", "Redis command")
@@ -83,8 +84,8 @@ async def measure(n: int, api_base: str) -> dict[str, float]:
     from opentelemetry import trace
 
     tracer = trace.get_tracer("bench")
-    pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=1)
-    cache = redis.Redis.from_url(REDIS_URL)
+    pool = await asyncpg.create_pool(pg_dsn(), min_size=1, max_size=1)
+    cache = redis.Redis.from_url(redis_url())
     session = aiohttp.ClientSession()
     url = f"{api_base}/bot{BOT_TOKEN}/sendMessage"
 

@@ -16,7 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 
 from bench import e2e
-from bench.procs import Child, FakeApi, Receiver, instrument_command
+from bench.procs import ROOT, FakeApi, Receiver, rss_bytes
+from otelbot.testing.processes import Child, instrument_command
 
 
 @dataclass
@@ -56,13 +57,15 @@ def run_pressure(
     api = FakeApi(0)
     bot = Child(
         [instrument_command(), sys.executable, "-m", "bench.workload_bot"],
-        e2e.bot_env(config, api, receiver, work_ms),
+        env=e2e.bot_env(config, api, receiver, work_ms),
+        cwd=ROOT,
+        name=config.name,
     )
     stop = threading.Event()
     rss: dict[str, float] = {}
     marks: dict[str, float] = {}
     try:
-        bot.wait_line("polling", 60)
+        bot.wait_for_line("polling", 60)
         feeder = threading.Thread(target=_feed, args=(api, rate, stop), daemon=True)
         feeder.start()
         for phase, seconds, action in (
@@ -78,7 +81,7 @@ def run_pressure(
             end = time.monotonic() + seconds
             peak = 0.0
             while time.monotonic() < end:
-                peak = max(peak, bot.rss_bytes()[0] / 2**20)
+                peak = max(peak, rss_bytes(bot.proc.pid)[0] / 2**20)
                 time.sleep(0.5)
             rss[phase] = peak
             log(f"  pressure {config.name:<16} {phase:<6} peak RSS {peak:5.0f} MB")

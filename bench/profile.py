@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from bench import e2e
-from bench.procs import Child, FakeApi, Receiver, instrument_command
+from bench.procs import ROOT, FakeApi, Receiver
+from otelbot.testing.processes import Child, instrument_command
 
 _OTEL_PARTS = {
     "metrics",
@@ -155,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "bench.workload_bot"]
     if config.instrumented:
         cmd = [instrument_command(), *cmd]
-    bot = Child(cmd, e2e.bot_env(config, api, receiver, 1.0))
+    bot = Child(cmd, env=e2e.bot_env(config, api, receiver, 1.0), cwd=ROOT, name=config.name)
     try:
-        bot.wait_line("polling", 60)
+        bot.wait_for_line("polling", 60)
         time.sleep(1.0)
         subprocess.run(
             [

@@ -3,36 +3,32 @@ the fake Bot API and the OTLP receiver."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from otelbot.testing import defaults
 from otelbot.testing.fake_bot_api import FakeBotApi
 from otelbot.testing.memory import MemoryTelemetry
 from otelbot.testing.otlp_receiver import OtlpReceiver
 
-# scripts/services exports these; the defaults are the local servers it reuses.
-PG_DSN = os.environ.get("OTELBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("OTELBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-# A token shaped like a real one. Tests scan every exported byte for it.
-BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
-
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    return PG_DSN
+    """The test database (scripts/services exports OTELBOT_TEST_PG_DSN)."""
+    return defaults.pg_dsn()
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return REDIS_URL
+    """The test Redis (scripts/services exports OTELBOT_TEST_REDIS_URL)."""
+    return defaults.redis_url()
 
 
 @pytest.fixture(scope="session")
 def bot_token() -> str:
-    return BOT_TOKEN
+    """A token shaped like a real one. Tests scan every exported byte for it."""
+    return defaults.BOT_TOKEN
 
 
 @pytest.fixture

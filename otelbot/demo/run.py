@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -33,14 +30,13 @@ from otelbot import semconv
 from otelbot.demo.analysis import Observed
 from otelbot.demo.fake_api import FloodControlledBotApi
 from otelbot.demo.load import LoadDriver, update_mix
+from otelbot.testing import defaults
 from otelbot.testing.otlp_receiver import OtlpReceiver
-from otelbot.testing.processes import sibling_command, stop_process
+from otelbot.testing.processes import Child, ChildError, sibling_command
 
 #: The demo bot ships inside the package (package data), so a wheel install has it too.
 BOT_DIR = Path(__file__).resolve().parent / "bot"
 SERVICE_NAME = "otelbot-demo-bot"
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class DemoError(Exception):
@@ -72,12 +68,8 @@ class DemoOptions:
     small: bool = False
     html: Path = Path("out/demo-report.html")
     otlp_endpoint: str | None = None
-    pg_dsn: str = field(
-        default_factory=lambda: os.environ.get("OTELBOT_TEST_PG_DSN", DEFAULT_PG_DSN)
-    )
-    redis_url: str = field(
-        default_factory=lambda: os.environ.get("OTELBOT_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    )
+    pg_dsn: str = field(default_factory=defaults.pg_dsn)
+    redis_url: str = field(default_factory=defaults.redis_url)
     bot_dir: Path = BOT_DIR
     progress: bool = True
 
@@ -159,50 +151,6 @@ def _command(name: str) -> str:
     return found
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def tail(self, n: int = 15) -> str:
-        return "".join(self.lines[-n:]).rstrip()
-
-    def stop(self, timeout: float = 20) -> None:
-        stop_process(self.proc, timeout)
-
-
-@contextmanager
-def child(name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator[Child]:
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    c = Child(name, proc)
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            c.lines.append(line)
-
-    reader = threading.Thread(target=pump, name=f"{name}-output", daemon=True)
-    reader.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        reader.join(5)
-
-
 def _otel_env(endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
@@ -241,11 +189,6 @@ redis:
   instances: [{{name: cache, url: "{opts.redis_url}"}}]
 health: {{enabled: false}}
 """)
-
-
-def _token() -> str:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-    return "123456789:AA" + "".join(secrets.choice(alphabet) for _ in range(33))
 
 
 # --------------------------------------------------------------------------- progress
@@ -320,7 +263,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
     reset_cache(opts.redis_url)
     view.step(f"Redis at {_where(opts.redis_url)} ready")
 
-    token = _token()
+    token = defaults.random_bot_token()
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otelbot-demo-")))
         runtime_dir = work / "runtime"
@@ -351,7 +294,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
         }
         bot_dir = copy_bot(opts.bot_dir, work)
         bot = stack.enter_context(
-            child("bot", [instrument, sys.executable, str(bot_dir)], bot_env, work)
+            Child([instrument, sys.executable, str(bot_dir)], env=bot_env, cwd=work, name="bot")
         )
         _wait_for_line(bot, "demo bot polling", 60)
         view.step(f"demo bot running under opentelemetry-instrument (pid {bot.proc.pid})")
@@ -364,7 +307,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
         config = work / "agent.yaml"
         agent_config(config, opts, sizes, bot.proc.pid, runtime_dir, work / "agent-state.json")
         agent = stack.enter_context(
-            child("agent", [agent_cmd, "run", "--config", str(config)], env, work)
+            Child([agent_cmd, "run", "--config", str(config)], env=env, cwd=work, name="agent")
         )
         time.sleep(0.5)
         if agent.proc.poll() is not None:
@@ -438,14 +381,14 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
 
 
 def _wait_for_line(c: Child, needle: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(needle in line for line in c.lines):
-            return
+    try:
+        c.wait_for_line(needle, timeout)
+    except ChildError:
         if c.proc.poll() is not None:
-            raise DemoError(f"the demo bot exited at start ({c.proc.returncode}):\n{c.tail()}")
-        time.sleep(0.05)
-    raise DemoError(f"the demo bot did not start within {timeout:.0f} s:\n{c.tail()}")
+            raise DemoError(
+                f"the demo bot exited at start ({c.proc.returncode}):\n{c.tail()}"
+            ) from None
+        raise DemoError(f"the demo bot did not start within {timeout:.0f} s:\n{c.tail()}") from None
 
 
 def _check_alive(*children: Child) -> None:

@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from otelbot.testing.otlp_receiver import OtlpReceiver
-from otelbot.testing.processes import instrument_command, stop_process
+from otelbot.testing.processes import Child, instrument_command
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class BotProcess:
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for_line(self, needle: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(needle in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited early ({self.proc.returncode}):\n{self.output}")
-            time.sleep(0.05)
-        raise AssertionError(f"bot did not print {needle!r} within {timeout}s:\n{self.output}")
 
 
 def otel_env(
@@ -64,25 +40,10 @@ def otel_env(
 @contextmanager
 def run_instrumented(
     script: Path | str, env: dict[str, str], *args: str, instrumented: bool = True
-) -> Iterator[BotProcess]:
+) -> Iterator[Child]:
     """Start ``opentelemetry-instrument python script``; SIGTERM and wait on exit."""
     cmd = [sys.executable, str(script), *args]
     if instrumented:
         cmd = [instrument_command(), *cmd]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    bot = BotProcess(proc)
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            bot.lines.append(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
+    with Child(cmd, env=env, cwd=ROOT, name=Path(script).name) as bot:
         yield bot
-    finally:
-        stop_process(proc, 20)
-        reader.join(5)
