@@ -9,18 +9,28 @@ embedded backend) and by the benchmarks (a local receiver process)::
     ...
     receiver.wait_for(lambda r: r.spans(name="telegram.update message"), timeout=10)
     receiver.stop()
+
+As a command, it prints what arrives, one line per span, metric point or log record (or
+one JSON object per line with ``--json``), until Ctrl+C (docs/testing.md)::
+
+    python -m otelbot.testing.otlp_receiver --http 127.0.0.1:4318 --grpc 127.0.0.1:4317
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import json
+import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from signal import SIGTERM
+from signal import signal as on_signal
+from typing import Any, TextIO
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -111,8 +121,10 @@ class OtlpReceiver:
         http_port: int = 0,
         grpc_port: int | None = 0,
         keep_raw: bool = True,
+        grpc_host: str | None = None,
     ) -> None:
         self.host = host
+        self.grpc_host = grpc_host or host
         self._http_port = http_port
         self._grpc_port = grpc_port
         self.keep_raw = keep_raw
@@ -123,6 +135,8 @@ class OtlpReceiver:
         self._logs: list[ReceivedLog] = []
         self.raw: list[bytes] = []
         self.requests = 0
+        #: Exports refused or not decodable: their bodies are in ``raw`` all the same.
+        self.rejected = 0
         self.span_count = 0
         self._http: ThreadingHTTPServer | None = None
         self._grpc: Any = None
@@ -138,7 +152,7 @@ class OtlpReceiver:
 
     @property
     def grpc_endpoint(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return f"{self.grpc_host}:{self.grpc_port}"
 
     def start(self) -> OtlpReceiver:
         self._http = ThreadingHTTPServer((self.host, self._http_port), self._handler_class())
@@ -194,6 +208,15 @@ class OtlpReceiver:
         if self.keep_raw:
             self.raw.append(body)
         self._cond.notify_all()
+
+    def reject(self, body: bytes) -> None:
+        """Keep the body of an export that was refused or could not be decoded: it left the
+        exporting process all the same, so ``raw_bytes()`` (what token scans read) has it."""
+        with self._cond:
+            self.rejected += 1
+            if self.keep_raw:
+                self.raw.append(body)
+            self._cond.notify_all()
 
     @staticmethod
     def _decode_spans(req: Any) -> Any:
@@ -325,9 +348,11 @@ class OtlpReceiver:
                 body = self.rfile.read(length)
                 signal = paths.get(self.path.split("?")[0])
                 if signal is None:
+                    receiver.reject(body)
                     self._reply(404, b"")
                     return
                 if receiver.refuse_status is not None:
+                    receiver.reject(body)
                     self._reply(receiver.refuse_status, b"")
                     return
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
@@ -338,6 +363,7 @@ class OtlpReceiver:
                         body = zlib.decompress(body)
                     receiver.ingest(signal, body)
                 except Exception:
+                    receiver.reject(body)  # the decompressed body when that much worked
                     self._reply(400, b"")
                     return
                 self._reply(200, b"")
@@ -367,9 +393,15 @@ class OtlpReceiver:
         receiver = self
 
         def handle(signal: str, request: Any, context: Any, reply: Any) -> Any:
+            body = request.SerializeToString()
             if receiver.refuse_status is not None:
+                receiver.reject(body)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "refused by test")
-            receiver.ingest(signal, request.SerializeToString())
+            try:
+                receiver.ingest(signal, body)
+            except Exception as exc:
+                receiver.reject(body)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode: {exc}")
             return reply
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
@@ -394,6 +426,193 @@ class OtlpReceiver:
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
-        self.grpc_port = server.add_insecure_port(f"{self.host}:{self._grpc_port}")
+        self.grpc_port = server.add_insecure_port(f"{self.grpc_host}:{self._grpc_port}")
         server.start()
         self._grpc = server
+
+
+# --------------------------------------------------------------------------- command line
+#
+#   python -m otelbot.testing.otlp_receiver [--http HOST:PORT] [--grpc HOST:PORT | --no-grpc]
+#                                           [--json]
+#
+# Prints what arrives, one line per span, metric point or log record, until Ctrl+C.
+
+DEFAULT_HTTP = "127.0.0.1:4318"
+DEFAULT_GRPC = "127.0.0.1:4317"
+EXIT_CANNOT_LISTEN = 2
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:4318), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _text(value: Any) -> str:
+    """A value as one token: bare when it has no space, quote or '=', else JSON-quoted."""
+    if isinstance(value, str):
+        if value and not any(c in value for c in ' \t\n"=') and value.isprintable():
+            return value
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _pairs(attrs: dict[str, Any]) -> str:
+    return "".join(f" {key}={_text(value)}" for key, value in attrs.items())
+
+
+def _service(resource: dict[str, Any]) -> str:
+    return _text(resource.get("service.name", "-"))
+
+
+def format_span(span: ReceivedSpan) -> str:
+    status = {1: " status=OK", 2: " status=ERROR"}.get(span.status_code, "")
+    if span.status_message:
+        status += f" status.message={_text(span.status_message)}"
+    parent = f" parent={span.parent_span_id}" if span.parent_span_id else ""
+    return (
+        f"span {_service(span.resource)} {_text(span.name)} {span.kind} "
+        f"{span.duration * 1000:.3f}ms trace={span.trace_id} span={span.span_id}{parent}"
+        f"{status}{_pairs(span.attributes)}"
+        + "".join(f" event={_text(e['name'])}{_pairs(e['attributes'])}" for e in span.events)
+    )
+
+
+def format_point(point: ReceivedPoint) -> str:
+    unit = f" unit={_text(point.unit)}" if point.unit else ""
+    if point.kind in ("sum", "gauge"):
+        value = f"value={_text(point.value)}"
+    else:
+        value = f"count={point.count} sum={_text(float(point.sum))}"
+        if point.min is not None and point.max is not None:
+            value += f" min={_text(point.min)} max={_text(point.max)}"
+    return (
+        f"metric {_service(point.resource)} {_text(point.name)} {point.kind} {value}{unit}"
+        f"{_pairs(point.attributes)}"
+    )
+
+
+def format_log(record: ReceivedLog) -> str:
+    event = f" event={_text(record.event_name)}" if record.event_name else ""
+    trace = f" trace={record.trace_id}" if record.trace_id.strip("0") else ""
+    return (
+        f"log {_service(record.resource)} {record.severity or '-'} {_text(record.body)}"
+        f"{event}{trace}{_pairs(record.attributes)}"
+    )
+
+
+def as_json(item: ReceivedSpan | ReceivedPoint | ReceivedLog) -> str:
+    kind = {ReceivedSpan: "span", ReceivedPoint: "metric", ReceivedLog: "log"}[type(item)]
+    return json.dumps({"signal": kind, **asdict(item)}, ensure_ascii=False, default=str)
+
+
+class PrintingReceiver(OtlpReceiver):
+    """An ``OtlpReceiver`` that writes each span, metric point and log record as it arrives
+    and keeps nothing (the command runs for as long as it is left running)."""
+
+    def __init__(self, out: TextIO, json_lines: bool = False, **kwargs: Any) -> None:
+        super().__init__(keep_raw=False, **kwargs)
+        self.out = out
+        self.json_lines = json_lines
+        self.closed = threading.Event()  # the reader went away (a closed pipe)
+        self._write_lock = threading.Lock()
+
+    def ingest(self, signal: str, body: bytes) -> None:
+        super().ingest(signal, body)
+        with self._cond:
+            items: list[Any] = [*self._spans, *self._points, *self._logs]
+            self._spans, self._points, self._logs = [], [], []
+        if self.json_lines:
+            lines = [as_json(item) for item in items]
+        else:
+            formats: dict[type, Callable[[Any], str]] = {
+                ReceivedSpan: format_span,
+                ReceivedPoint: format_point,
+                ReceivedLog: format_log,
+            }
+            lines = [formats[type(item)](item) for item in items]
+        if not lines:
+            return
+        with self._write_lock:
+            try:
+                self.out.write("\n".join(lines) + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError):  # `... | head`, or stdout closed
+                self.closed.set()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m otelbot.testing.otlp_receiver",
+        description="A local OTLP receiver: prints every span, metric point and log record "
+        "it receives, one per line, until Ctrl+C.",
+        epilog="Point an exporter at it, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 "
+        "opentelemetry-instrument python bot.py. Lines start with span, metric or log, then "
+        "the service name; with --json each line is one JSON object whose 'signal' is span, "
+        "metric or log. A port of 0 picks a free one; the first line on stderr says where it "
+        "listens.",
+    )
+    parser.add_argument(
+        "--http",
+        type=_address,
+        default=DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"OTLP/HTTP (protobuf) address (default {DEFAULT_HTTP})",
+    )
+    parser.add_argument(
+        "--grpc",
+        type=_address,
+        default=DEFAULT_GRPC,
+        metavar="HOST:PORT",
+        help=f"OTLP/gRPC address (default {DEFAULT_GRPC}; needs grpcio: pip install "
+        "'otelbot[grpc]')",
+    )
+    parser.add_argument("--no-grpc", action="store_true", help="HTTP only")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    (http_host, http_port), (grpc_host, grpc_port) = args.http, args.grpc
+    prog = "otlp_receiver"
+
+    receiver = PrintingReceiver(
+        sys.stdout,
+        json_lines=args.json,
+        host=http_host,
+        http_port=http_port,
+        grpc_host=grpc_host,
+        grpc_port=None if args.no_grpc else grpc_port,
+    )
+    try:
+        receiver.start()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: grpcio could not bind
+        receiver.stop()
+        print(f"{prog}: cannot listen: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    where = f"{receiver.http_endpoint} (HTTP)"
+    if receiver.grpc_port:
+        where += f" and {receiver.grpc_endpoint} (gRPC)"
+    elif not args.no_grpc:
+        where += "; gRPC off: grpcio is not installed (pip install 'otelbot[grpc]')"
+    print(f"{prog}: listening on {where}; Ctrl+C to stop", file=sys.stderr, flush=True)
+
+    stop = receiver.closed
+    on_signal(SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
