@@ -13,7 +13,8 @@ hands out updates through ``getUpdates`` long polls, and replays scripted failur
 Faults: 429 with ``retry_after``, 400, 403, 5xx, slow responses, responses that never
 come (timeouts), broken JSON and dropped connections. As a separate process:
 ``python -m otelbot.testing.fake_bot_api --port 8081 --token ...``; it is then driven
-through ``/_control/*`` (push updates, script faults, read the call log).
+through ``/_control/*`` (push updates, script faults, read the call log): ``--help`` and
+docs/testing.md show each call with curl.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 BOT_ID_DEFAULT = 123456789
+#: What Telegram says with each error status (a scripted error without a description).
+ERROR_DESCRIPTIONS = {
+    400: "Bad Request: chat not found",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    409: "Conflict: terminated by other getUpdates request",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
 
 
 @dataclass
@@ -54,15 +65,15 @@ class Fault:
         )
 
     @classmethod
-    def bad_request(cls, description: str = "Bad Request: chat not found") -> Fault:
+    def bad_request(cls, description: str = ERROR_DESCRIPTIONS[400]) -> Fault:
         return cls("error", 400, description)
 
     @classmethod
-    def forbidden(cls, description: str = "Forbidden: bot was blocked by the user") -> Fault:
+    def forbidden(cls, description: str = ERROR_DESCRIPTIONS[403]) -> Fault:
         return cls("error", 403, description)
 
     @classmethod
-    def server_error(cls, status: int = 502, description: str = "Bad Gateway") -> Fault:
+    def server_error(cls, status: int = 502, description: str = ERROR_DESCRIPTIONS[502]) -> Fault:
         return cls("error", status, description)
 
     @classmethod
@@ -83,6 +94,35 @@ class Fault:
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> Fault:
+        """A fault as ``/_control/script`` takes it: ``kind`` plus only the fields that
+        differ from that kind's defaults, e.g. ``{"kind": "flood", "retry_after": 3}``,
+        ``{"kind": "error", "status": 403}``, ``{"kind": "slow", "delay": 2}``."""
+        fields = dict(spec)
+        kind = fields.pop("kind", "ok")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}: one of {', '.join(FAULT_KINDS)}")
+        unknown = set(fields) - {"status", "description", "retry_after", "delay"}
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        if kind == "slow":
+            kind = "ok"  # a normal reply, late
+        fault = cls(kind, **{**_FAULT_DEFAULTS.get(kind, {}), **fields})
+        if kind == "flood" and not fault.description:
+            fault.description = f"Too Many Requests: retry after {fault.retry_after}"
+        elif kind == "error" and not fault.description:
+            fault.description = ERROR_DESCRIPTIONS.get(fault.status, f"Error {fault.status}")
+        return fault
+
+
+FAULT_KINDS = ("ok", "slow", "flood", "error", "hang", "broken_json", "drop")
+_FAULT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "flood": {"status": 429, "retry_after": 5},
+    "error": {"status": 400},
+    "hang": {"delay": 3600.0},
+}
 
 
 @dataclass
@@ -400,38 +440,68 @@ class FakeBotApi:
                 return []
 
     # ------------------------------------------------------------------ control over HTTP
+    # The endpoints the command's --help and docs/testing.md show with curl.
+
+    @staticmethod
+    def _refuse(reason: str) -> web.Response:
+        return web.json_response({"ok": False, "description": reason}, status=400)
+
+    @staticmethod
+    async def _control_body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise ValueError(f"the body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        return body
+
+    def _update_from_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        kind = spec.get("kind", "message")
+        if kind == "message":
+            return self.message_update(
+                spec.get("text", "hello"),
+                spec.get("user_id", 1001),
+                spec.get("chat_id"),
+                spec.get("chat_type", "private"),
+            )
+        if kind == "callback_query":
+            return self.callback_update(spec.get("data", "cb"), spec.get("user_id", 1001))
+        if kind == "raw":
+            update = spec.get("update")
+            if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+                raise ValueError('a raw update needs "update": {"update_id": <int>, ...}')
+            return update
+        raise ValueError(f"unknown update kind {kind!r}: message, callback_query or raw")
+
     async def _control_updates(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        updates: list[dict[str, Any]] = []
-        for spec in body.get("updates", []):
-            kind = spec.get("kind", "message")
-            if kind == "callback_query":
-                updates.append(
-                    self.callback_update(spec.get("data", "cb"), spec.get("user_id", 1001))
-                )
-            elif kind == "raw":
-                updates.append(spec["update"])
-            else:
-                updates.append(
-                    self.message_update(
-                        spec.get("text", "hello"),
-                        spec.get("user_id", 1001),
-                        spec.get("chat_id"),
-                        spec.get("chat_type", "private"),
-                    )
-                )
+        try:
+            body = await self._control_body(request)
+            updates = [self._update_from_spec(spec) for spec in body.get("updates", [])]
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self._refuse(str(exc))
         self.push_updates(updates)
         return web.json_response({"queued": len(updates)})
 
     async def _control_script(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.script(body["method"], [Fault(**f) for f in body.get("faults", [])])
-        return web.json_response({"ok": True})
+        try:
+            body = await self._control_body(request)
+            method = body.get("method")
+            if not isinstance(method, str) or not method:
+                raise ValueError('"method" is required, e.g. "sendMessage"')
+            faults = [Fault.from_json(spec) for spec in body.get("faults", [])]
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self._refuse(str(exc))
+        self.script(method, faults)
+        return web.json_response({"ok": True, "scripted": len(faults)})
 
     async def _control_calls(self, request: web.Request) -> web.Response:
         method = request.query.get("method")
         return web.json_response(
-            [{"method": c.method, "at": c.at, "token_ok": c.token_ok} for c in self.calls(method)]
+            [
+                {"method": c.method, "at": c.at, "token_ok": c.token_ok, "params": c.params}
+                for c in self.calls(method)
+            ]
         )
 
     async def _control_status(self, request: web.Request) -> web.Response:
@@ -444,12 +514,50 @@ class FakeBotApi:
         )
 
 
+USAGE = """\
+Point the bot at http://HOST:PORT instead of https://api.telegram.org (aiogram:
+AiohttpSession(api=TelegramAPIServer.from_base("http://127.0.0.1:8081"))); it serves
+/bot<token>/<method>. Updates reach the bot through getUpdates (long polling); push them,
+script faults and read the call log over HTTP:
+
+  curl -s 127.0.0.1:8081/_control/updates -d '{"updates": [
+      {"text": "/start", "user_id": 42},
+      {"kind": "callback_query", "data": "buy:1", "user_id": 42}]}'
+  curl -s 127.0.0.1:8081/_control/script -d '{"method": "sendMessage", "faults": [
+      {"kind": "flood", "retry_after": 3}, {"kind": "error", "status": 403}]}'
+  curl -s '127.0.0.1:8081/_control/calls?method=sendMessage'
+  curl -s 127.0.0.1:8081/_control/status
+
+/_control/updates  queue updates. kind: message (text, user_id, chat_id, chat_type),
+                   callback_query (data, user_id), raw (update: a whole Update object).
+/_control/script   the next calls of a method get these replies, in order, then normal ones.
+                   kind: ok, slow (delay s), flood (retry_after: a 429), error (status,
+                   description: 400 by default), hang (no reply for delay s, default 3600),
+                   broken_json, drop (the connection is closed).
+/_control/calls    every Bot API call so far (method, at, token_ok, params); ?method= filters.
+/_control/status   {"pending": queued updates, "delivered": handed out, "calls": count}.
+
+A call with another token gets 401. Ctrl+C stops it.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fake Telegram Bot API server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--max-poll-wait", type=float, default=1.0)
+    parser = argparse.ArgumentParser(
+        prog="python -m otelbot.testing.fake_bot_api",
+        description="A fake Telegram Bot API server for tests and local runs.",
+        epilog=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="default 8081; 0 picks one")
+    parser.add_argument("--token", required=True, help="the bot token the bot will use")
+    parser.add_argument(
+        "--max-poll-wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="longest getUpdates long poll, whatever timeout the bot asks for (default 1)",
+    )
     parser.add_argument(
         "--updates", type=int, default=0, help="queue this many message updates at start"
     )
