@@ -71,7 +71,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="otelbot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="otelbot",
+        description="otelbot's command line. The bot itself needs none: it runs under "
+        "opentelemetry-instrument; the sidecar is otelbot-agent.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
