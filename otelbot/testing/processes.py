@@ -159,6 +159,25 @@ class Child:
                 self._changed.wait(min(left, 0.1))
             return self.lines[seen].strip()
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait until the child has exited and its output has ended, which is when every
+        process writing to it has exited too (its own children, such as the span export
+        helper, inherit it); the exit code. ``ChildError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ChildError(
+                f"{self.name} still runs after {timeout:g} s:\n{self.tail()}"
+            ) from None
+        self._reader.join(max(0.0, deadline - time.monotonic()))
+        if self._reader.is_alive():
+            raise ChildError(
+                f"{self.name} exited ({code}), but a process it started still holds its "
+                f"output after {timeout:g} s"
+            )
+        return int(code)
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, SIGKILL after ``timeout``; then the rest of its output. The exit code."""
         code = stop_process(self.proc, timeout)

@@ -57,3 +57,16 @@ def test_ask_writes_a_line_and_returns_the_answer() -> None:
     with Child(python(code), stdin=True) as child:
         assert child.ask("count") == "COUNT"
         assert child.ask("down") == "DOWN"
+
+
+def test_wait_returns_when_the_processes_it_started_have_finished_too() -> None:
+    # Like the span export helper: a process the child starts, writing to the same output,
+    # still working after the child itself has exited.
+    code = """
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1); print('late')"])
+        print("child done")
+    """
+    with Child(python(code), name="bot") as child:
+        assert child.wait(30) == 0
+        assert child.lines == ["child done\n", "late\n"]

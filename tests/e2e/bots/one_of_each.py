@@ -1,4 +1,9 @@
-"""One aiohttp request, one asyncpg query and one Redis command, then exit (flushing)."""
+"""One aiohttp request, one asyncpg query and one Redis command, then exit (flushing).
+
+Last, a span of the script's own, ``one_of_each done``: the control. Spans are exported in
+the order they end, so once it has arrived, every span ended before it has arrived too,
+and a test can assert what did *not* arrive.
+"""
 
 import asyncio
 import os
@@ -6,6 +11,9 @@ import os
 import aiohttp
 import asyncpg
 import redis.asyncio as redis
+from opentelemetry import trace
+
+CONTROL_SPAN = "one_of_each done"
 
 
 async def main() -> None:
@@ -19,6 +27,8 @@ async def main() -> None:
         url = f"{os.environ['BOT_API_BASE']}/bot{os.environ['BOT_TOKEN']}/getMe"
         async with session.post(url) as resp:
             await resp.read()
+    with trace.get_tracer("one_of_each").start_as_current_span(CONTROL_SPAN):
+        pass
     print("done", flush=True)
 
 

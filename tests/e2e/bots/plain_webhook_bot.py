@@ -4,9 +4,13 @@ end-to-end tests under the real ``opentelemetry-instrument`` command.
 Per update it does one pooled SQL query, one Redis command and one sendMessage. Commands
 in the message text exercise failure paths: ``/timeout`` (a Bot API call that times out),
 ``/refused`` (a Bot API server that refuses connections), ``/sqlerror`` (a failing query).
+
+It logs the way bots do, token and all: the URL of a Bot API call that failed, and the
+exception of a failed update (log export is on in the tests; otelbot must redact them).
 """
 
 import asyncio
+import logging
 import os
 import signal
 
@@ -18,6 +22,7 @@ from aiohttp import web
 TOKEN = os.environ["BOT_TOKEN"]
 API = os.environ["BOT_API_BASE"]
 PORT = int(os.environ.get("PORT", "8080"))
+log = logging.getLogger("plain_webhook_bot")
 
 
 async def main() -> None:
@@ -32,6 +37,8 @@ async def main() -> None:
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             await resp.read()
+            if resp.status != 200:
+                log.warning("%s answered %d", resp.url, resp.status)
             return resp.status
 
     async def webhook(request: web.Request) -> web.Response:
@@ -53,6 +60,7 @@ async def main() -> None:
                 await send(chat_id, f"echo {n}")
         except Exception as exc:  # a bot logs and answers 200 so Telegram does not retry
             print("handler error:", type(exc).__name__, flush=True)
+            log.warning("update failed: %r", exc, exc_info=True)
         return web.Response(text="ok")
 
     app = web.Application()
