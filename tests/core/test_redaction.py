@@ -43,3 +43,18 @@ def test_parse_bot_api_paths() -> None:
     assert f is not None and f.method == "file" and f.template == "/file/bot{token}/{file_path}"
     assert parse_path("/api/users/1") is None
     assert parse_path("/botanic/garden") is None
+
+
+def test_secret_alone_is_redacted_once_a_token_was_seen() -> None:
+    token = "987654321:AAFxq1Wb2Ec3Rd4Tf5Yg6Uh7Ij8Ok9Pl0Zm"
+    secret = token.split(":")[1]
+    assert redact_path(f"/bot{token}/getMe") == "/bot987654321:REDACTED/getMe"
+    for text in (
+        f"login with {secret} failed",
+        f"https://example.org/hook/{secret}",
+        f"percent {token.replace(':', '%3A')} and bare {secret}",
+    ):
+        out = redact_text(text)
+        assert secret not in out, out
+        assert "REDACTED" in out
+    assert redact_text("nothing secret here 12:30") == "nothing secret here 12:30"
