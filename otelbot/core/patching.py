@@ -1,7 +1,27 @@
-"""Patching with error containment: what every otelbot instrumentor shares.
+"""Patching with error containment: what every otelbot instrumentor shares::
+
+    import json
+
+    from otelbot.core.patching import Patches, guarded_sync
+
+
+    def start(encoder, args, kwargs):  # before the call; returns the call's state
+        return len(args[0])
+
+
+    def end(state, result, exc):  # after it, with its result or its exception
+        print("encoded", state, "items")
+
+
+    patches = Patches()
+    patches.wrap(json.JSONEncoder, "encode", lambda f: guarded_sync(f, start, end, "json"))
+    json.dumps([1, 2])  # prints "encoded 2 items"
+    patches.restore()
 
 ``Patches`` replaces methods and puts the originals back; ``guarded_async`` /
-``guarded_sync`` wrap a call with telemetry that can never break it.
+``guarded_sync`` wrap a call with telemetry that can never break it. Every instrumentation
+names its hooks ``start`` and ``end`` (``start_update`` / ``end_update`` where a module
+has several), and keeps what ``start`` hands to ``end`` in a small slotted class.
 
 Hot-path rule: nothing here allocates per call except what a span needs. Instruments,
 tracers and attribute sets are built once, at ``instrument()`` time or on first sight of a
@@ -23,22 +43,22 @@ from otelbot.core.errors import internal_error
 
 def guarded_async(
     original: Any,
-    begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    start: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
     end: Callable[[Any, Any, BaseException | None], None],
     where: str,
 ) -> Any:
     """Wrap an async method with telemetry that can never break it.
 
-    ``begin(self, args, kwargs)`` runs before the call and returns what ``end(state,
+    ``start(self, args, kwargs)`` runs before the call and returns what ``end(state,
     result, exc)`` gets after it (``exc`` is the exception the call raised, re-raised
-    unchanged). An error inside ``begin`` or ``end`` is logged once and the call goes on
+    unchanged). An error inside ``start`` or ``end`` is logged once and the call goes on
     as if uninstrumented.
     """
 
     @functools.wraps(original)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            state = begin(self, args, kwargs)
+            state = start(self, args, kwargs)
         except Exception as exc:
             internal_error(where + " start", exc)
             return await original(self, *args, **kwargs)
@@ -61,7 +81,7 @@ def guarded_async(
 
 def guarded_sync(
     original: Any,
-    begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    start: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
     end: Callable[[Any, Any, BaseException | None], None],
     where: str,
 ) -> Any:
@@ -70,7 +90,7 @@ def guarded_sync(
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            state = begin(self, args, kwargs)
+            state = start(self, args, kwargs)
         except Exception as exc:
             internal_error(where + " start", exc)
             return original(self, *args, **kwargs)
@@ -132,8 +152,6 @@ class OtelbotInstrumentor(BaseInstrumentor):
     """Base for otelbot's instrumentors: a tracer, a meter and a patch list."""
 
     _instruments: Collection[str] = ()
-    #: The contrib entry point that would instrument the same library (skipped by the distro).
-    replaces_contrib: str | None = None
 
     def __init__(self) -> None:
         super().__init__()

@@ -19,6 +19,10 @@ Bot API calls made through aiogram's ``AiohttpSession`` get one span
 instrumentation adds them instead of opening a span of its own), the Bot API error code,
 and for flood control (429) ``telegram.api.retry_after`` plus a ``telegram.flood_wait``
 event.
+
+A ``Bot``'s token is learned when the bot is created: from then on its secret part is
+redacted from whatever otelbot records, even where it appears without its ``<id>:``
+(``otelbot.core.redaction``).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from otelbot.core import config
 from otelbot.core.errors import error_type, internal_error, record_exception
 from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
-from otelbot.core.patching import OtelbotInstrumentor, guarded_async
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
+from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
+from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
@@ -47,7 +53,6 @@ from otelbot.semconv import (
     TELEGRAM_API_DURATION,
     TELEGRAM_API_ERROR_CODE,
     TELEGRAM_API_FLOOD_WAITS,
-    TELEGRAM_API_METHOD,
     TELEGRAM_API_RETRY_AFTER,
     TELEGRAM_API_RETRY_AFTER_METRIC,
     TELEGRAM_BOT_ID,
@@ -61,12 +66,10 @@ from otelbot.semconv import (
     TELEGRAM_UPDATE_TYPE,
     TELEGRAM_UPDATES,
     TELEGRAM_UPDATES_ACTIVE,
-    TELEGRAM_URL_TEMPLATE,
     TELEGRAM_USER_ID,
     TELEGRAM_USERS_ACTIVE,
     TELEGRAM_USERS_WINDOW,
     TELEGRAM_WEBHOOK_REPLY_METHOD,
-    URL_TEMPLATE,
 )
 
 INGRESS_POLLING = "polling"
@@ -81,24 +84,38 @@ _ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default
 
 
 class _UpdateState:
-    """One update being handled: its span and what the handlers told us."""
+    """One update from ``start_update`` to ``end_update``: its span, the context it made
+    current, and what the handlers told us."""
 
-    __slots__ = ("exc", "handler", "ingress", "span", "started", "type")
+    __slots__ = (
+        "context_token",
+        "exc",
+        "handler",
+        "ingress",
+        "span",
+        "started",
+        "state_token",
+        "type",
+    )
 
-    def __init__(self, span: Any, update_type: str, ingress: str, started: float) -> None:
+    def __init__(self, span: Any, update_type: str, ingress: str) -> None:
         self.span = span
         self.type = update_type
         self.ingress = ingress
-        self.started = started
         self.handler: str | None = None
         self.exc: BaseException | None = None
+        self.context_token: Any = None
+        self.state_token: Any = None
+        self.started = time.perf_counter()
 
 
 _current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_update", default=None)
 _EMPTY_CONTEXT = context.Context()
 
 
-class _Recorder:
+class _Telemetry:
+    """The tracer, instruments and caches of one ``instrument()`` call."""
+
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
         from aiogram import Dispatcher
         from aiogram.dispatcher.event.bases import UNHANDLED
@@ -134,8 +151,6 @@ class _Recorder:
         self._span_names: dict[str, str] = {}
         self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._api_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._api_span_attrs: dict[tuple[str, str], dict[str, Any]] = {}
         self._handler_names: dict[int, str] = {}
         self._bot_ids: dict[int, str] = {}
 
@@ -164,12 +179,19 @@ class _Recorder:
         if value is None:
             try:
                 value = str(bot.id)
+                # A Bot made before instrument(): its token is seen here first.
+                remember_token(bot.token)
             except Exception:
                 value = ""
             self._bot_ids[key] = value
         return value
 
-    def begin(self, bot: Any, update: Any) -> tuple[_UpdateState, Any, Any]:
+    # start_update / end_update are guarded_async's hooks around Dispatcher.feed_update.
+    def start_update(
+        self, dispatcher: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _UpdateState:
+        bot = args[0] if args else kwargs["bot"]
+        update = args[1] if len(args) > 1 else kwargs["update"]
         ingress = _ingress.get() or INGRESS_DIRECT
         try:
             update_type = update.event_type
@@ -206,20 +228,17 @@ class _Recorder:
             span.set_attributes(attrs)
         if user is not None:
             self.users.add(user.id)
-        state = _UpdateState(span, update_type, ingress, time.perf_counter())
-        ctx_token = context.attach(trace.set_span_in_context(span))
-        state_token = _current_update.set(state)
+        state = _UpdateState(span, update_type, ingress)
+        state.context_token = context.attach(trace.set_span_in_context(span))
+        state.state_token = _current_update.set(state)
         self.active.add(1, self.type_attrs(update_type))
         stats_file.update_started()
-        return state, ctx_token, state_token
+        return state
 
-    def end(
-        self, begun: tuple[_UpdateState, Any, Any], result: Any, exc: BaseException | None
-    ) -> None:
-        state, ctx_token, state_token = begun
+    def end_update(self, state: _UpdateState, result: Any, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - state.started
-        _current_update.reset(state_token)
-        context.detach(ctx_token)
+        _current_update.reset(state.state_token)
+        context.detach(state.context_token)
         stats_file.update_finished()
         error = exc or state.exc
         if error is not None:
@@ -295,29 +314,6 @@ class _Recorder:
             record_exception(state.span, exc)
 
     # ------------------------------------------------------------------ Bot API
-    def api_span_attrs(self, api_method: str, bot_id: str) -> dict[str, Any]:
-        key = (api_method, bot_id)
-        attrs = self._api_span_attrs.get(key)
-        if attrs is None:
-            attrs = self._api_span_attrs[key] = {
-                TELEGRAM_API_METHOD: api_method,
-                TELEGRAM_BOT_ID: bot_id,
-                URL_TEMPLATE: TELEGRAM_URL_TEMPLATE,
-            }
-        return attrs
-
-    def api_attrs(self, api_method: str, code: int, err: str | None) -> dict[str, Any]:
-        key = (api_method, code, err)
-        attrs = self._api_attrs.get(key)
-        if attrs is None:
-            attrs = {TELEGRAM_API_METHOD: api_method}
-            if code:
-                attrs[TELEGRAM_API_ERROR_CODE] = code
-            if err is not None:
-                attrs[ERROR_TYPE] = err
-            self._api_attrs[key] = attrs
-        return attrs
-
     def pin_response(self, method: Any) -> None:
         """Keep aiogram's ``Response[<result type>]`` class for this method alive.
 
@@ -335,7 +331,13 @@ class _Recorder:
             except Exception:
                 self._pinned_responses[kind] = None
 
-    def api_begin(self, bot: Any, method: Any) -> tuple[str, ApiCall, Any, float]:
+    # start_api_call / end_api_call are guarded_async's hooks around
+    # AiohttpSession.make_request.
+    def start_api_call(
+        self, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ApiCall:
+        bot = args[0] if args else kwargs["bot"]
+        method = args[1] if len(args) > 1 else kwargs["method"]
         self.pin_response(method)
         api_method = method.__api_method__
         if api_method == "getUpdates" and not self.trace_get_updates:
@@ -344,16 +346,18 @@ class _Recorder:
             span = self.tracer.start_span(
                 SPAN_TELEGRAM_API + " " + api_method,
                 kind=SpanKind.CLIENT,
-                attributes=self.api_span_attrs(api_method, self.bot_id(bot)),
+                attributes=botapi.span_attrs(api_method, self.bot_id(bot)),
             )
-        call = ApiCall(span)
-        token = current_api_call.set(call)
-        return api_method, call, token, time.perf_counter()
+        call = ApiCall(span, api_method)
+        call.context_token = current_api_call.set(call)
+        call.started = time.perf_counter()
+        return call
 
-    def api_end(self, begun: tuple[str, ApiCall, Any, float], exc: BaseException | None) -> None:
-        api_method, call, token, started = begun
-        elapsed = time.perf_counter() - started
-        current_api_call.reset(token)
+    def end_api_call(self, call: ApiCall, result: Any, exc: BaseException | None) -> None:
+        elapsed = time.perf_counter() - call.started
+        api_method = call.method
+        if call.context_token is not None:
+            current_api_call.reset(call.context_token)
         if call.http is not None:  # no response read: the HTTP request itself failed
             call.end_http(0, (exc.__cause__ or exc) if exc is not None else None)
         code = call.status if call.status >= 400 else 0
@@ -365,9 +369,9 @@ class _Recorder:
                 code = code or 429
             elif not code:
                 code = _error_code(exc)
-        self.api_duration.record(elapsed, self.api_attrs(api_method, code, err))
+        self.api_duration.record(elapsed, botapi.metric_attrs(api_method, code, err))
         if retry_after is not None:
-            only_method = self.api_attrs(api_method, 0, None)
+            only_method = botapi.metric_attrs(api_method)
             self.flood_waits.add(1, only_method)
             self.retry_after.record(retry_after, only_method)
         span = call.span
@@ -405,15 +409,6 @@ def _error_code(exc: BaseException) -> int:
 # ---------------------------------------------------------------------- wrappers
 
 
-def _wrap_feed_update(original: Any, recorder: _Recorder) -> Any:
-    def begin(dispatcher: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        bot = args[0] if args else kwargs["bot"]
-        update = args[1] if len(args) > 1 else kwargs["update"]
-        return recorder.begin(bot, update)
-
-    return guarded_async(original, begin, recorder.end, "aiogram update")
-
-
 def _wrap_ingress(original: Any, ingress: str) -> Any:
     async def entry(*args: Any, **kwargs: Any) -> Any:
         if _ingress.get() is not None:
@@ -427,7 +422,7 @@ def _wrap_ingress(original: Any, ingress: str) -> Any:
     return entry
 
 
-def _wrap_handler_call(original: Any, recorder: _Recorder) -> Any:
+def _wrap_handler_call(original: Any, telemetry: _Telemetry) -> Any:
     # A plain function returning aiogram's coroutine, not a coroutine of its own: the
     # handler call sits in the await chain of every update (twice: the dispatcher's
     # update listener and the bot's handler), and each extra coroutine layer is crossed
@@ -436,10 +431,10 @@ def _wrap_handler_call(original: Any, recorder: _Recorder) -> Any:
         state = _current_update.get()
         if state is not None:
             try:
-                if args and isinstance(args[0], recorder.error_event):
-                    recorder.handled_error(state, args[0].exception)
+                if args and isinstance(args[0], telemetry.error_event):
+                    telemetry.handled_error(state, args[0].exception)
                 else:
-                    name = recorder.handler_name(self)
+                    name = telemetry.handler_name(self)
                     if name is not None:
                         state.handler = name
             except Exception as exc:
@@ -471,16 +466,16 @@ def _wrap_check_response(original: Any) -> Any:
     return check_response
 
 
-def _wrap_make_request(original: Any, recorder: _Recorder) -> Any:
-    def begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        bot = args[0] if args else kwargs["bot"]
-        method = args[1] if len(args) > 1 else kwargs["method"]
-        return recorder.api_begin(bot, method)
+def _remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # guarded_sync's start hook around Bot.__init__: otelbot learns the token before the
+    # bot can log or raise with it.
+    token = args[0] if args else kwargs.get("token")
+    if isinstance(token, str):
+        remember_token(token)
 
-    def end(state: Any, result: Any, exc: BaseException | None) -> None:
-        recorder.api_end(state, exc)
 
-    return guarded_async(original, begin, end, "aiogram Bot API call")
+def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
+    pass
 
 
 class AiogramInstrumentor(OtelbotInstrumentor):
@@ -489,14 +484,20 @@ class AiogramInstrumentor(OtelbotInstrumentor):
     _instruments: Collection[str] = ("aiogram >= 3.0",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        from aiogram import Dispatcher
+        from aiogram import Bot, Dispatcher
         from aiogram.client.session.aiohttp import AiohttpSession
         from aiogram.dispatcher.event.handler import HandlerObject
 
         tracer, meter = self.telemetry(**kwargs)
-        recorder = _Recorder(tracer, meter)
+        telemetry = _Telemetry(tracer, meter)
         wrap = self.patches.wrap
-        wrap(Dispatcher, "feed_update", lambda o: _wrap_feed_update(o, recorder))
+        wrap(
+            Dispatcher,
+            "feed_update",
+            lambda o: guarded_async(
+                o, telemetry.start_update, telemetry.end_update, "aiogram update"
+            ),
+        )
         # Set once in the polling task's context: the update tasks it creates inherit it,
         # so no wrapper sits in each update's await chain for it.
         polling = "_polling" if "_polling" in Dispatcher.__dict__ else "_process_update"
@@ -509,6 +510,17 @@ class AiogramInstrumentor(OtelbotInstrumentor):
             wrap(BaseRequestHandler, "handle", lambda o: _wrap_ingress(o, INGRESS_WEBHOOK))
         except ImportError:  # aiohttp missing: no webhook handlers
             pass
-        wrap(HandlerObject, "call", lambda o: _wrap_handler_call(o, recorder), inherited=True)
-        wrap(AiohttpSession, "make_request", lambda o: _wrap_make_request(o, recorder))
+        wrap(HandlerObject, "call", lambda o: _wrap_handler_call(o, telemetry), inherited=True)
+        wrap(
+            AiohttpSession,
+            "make_request",
+            lambda o: guarded_async(
+                o, telemetry.start_api_call, telemetry.end_api_call, "aiogram Bot API call"
+            ),
+        )
         wrap(AiohttpSession, "check_response", _wrap_check_response, inherited=True)
+        wrap(
+            Bot,
+            "__init__",
+            lambda o: guarded_sync(o, _remember_bot_token, _nothing_to_end, "aiogram Bot"),
+        )

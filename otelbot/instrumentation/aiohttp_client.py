@@ -37,6 +37,7 @@ from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async
 from otelbot.core.redaction import redact_url
+from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -48,7 +49,6 @@ from otelbot.semconv import (
     TELEGRAM_API_DURATION,
     TELEGRAM_API_ERROR_CODE,
     TELEGRAM_API_FLOOD_WAITS,
-    TELEGRAM_API_METHOD,
     URL_FULL,
     URL_TEMPLATE,
 )
@@ -97,7 +97,42 @@ class _Target:
         return attrs
 
 
-class _Recorder:
+class _Request:
+    """One request between ``start`` and ``end``.
+
+    ``span`` is the request's own span, None for a request not traced (a ``getUpdates``
+    long poll), or the framework's open :class:`ApiCall` the request reports to.
+    """
+
+    __slots__ = ("method", "span", "started", "target")
+
+    def __init__(self, target: _Target, method: str, span: Any, started: float) -> None:
+        self.target = target
+        self.method = method
+        self.span = span
+        self.started = started
+
+
+class _JoinedRequest:
+    """The HTTP request of a framework's open Bot API call, timed by the framework's
+    wrapper: ``ApiCall.end_http`` calls ``end`` once the response is read."""
+
+    __slots__ = ("method", "started", "target", "telemetry")
+
+    def __init__(self, telemetry: _Telemetry, target: _Target, method: str) -> None:
+        self.telemetry = telemetry
+        self.target = target
+        self.method = method
+        self.started = time.perf_counter()
+
+    def end(self, call: ApiCall, status: int, exc: BaseException | None) -> None:
+        self.telemetry.record_http(self.target, self.method, self.started, status, exc)
+        _status_on_call(call, status)
+
+
+class _Telemetry:
+    """The tracer, instruments and caches of one ``instrument()`` call."""
+
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
         from yarl import URL
 
@@ -110,7 +145,6 @@ class _Recorder:
         self.trace_get_updates = config.trace_get_updates()
         self._targets: dict[Any, _Target] = {}
         self._metric_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._api_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def target(self, session: Any, str_or_url: Any) -> _Target:
         base = getattr(session, "_base_url", None)
@@ -147,35 +181,27 @@ class _Recorder:
             self._metric_attrs[key] = attrs
         return attrs
 
-    def api_attrs(self, api_method: str, status: int, err: str | None) -> dict[str, Any]:
-        key = (api_method, status, err)
-        attrs = self._api_attrs.get(key)
-        if attrs is None:
-            attrs = {TELEGRAM_API_METHOD: api_method}
-            if status >= 400:
-                attrs[TELEGRAM_API_ERROR_CODE] = status
-            if err is not None:
-                attrs[ERROR_TYPE] = err
-            if len(self._api_attrs) >= _CACHE_MAX:
-                self._api_attrs.clear()
-            self._api_attrs[key] = attrs
-        return attrs
-
-    def start(self, target: _Target, method: str, kwargs: dict[str, Any]) -> Any:
-        """Open the span for a request, or annotate aiogram's; returns (span, owned)."""
+    # start / end are guarded_async's hooks around ClientSession._request.
+    def start(self, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request:
+        """Open the span for a request, or annotate the framework's open call."""
+        target = self.target(session, args[1])
+        method = args[0].upper()
         api = target.api
+        span: Any
         if api is not None:
             outer = current_api_call.get()
             if outer is not None:
-                span = outer.span
-                if span is not None and span.is_recording():
-                    span.set_attributes(target.http_attrs_for(method))
-                return outer, False
-            if not target.trace:
-                return None, False
-            return self.tracer.start_span(
-                api.span_name, kind=_CLIENT, attributes=target.attrs_for(method)
-            ), True
+                outer_span = outer.span
+                if outer_span is not None and outer_span.is_recording():
+                    outer_span.set_attributes(target.http_attrs_for(method))
+                span = outer
+            elif target.trace:
+                span = self.tracer.start_span(
+                    api.span_name, kind=_CLIENT, attributes=target.attrs_for(method)
+                )
+            else:
+                span = None
+            return _Request(target, method, span, time.perf_counter())
         span = self.tracer.start_span(method, kind=_CLIENT, attributes=target.attrs_for(method))
         # Propagate the trace to services other than Telegram.
         headers = kwargs.get("headers")
@@ -188,67 +214,23 @@ class _Recorder:
                 merged = dict(headers.items()) if hasattr(headers, "items") else dict(headers)
                 merged.update(carrier)
                 kwargs["headers"] = merged
-        return span, True
+        return _Request(target, method, span, time.perf_counter())
 
-    def join(self, call: ApiCall, session: Any, method: str, str_or_url: Any) -> bool:
-        """Put a Bot API request's HTTP details on the framework's open call, and leave
-        the timing to it (``ApiCall.end_http``); False for a URL that is not the Bot API."""
-        target = self.target(session, str_or_url)
-        if target.api is None:
-            return False
-        upper = method.upper()
-        span = call.span
-        if span is not None and span.is_recording():
-            span.set_attributes(target.http_attrs_for(upper))
-        call.http = (self, target, upper, time.perf_counter())
-        return True
-
-    def finish_joined(
-        self,
-        call: ApiCall,
-        http: tuple[Any, _Target, str, float],
-        status: int,
-        exc: BaseException | None,
-    ) -> None:
-        """``ApiCall.end_http``: the HTTP request of a joined call is over."""
-        _, target, method, started = http
-        self._record_http(target, method, started, status, exc)
-        _status_on_call(call, status)
-
-    def _record_http(
-        self, target: _Target, method: str, started: float, status: int, exc: BaseException | None
-    ) -> tuple[float, str | None]:
-        """The ``http.client.request.duration`` point; returns (elapsed, error.type)."""
-        elapsed = time.perf_counter() - started
-        err: str | None = None
-        if exc is not None:
-            err = error_type(exc)
-        elif status >= 400:
-            err = str(status)
-        self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
-        return elapsed, err
-
-    def finish(
-        self,
-        target: _Target,
-        method: str,
-        span: Any,
-        owned: bool,
-        started: float,
-        status: int,
-        exc: BaseException | None,
-    ) -> None:
-        elapsed, err = self._record_http(target, method, started, status, exc)
-        api = target.api
+    def end(self, request: _Request, response: Any, exc: BaseException | None) -> None:
+        status = response.status if response is not None else 0
+        target = request.target
+        elapsed, err = self.record_http(target, request.method, request.started, status, exc)
+        span = request.span
         if isinstance(span, ApiCall):
-            # aiogram's call: it records the Bot API metrics itself.
+            # The framework's call: it records the Bot API metrics itself.
             span.status = status
             _status_on_call(span, status)
             return
+        api = target.api
         if api is not None:
-            self.api_duration.record(elapsed, self.api_attrs(api.method, status, err))
+            self.api_duration.record(elapsed, botapi.metric_attrs(api.method, status, err))
             if status == 429:
-                self.flood_waits.add(1, self.api_attrs(api.method, 0, None))
+                self.flood_waits.add(1, botapi.metric_attrs(api.method))
         if span is None:
             return
         if span.is_recording():
@@ -263,6 +245,32 @@ class _Recorder:
                 span.set_status(StatusCode.ERROR)
         span.end()
 
+    def join(self, call: ApiCall, session: Any, method: str, str_or_url: Any) -> bool:
+        """Put a Bot API request's HTTP details on the framework's open call, and leave
+        the timing to it (``ApiCall.end_http``); False for a URL that is not the Bot API."""
+        target = self.target(session, str_or_url)
+        if target.api is None:
+            return False
+        upper = method.upper()
+        span = call.span
+        if span is not None and span.is_recording():
+            span.set_attributes(target.http_attrs_for(upper))
+        call.http = _JoinedRequest(self, target, upper)
+        return True
+
+    def record_http(
+        self, target: _Target, method: str, started: float, status: int, exc: BaseException | None
+    ) -> tuple[float, str | None]:
+        """The ``http.client.request.duration`` point; returns (elapsed, error.type)."""
+        elapsed = time.perf_counter() - started
+        err: str | None = None
+        if exc is not None:
+            err = error_type(exc)
+        elif status >= 400:
+            err = str(status)
+        self.http_duration.record(elapsed, self.http_attrs(target, method, status, err))
+        return elapsed, err
+
 
 def _status_on_call(call: ApiCall, status: int) -> None:
     outer = call.span
@@ -270,20 +278,8 @@ def _status_on_call(call: ApiCall, status: int) -> None:
         outer.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
 
 
-def _wrap_request(original: Any, recorder: _Recorder) -> Any:
-    def begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        method, str_or_url = args[0], args[1]
-        target = recorder.target(session, str_or_url)
-        upper = method.upper()
-        span, owned = recorder.start(target, upper, kwargs)
-        return target, upper, span, owned, time.perf_counter()
-
-    def end(state: Any, response: Any, exc: BaseException | None) -> None:
-        target, upper, span, owned, started = state
-        status = response.status if response is not None else 0
-        recorder.finish(target, upper, span, owned, started, status, exc)
-
-    traced = guarded_async(original, begin, end, "aiohttp client request")
+def _wrap_request(original: Any, telemetry: _Telemetry) -> Any:
+    traced = guarded_async(original, telemetry.start, telemetry.end, "aiohttp client request")
 
     # A plain function: a Bot API request made inside a framework's open call (aiogram's
     # make_request) returns aiohttp's own coroutine, timed by that call's wrapper, so no
@@ -293,7 +289,7 @@ def _wrap_request(original: Any, recorder: _Recorder) -> Any:
         call = current_api_call.get()
         if call is not None and call.http is None and len(args) >= 2:
             try:
-                joined = recorder.join(call, session, args[0], args[1])
+                joined = telemetry.join(call, session, args[0], args[1])
             except Exception as exc:
                 internal_error("aiohttp client request start", exc)
                 joined = False
@@ -308,13 +304,12 @@ class AiohttpClientInstrumentor(OtelbotInstrumentor):
     """Traces aiohttp ``ClientSession`` requests; Bot API calls become ``telegram.api``."""
 
     _instruments: Collection[str] = ("aiohttp >= 3.9",)
-    replaces_contrib = "aiohttp-client"
 
     def _instrument(self, **kwargs: Any) -> None:
         import aiohttp
 
         tracer, meter = self.telemetry(**kwargs)
-        recorder = _Recorder(tracer, meter)
+        telemetry = _Telemetry(tracer, meter)
         self.patches.wrap(
-            aiohttp.ClientSession, "_request", lambda original: _wrap_request(original, recorder)
+            aiohttp.ClientSession, "_request", lambda original: _wrap_request(original, telemetry)
         )

@@ -31,7 +31,9 @@ its way back to the pool are not traced.
 Spans are leaves: started with ``tracer.start_span`` under the current context (the
 update's span) and never made current. Name, attributes and metric attributes are built
 once per (server, database, query) and cached; a query's parameters are never recorded,
-and neither are the values PostgreSQL quotes in its error messages.
+and neither are the values PostgreSQL quotes in its error messages nor the row values of
+their DETAIL: not on the query's span, nor on any other span otelbot records the error on
+(the update's, when a handler lets it through).
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from otelbot.core import config
-from otelbot.core.errors import error_type, internal_error, record_exception
+from otelbot.core.errors import (
+    error_type,
+    internal_error,
+    record_exception,
+    register_cleaner,
+    unregister_cleaner,
+)
 from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor
@@ -143,6 +151,12 @@ def _error_message(exc: BaseException, postgres_error: type) -> str:
     if isinstance(exc, postgres_error) and exc.args:
         return sanitize_error_message(str(exc.args[0]))
     return sanitize_error_message(str(exc))
+
+
+def _cleaned_errors(asyncpg: Any) -> tuple[type[BaseException], ...]:
+    # Errors from the server, and the driver's own (``invalid input for query argument $1:
+    # 'value'`` is an InterfaceError).
+    return (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _pool_name(pool: Any) -> str:
@@ -439,7 +453,6 @@ class AsyncpgInstrumentor(OtelbotInstrumentor):
     """Traces asyncpg queries and reports its pools (``otelbot_asyncpg`` entry point)."""
 
     _instruments: Collection[str] = ("asyncpg >= 0.28",)
-    replaces_contrib = "asyncpg"
 
     def __init__(self) -> None:
         super().__init__()
@@ -453,8 +466,12 @@ class AsyncpgInstrumentor(OtelbotInstrumentor):
         import asyncpg.prepared_stmt
 
         tracer, meter = self.telemetry(**kwargs)
-        tel = _Telemetry(tracer, meter, config.capture_query_text(), asyncpg.PostgresError)
+        postgres_error = asyncpg.PostgresError
+        tel = _Telemetry(tracer, meter, config.capture_query_text(), postgres_error)
         self._telemetry = tel
+        # The same cleaning wherever otelbot records asyncpg's errors (the update span).
+        for kind in _cleaned_errors(asyncpg):
+            register_cleaner(kind, lambda exc: _error_message(exc, postgres_error))
         wrap = self.patches.wrap
 
         connection = asyncpg.connection.Connection
@@ -488,6 +505,10 @@ class AsyncpgInstrumentor(OtelbotInstrumentor):
         wrap(pool, "_acquire", _pool_acquire(tel))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        import asyncpg
+
+        for kind in _cleaned_errors(asyncpg):
+            unregister_cleaner(kind)
         if self._telemetry is not None:
             self._telemetry.active = False  # its observable callbacks go quiet
             self._telemetry = None

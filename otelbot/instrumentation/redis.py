@@ -18,8 +18,21 @@ Usage::
 
 The sync client (``redis.Redis``) and ``redis.asyncio.Redis`` are both covered, from
 redis-py 5 on. Keys and values are never recorded: the command text keeps the command
-name and one ``?`` per argument, and a server error message is cut at its first quote
-(``ERR unknown command 'x', with args beginning with: 'key'`` -> ``ERR unknown command``).
+name and one ``?`` per argument. Error messages are cleaned of them too, on the Redis span
+and on any other span otelbot records the same error on (the update's, when a handler
+lets it through):
+
+- redis-py's pipeline errors name the failing command whole (``Command # 2 (INCRBY
+  user:7 1) of pipeline caused error: ...``): the command becomes its shape
+  (``Command # 2 (INCRBY ? ?) of pipeline caused error: ...``);
+- the server's reason is cut at its first quote (``unknown command 'x', with args
+  beginning with: 'key'`` -> ``unknown command …``) and before the first word that is
+  one of the command's arguments (``WRONGTYPE Operation against a key …`` for a key
+  named "key");
+- a script's (``EVAL``, ``FCALL``, ...) error text is the script's own: only its error
+  code, if it has one, is kept.
+
+The error type is always recorded (``redis.exceptions.ResponseError``).
 
 Spans are leaves: they are started with ``tracer.start_span`` under the current context
 and never made current. Per-client attributes are built once per connection pool and
@@ -29,17 +42,17 @@ lookups before the span starts.
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import copy
 import itertools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from time import perf_counter
 from typing import Any
 
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
 
 from otelbot.core.config import capture_query_text
-from otelbot.core.errors import error_type, record_exception
+from otelbot.core.errors import error_type, record_exception, register_cleaner, unregister_cleaner
 from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
@@ -152,42 +165,139 @@ def _query_text(name: str, argc: int) -> str:
     return name + " ?" * argc
 
 
-def _safe_message(text: str) -> str:
-    """An error message without anything the server echoed back from the command."""
-    cut = len(text)
+# ------------------------------------------------------------------ error messages
+# Everything below runs only when a command fails.
+
+_SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+_PIPELINE_HEAD = "Command # "
+_PIPELINE_JOIN = ") of pipeline caused error: "
+# Beyond this many arguments a failed pipeline's reason keeps its error code only: they
+# are not all searched for in it.
+_MAX_ARGUMENTS_SEARCHED = 512
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+# Original error text -> cleaned text, filled where the command's arguments are known (the
+# Redis span's end), read where they are not (the update span recording the same error).
+_cleaned: dict[str, str] = {}
+_CLEANED_MAX = 256
+
+
+def _argument_texts(commands_args: Sequence[Sequence[Any]]) -> list[str] | None:
+    """The text of every argument of the commands (as redis-py writes it), the words of a
+    command spelled in one string included; None when there are too many to search."""
+    texts: list[str] = []
+    for args in commands_args:
+        for index, arg in enumerate(args):
+            if isinstance(arg, (bytes, bytearray, memoryview)):
+                text = bytes(arg).decode("utf-8", errors="replace")
+            elif isinstance(arg, str):
+                text = arg
+            else:
+                try:
+                    text = str(arg)
+                except Exception:
+                    continue
+            if index == 0:  # the command name, with any arguments spelled after it
+                texts.extend(text.split()[1:])
+            elif text:
+                texts.append(text)
+        if len(texts) > _MAX_ARGUMENTS_SEARCHED:
+            return None
+    return texts
+
+
+def _error_code(text: str) -> str:
+    """The leading all-capitals word of a server error (``WRONGTYPE``, ``NOSCRIPT``), or ""."""
+    word = text.split(" ", 1)[0]
+    return word if word.isascii() and word.isalpha() and word.isupper() else ""
+
+
+def _cut(text: str, at: int) -> str:
+    if at >= len(text):
+        return text
+    kept = text[:at].rstrip(" :,(")
+    return kept + " …" if kept else "…"
+
+
+def _clean_reason(reason: str, script: bool, arguments: list[str] | None) -> str:
+    """A server's (or redis-py's) reason without anything taken from the command."""
+    if script or arguments is None:
+        return _cut(reason, len(_error_code(reason)))
+    cut = len(reason)
     for quote in ("'", '"'):
-        at = text.find(quote)
+        at = reason.find(quote)
         if 0 <= at < cut:
             cut = at
-    if cut == len(text):
-        return text
-    return text[:cut].rstrip(" :,") + " …"
+    for arg in arguments:
+        if len(arg) > cut:
+            continue
+        at = reason.find(arg)
+        while 0 <= at < cut:
+            after = at + len(arg)
+            if (at == 0 or reason[at - 1] not in _WORD_CHARS) and (
+                after >= len(reason) or reason[after] not in _WORD_CHARS
+            ):
+                cut = at
+                break
+            at = reason.find(arg, at + 1)
+    return _cut(reason, cut)
 
 
-def _record_error(span: Any, exc: BaseException) -> None:
-    """Record ``exc`` on a recording span without letting an echoed key or value through."""
-    if isinstance(exc, asyncio.CancelledError):
-        span.set_attribute(ERROR_TYPE, error_type(exc))
-        return
+def _unwrapped(reason: str) -> str:
+    """The asyncio client writes a pipeline error's reason as its args tuple: ``('x',)``."""
+    if reason.startswith("(") and reason.endswith(")"):
+        try:
+            value = ast.literal_eval(reason)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return reason
+        if isinstance(value, tuple) and value and isinstance(value[0], str):
+            return value[0]
+    return reason
+
+
+def _clean_error_text(
+    text: str, commands: Sequence[_Command], commands_args: Sequence[Sequence[Any]]
+) -> str:
+    """``text`` of an error raised by ``commands`` (one, or a pipeline's) sent with
+    ``commands_args``, without any key or value; unknown commands (both empty) make the
+    check for arguments impossible, and only the structure and quotes are used."""
+    arguments = _argument_texts(commands_args) if commands_args else []
+    if text.startswith(_PIPELINE_HEAD) and _PIPELINE_JOIN in text:
+        # The last separator: what comes before it, where a value could repeat the
+        # separator, is dropped whole.
+        head, _, reason = text.rpartition(_PIPELINE_JOIN)
+        number = head[len(_PIPELINE_HEAD) :].split(" ", 1)[0]
+        index = int(number) - 1 if number.isdigit() else -1
+        if 0 <= index < len(commands):
+            failed: _Command | None = commands[index]
+            shape = commands[index].query_text
+        else:
+            failed = None
+            words = head.split("(", 1)[-1].split(" ", 1)
+            shape = words[0].upper() + " …" if _plausible_command(words[0]) else "…"
+        script = failed is not None and failed.name in _SCRIPT_COMMANDS
+        cleaned = _clean_reason(_unwrapped(reason), script, arguments)
+        number = number if number.isdigit() else "?"
+        return _PIPELINE_HEAD + number + " (" + shape + _PIPELINE_JOIN + cleaned
+    script = len(commands) == 1 and commands[0].name in _SCRIPT_COMMANDS
+    return _clean_reason(text, script, arguments)
+
+
+def _remember_cleaned(
+    exc: BaseException, commands: Sequence[_Command], commands_args: Sequence[Sequence[Any]]
+) -> None:
     text = str(exc)
-    safe = _safe_message(text)
-    if safe == text:
-        record_exception(span, exc)
-        return
-    # The stack trace ends with str(exc): record a copy whose message is the safe one (and
-    # which has no chained exceptions); the caller's exception is not touched.
-    try:
-        clone = copy.copy(exc)
-        clone.args = (safe,)
-        clone.__traceback__ = exc.__traceback__
-        clean = str(clone) == safe
-    except Exception:
-        clean = False
-    if clean:
-        record_exception(span, clone, message=safe)
-    else:
-        span.set_attribute(ERROR_TYPE, error_type(exc))
-        span.set_status(StatusCode.ERROR, safe)
+    if text not in _cleaned:
+        if len(_cleaned) >= _CLEANED_MAX:
+            _cleaned.clear()
+        _cleaned[text] = _clean_error_text(text, commands, commands_args)
+
+
+def _cleaned_message(exc: BaseException) -> str:
+    """The cleaner of redis-py's exceptions, wherever otelbot records one."""
+    text = str(exc)
+    known = _cleaned.get(text)
+    return known if known is not None else _clean_error_text(text, (), ())
 
 
 class _Command:
@@ -308,6 +418,34 @@ class _Target:
         return batch
 
 
+class _CommandCall:
+    """One command between ``start_command`` and ``end_command``."""
+
+    __slots__ = ("args", "command", "span", "started")
+
+    def __init__(self, command: _Command, span: Any, args: tuple[Any, ...]) -> None:
+        self.command = command
+        self.span = span
+        self.args = args  # read only if the command fails
+        self.started = perf_counter()
+
+
+class _PipelineCall:
+    """One pipeline between ``start_pipeline`` and ``end_pipeline``."""
+
+    __slots__ = ("commands", "span", "stack", "started", "target")
+
+    def __init__(
+        self, target: _Target, span: Any, commands: tuple[_Command, ...], stack: Any
+    ) -> None:
+        self.target = target
+        self.span = span
+        self.commands = commands
+        # The queued (args, options) pairs: a new list replaces it after execute().
+        self.stack = stack
+        self.started = perf_counter()
+
+
 class _Telemetry:
     """The tracer, instruments and settings of one ``instrument()`` call."""
 
@@ -330,24 +468,80 @@ class _Telemetry:
                 pass
         return target
 
-    def start(self, command: _Command) -> Any:
+    def start_span(self, command: _Command) -> Any:
         return self.tracer.start_span(
             command.name, kind=SpanKind.CLIENT, attributes=command.span_attrs
         )
 
-    # succeeded / failed / pipeline_succeeded run inside guarded_async / guarded_sync, which
-    # contain any error of theirs.
-    def succeeded(self, command: _Command, span: Any, start: float, result: Any) -> None:
-        duration = perf_counter() - start
-        span.end()
+    # The hooks of guarded_sync / guarded_async (which contain any error of theirs): one
+    # pair for the commands and one for the pipelines, of both the sync and asyncio clients.
+    def start_command(
+        self, client: Any, args: tuple[Any, ...], options: dict[str, Any]
+    ) -> _CommandCall:
+        command = self.target(client).command(args[0], len(args))
+        return _CommandCall(command, self.start_span(command), args)
+
+    def end_command(self, call: _CommandCall, result: Any, exc: BaseException | None) -> None:
+        command = call.command
+        if exc is not None:
+            self.failed(command, call.span, call.started, exc, (command,), (call.args,))
+            return
+        duration = perf_counter() - call.started
+        call.span.end()
         self.duration.record(duration, command.metric_attrs)
         if command.read is not None:
             self.count_read(command, result)
 
-    def failed(self, command: _Command, span: Any, start: float, exc: BaseException) -> None:
-        duration = perf_counter() - start
+    def start_pipeline(
+        self, pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _PipelineCall | None:
+        stack = getattr(pipe, "command_stack", None)
+        if not stack:
+            return None  # nothing queued: nothing is sent
+        target = self.target(pipe)
+        commands = tuple(target.command(args[0], len(args)) for args, _options in stack)
+        span = self.start_span(target.pipeline)
         if span.is_recording():
-            _record_error(span, exc)
+            span.set_attribute(DB_OPERATION_BATCH_SIZE, len(commands))
+            if self.with_text:
+                span.set_attribute(DB_QUERY_TEXT, target.batch(commands).query_text)
+        return _PipelineCall(target, span, commands, stack)
+
+    def end_pipeline(
+        self, call: _PipelineCall | None, results: Any, exc: BaseException | None
+    ) -> None:
+        if call is None:
+            return
+        target = call.target
+        if exc is not None:
+            commands_args = [args for args, _options in call.stack]
+            self.failed(target.pipeline, call.span, call.started, exc, call.commands, commands_args)
+            return
+        duration = perf_counter() - call.started
+        call.span.end()
+        self.duration.record(duration, target.pipeline.metric_attrs)
+        reads = target.batch(call.commands).reads
+        if reads and isinstance(results, list) and len(results) == len(call.commands):
+            for index, command in reads:
+                self.count_read(command, results[index])
+
+    def failed(
+        self,
+        command: _Command,
+        span: Any,
+        started: float,
+        exc: BaseException,
+        commands: Sequence[_Command],
+        commands_args: Sequence[Sequence[Any]],
+    ) -> None:
+        duration = perf_counter() - started
+        if isinstance(exc, asyncio.CancelledError):
+            if span.is_recording():
+                span.set_attribute(ERROR_TYPE, error_type(exc))
+        else:
+            # Before recording: the cleaner reads it here, and on the update's span later.
+            _remember_cleaned(exc, commands, commands_args)
+            record_exception(span, exc)
         span.end()
         attrs = command.error_attrs.get(type(exc))
         if attrs is None:
@@ -373,110 +567,42 @@ class _Telemetry:
             if misses:
                 self.cache_requests.add(misses, command.miss_attrs)
 
-    def start_pipeline(self, pipe: Any, stack: Any) -> tuple[_Target, Any, tuple[_Command, ...]]:
-        target = self.target(pipe)
-        commands = tuple(target.command(args[0], len(args)) for args, _options in stack)
-        span = self.start(target.pipeline)
-        if span.is_recording():
-            span.set_attribute(DB_OPERATION_BATCH_SIZE, len(commands))
-            if self.with_text:
-                span.set_attribute(DB_QUERY_TEXT, target.batch(commands).query_text)
-        return target, span, commands
-
-    def pipeline_succeeded(
-        self,
-        target: _Target,
-        span: Any,
-        start: float,
-        commands: tuple[_Command, ...],
-        results: Any,
-    ) -> None:
-        duration = perf_counter() - start
-        span.end()
-        self.duration.record(duration, target.pipeline.metric_attrs)
-        reads = target.batch(commands).reads
-        if reads and isinstance(results, list) and len(results) == len(commands):
-            for index, command in reads:
-                self.count_read(command, results[index])
-
-
-def _command_hooks(telemetry: _Telemetry) -> tuple[Any, Any]:
-    def begin(client: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        command = telemetry.target(client).command(args[0], len(args))
-        return command, telemetry.start(command), perf_counter()
-
-    def end(state: Any, result: Any, exc: BaseException | None) -> None:
-        command, span, start = state
-        if exc is None:
-            telemetry.succeeded(command, span, start, result)
-        else:
-            telemetry.failed(command, span, start, exc)
-
-    return begin, end
-
-
-def _pipeline_hooks(telemetry: _Telemetry) -> tuple[Any, Any]:
-    def begin(pipeline: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        stack = getattr(pipeline, "command_stack", None)
-        if not stack:
-            return None  # nothing queued: nothing is sent
-        target, span, commands = telemetry.start_pipeline(pipeline, stack)
-        return target, span, commands, perf_counter()
-
-    def end(state: Any, results: Any, exc: BaseException | None) -> None:
-        if state is None:
-            return
-        target, span, commands, start = state
-        if exc is None:
-            telemetry.pipeline_succeeded(target, span, start, commands, results)
-        else:
-            telemetry.failed(target.pipeline, span, start, exc)
-
-    return begin, end
-
-
-def _sync_command(original: Any, telemetry: _Telemetry) -> Any:
-    return guarded_sync(original, *_command_hooks(telemetry), "redis command")
-
-
-def _async_command(original: Any, telemetry: _Telemetry) -> Any:
-    return guarded_async(original, *_command_hooks(telemetry), "redis command")
-
-
-def _sync_pipeline(original: Any, telemetry: _Telemetry) -> Any:
-    return guarded_sync(original, *_pipeline_hooks(telemetry), "redis pipeline")
-
-
-def _async_pipeline(original: Any, telemetry: _Telemetry) -> Any:
-    return guarded_async(original, *_pipeline_hooks(telemetry), "redis pipeline")
-
 
 class RedisInstrumentor(OtelbotInstrumentor):
     """Traces and measures redis-py commands and pipelines, sync and asyncio."""
 
     _instruments: Collection[str] = ("redis >= 5",)
-    replaces_contrib = "redis"
 
     def _instrument(self, **kwargs: Any) -> None:
         import redis.asyncio.client as async_client
         import redis.client as sync_client
+        from redis.exceptions import RedisError
 
         tracer, meter = self.telemetry(**kwargs)
         telemetry = _Telemetry(tracer, meter)
         patches = self.patches
+        register_cleaner(RedisError, _cleaned_message)
+
+        def commands(guard: Any) -> Any:
+            start, end = telemetry.start_command, telemetry.end_command
+            return lambda original: guard(original, start, end, "redis command")
+
+        def pipelines(guard: Any) -> Any:
+            start, end = telemetry.start_pipeline, telemetry.end_pipeline
+            return lambda original: guard(original, start, end, "redis pipeline")
 
         # Pipeline overrides execute_command (it queues), so patching Redis.execute_command
         # does not reach queued commands; immediate_execute_command runs the commands a
         # WATCHing pipeline sends right away, each one a command of its own.
-        patches.wrap(sync_client.Redis, "execute_command", lambda f: _sync_command(f, telemetry))
-        patches.wrap(
-            sync_client.Pipeline, "immediate_execute_command", lambda f: _sync_command(f, telemetry)
-        )
-        patches.wrap(sync_client.Pipeline, "execute", lambda f: _sync_pipeline(f, telemetry))
-        patches.wrap(async_client.Redis, "execute_command", lambda f: _async_command(f, telemetry))
-        patches.wrap(
-            async_client.Pipeline,
-            "immediate_execute_command",
-            lambda f: _async_command(f, telemetry),
-        )
-        patches.wrap(async_client.Pipeline, "execute", lambda f: _async_pipeline(f, telemetry))
+        patches.wrap(sync_client.Redis, "execute_command", commands(guarded_sync))
+        patches.wrap(sync_client.Pipeline, "immediate_execute_command", commands(guarded_sync))
+        patches.wrap(sync_client.Pipeline, "execute", pipelines(guarded_sync))
+        patches.wrap(async_client.Redis, "execute_command", commands(guarded_async))
+        patches.wrap(async_client.Pipeline, "immediate_execute_command", commands(guarded_async))
+        patches.wrap(async_client.Pipeline, "execute", pipelines(guarded_async))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from redis.exceptions import RedisError
+
+        unregister_cleaner(RedisError)
+        super()._uninstrument(**kwargs)

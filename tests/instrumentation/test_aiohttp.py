@@ -15,6 +15,8 @@ from otelbot.instrumentation.aiohttp_client import AiohttpClientInstrumentor
 from otelbot.instrumentation.aiohttp_server import AiohttpServerInstrumentor
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
 from otelbot.testing.memory import MemoryTelemetry
+from otelbot.testing.scan import token_leaks
+from tests.instrumentation.conftest import WireTelemetry
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ async def test_bot_api_call_is_one_telegram_span_with_token_redacted(
     assert attrs["url.full"].endswith("/bot123456789:REDACTED/sendMessage")
     assert attrs["http.response.status_code"] == 200
     assert attrs["server.address"] == "127.0.0.1"
-    assert bot_token not in _all_text(client_instrumented)
+    assert token_leaks(_all_text(client_instrumented), bot_token) == []
     api = client_instrumented.points("telegram.api.duration")
     assert api and api[0].attributes == {"telegram.api.method": "sendMessage"}
     http = client_instrumented.points("http.client.request.duration")
@@ -91,7 +93,7 @@ async def test_errors_flood_waits_and_connection_failures_are_recorded_without_t
     assert any(e.name == "exception" for e in refused.events)
     floods = client_instrumented.points("telegram.api.flood_waits")
     assert floods and floods[0].value == 1
-    assert bot_token not in _all_text(client_instrumented)
+    assert token_leaks(_all_text(client_instrumented), bot_token) == []
 
 
 async def test_get_updates_is_metrics_only_by_default(
@@ -181,7 +183,7 @@ async def test_internal_error_does_not_break_the_request(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("otelbot bug")
 
-    monkeypatch.setattr(aiohttp_client._Recorder, "start", broken)
+    monkeypatch.setattr(aiohttp_client._Telemetry, "target", broken)
     async with aiohttp.ClientSession() as session:
         async with session.post(fake_bot_api.url("getMe"), json={}) as r:
             assert (await r.json())["result"]["is_bot"] is True
@@ -259,12 +261,79 @@ async def test_server_spans_with_route_parent_and_redacted_token_path(
     assert boom_span.status.status_code == StatusCode.ERROR
     assert spans[3].attributes["http.response.status_code"] == 404
     assert spans[3].status.status_code != StatusCode.ERROR
-    assert bot_token not in _all_text(server_instrumented)
+    assert token_leaks(_all_text(server_instrumented), bot_token) == []
     durations = server_instrumented.points("http.server.request.duration")
     routes = {p.attributes.get("http.route") for p in durations}
     assert "/webhook/{secret}" in routes
     active = server_instrumented.points("http.server.active_requests")
     assert active and all(p.value == 0 for p in active)
+
+
+async def test_webhook_paths_and_the_secret_header_never_leave_the_process(
+    wire: WireTelemetry, fake_bot_api: FakeBotApi, bot_token: str
+) -> None:
+    from aiogram import Bot, Dispatcher
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("cannot handle " + request.path)
+
+    app = web.Application()
+    # Webhooks written by hand: at a fixed path that looks generated, and at a short one
+    # that Telegram's header shows to be a webhook.
+    app.router.add_post("/hook/SuperSecretPath_q7w8e9r0", ok)
+    app.router.add_post("/hook2/Sh0rtPath", ok)
+    app.router.add_post("/tg/{secret}", ok)
+    app.router.add_post("/fail/{secret}", boom)
+    app.router.add_get("/health", ok)
+    session = AiohttpSession(api=TelegramAPIServer.from_base(fake_bot_api.base_url))
+    bot = Bot(bot_token, session=session)
+    SimpleRequestHandler(Dispatcher(), bot, secret_token="HeaderSecret_z9x8c7").register(
+        app, path="/aiogram/HookPath_s3cr3tZ"
+    )
+    instrumentor = AiohttpServerInstrumentor()
+    instrumentor.instrument(**wire.providers)
+    runner, base = await _serve(app)
+    telegram = {"X-Telegram-Bot-Api-Secret-Token": "HeaderSecret_z9x8c7"}
+    update = fake_bot_api.message_update("hello")
+    try:
+        async with aiohttp.ClientSession() as s:
+            for method, path, headers, expected in [
+                ("POST", "/hook/SuperSecretPath_q7w8e9r0", {}, 200),
+                ("POST", "/hook2/Sh0rtPath", telegram, 200),
+                ("POST", "/tg/DynamicSecret_m4n5b6", {}, 200),
+                ("POST", "/fail/FailingSecret_p0o9i8", {}, 500),
+                ("GET", "/health", {}, 200),
+                ("POST", "/aiogram/HookPath_s3cr3tZ", telegram, 200),
+                ("POST", "/aiogram/HookPath_s3cr3tZ", {}, 401),
+                # The owner opens the webhook in a browser: no route matches GET.
+                ("GET", "/aiogram/HookPath_s3cr3tZ", {}, 405),
+            ]:
+                async with s.request(method, base + path, headers=headers, json=update) as r:
+                    assert r.status == expected, (method, path)
+    finally:
+        await runner.cleanup()
+        await bot.session.close()
+        instrumentor.uninstrument()
+    raw = wire.exported()
+    assert raw.count(b"http.server.request.duration") >= 1
+    secrets = [
+        "SuperSecretPath_q7w8e9r0",
+        "Sh0rtPath",
+        "DynamicSecret_m4n5b6",
+        "FailingSecret_p0o9i8",
+        "HookPath_s3cr3tZ",
+        "HeaderSecret_z9x8c7",
+    ]
+    assert [s for s in secrets if s.encode() in raw] == []
+    # Routes that are neither a webhook nor a route's variable part stay readable.
+    assert b"GET /health" in raw and b"POST /tg/{secret}" in raw
+    assert b"POST /hook/{secret}" in raw and b"POST /{webhook}" in raw
 
 
 async def test_server_uninstrument_restores_handle(telemetry: MemoryTelemetry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otelbot.instrumentation.redis import RedisInstrumentor
 from otelbot.testing.memory import MemoryTelemetry
+from tests.instrumentation.conftest import WireTelemetry
 
 DB = 5
 PATCHED = (
@@ -335,6 +337,61 @@ def test_failing_pipeline_records_error_type(
     [span] = [s for s in instrumented.spans() if s.name == "PIPELINE"]
     assert _attrs(span)["error.type"] == "redis.exceptions.ResponseError"
     assert _attrs(span)["db.operation.batch.size"] == 2
+
+
+async def test_error_text_never_carries_a_key_or_value(
+    wire: WireTelemetry,
+    client: redis.Redis,
+    aclient: redis.asyncio.Redis,
+    prefix: str,
+) -> None:
+    """redis-py's pipeline errors repeat the failing command whole, unquoted ("Command # 2
+    (INCRBY <key> 1) of pipeline caused error: ..."), and a script's error text is the
+    script's own: no key or value may reach the exported bytes through them."""
+    key = prefix + "PiiKey"
+    string_key = prefix + "PiiString"
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(**wire.providers)
+    thread_errors: list[BaseException] = []
+    try:
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            await aclient.pipeline(transaction=True).set(key, "PiiValue").incr(key).execute()
+        await aclient.set(string_key, "PiiStored")
+        async with aclient.pipeline(transaction=False) as pipe:
+            pipe.get(string_key).lpush(string_key, "PiiPushed")
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await pipe.execute()
+
+        def sync_pipeline_in_a_thread() -> None:
+            with client.pipeline() as pipe:
+                pipe.get(string_key).lpush(string_key, "PiiThread")
+                try:
+                    pipe.execute()
+                except redis.ResponseError as exc:
+                    thread_errors.append(exc)
+
+        thread = threading.Thread(target=sync_pipeline_in_a_thread)
+        thread.start()
+        thread.join()
+        # A script's error reply echoes an argument, unquoted.
+        with pytest.raises(redis.ResponseError, match="PiiScriptArgument"):
+            await aclient.eval(
+                "return redis.error_reply('rejected ' .. ARGV[1])", 0, "PiiScriptArgument"
+            )
+    finally:
+        instrumentor.uninstrument()
+    assert [type(e) for e in thread_errors] == [redis.ResponseError]
+    assert string_key in str(thread_errors[0])  # redis-py did put the key in the message
+    raw = wire.exported()
+    assert raw.count(b"exception.stacktrace") == 4, "every failure is recorded"
+    words = ["PiiKey", "PiiValue", "PiiString", "PiiStored", "PiiPushed", "PiiThread"]
+    words += ["PiiScriptArgument", prefix]
+    leaked = [word for word in words if word.encode() in raw]
+    assert leaked == []
+    # What is useful stays: which command of the pipeline failed, and the server's reason.
+    assert b"Command # 2 (INCRBY ? ?) of pipeline caused error: value is not an integer" in raw
+    assert b"Command # 2 (LPUSH ? ?) of pipeline caused error: WRONGTYPE Operation" in raw
+    assert b"redis.exceptions.ResponseError" in raw
 
 
 async def test_cancellation_passes_through(
