@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.trace import SpanKind, StatusCode
+from yarl import URL
 
 from otelbot.instrumentation.aiohttp_client import AiohttpClientInstrumentor
 from otelbot.instrumentation.aiohttp_server import AiohttpServerInstrumentor
@@ -82,6 +84,10 @@ async def test_errors_flood_waits_and_connection_failures_are_recorded_without_t
                 statuses.append(r.status)
         with pytest.raises(aiohttp.ClientConnectorError):
             await session.post(f"http://127.0.0.1:1/bot{bot_token}/getMe")
+        # The token URL-encoded, as a proxy or a hand-built URL may carry it.
+        encoded = URL(f"http://127.0.0.1:1/bot{quote(bot_token, safe='')}/getMe", encoded=True)
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.post(encoded)
     assert statuses == [429, 400, 502]
     spans = client_instrumented.spans()
     codes = [s.attributes.get("telegram.api.error_code") for s in spans]
