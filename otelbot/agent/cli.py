@@ -42,7 +42,7 @@ def _setup_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter("otelbot-agent: %(levelname)s: %(message)s"))
     root = logging.getLogger("otelbot")
     root.handlers[:] = [handler]
-    root.setLevel(level.upper() if level.upper() in logging._nameToLevel else "INFO")
+    root.setLevel(level)  # one of config.LOG_LEVELS
     root.propagate = False
 
 

@@ -4,19 +4,27 @@ Environment variables win over the file. Nested keys use ``__``:
 ``OTELBOT_AGENT_INTERVALS__FAST=10s``; lists take JSON:
 ``OTELBOT_AGENT_POSTGRESQL__DATABASES='[{"dsn_file": "/run/secrets/pg"}]'``.
 Secrets come from files (``dsn_file``, ``password_file``, ``url_file``) so they stay out of
-the YAML and the process list. A bad config raises ``ConfigError`` with one line per problem.
+the YAML and the process list. A bad config raises ``ConfigError`` with one line per problem:
+a file that is not UTF-8 YAML, a key that is not a name, an ``OTELBOT_AGENT_*`` variable
+that names no setting (with the one probably meant) or holds broken JSON, and a value out
+of its bounds (durations and top-N sizes have a floor and a ceiling: see docs/agent.md).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 ENV_PREFIX = "OTELBOT_AGENT_"
 CONFIG_PATH_ENV = "OTELBOT_AGENT_CONFIG"
@@ -45,8 +54,59 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+def format_duration(seconds: float) -> str:
+    """``0.25`` -> ``250ms``, ``90`` -> ``1.5m``, ``604800`` -> ``7d`` (the config's units)."""
+    for unit in ("d", "h", "m", "s"):
+        if abs(seconds) >= _UNITS[unit]:
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def _between(low: float, high: float, zero: bool = False) -> Callable[[float], float]:
+    """A check that a duration lies in [low, high] (or is 0 when ``zero``), said in units."""
+    allowed = f"between {format_duration(low)} and {format_duration(high)}"
+    if zero:
+        allowed += " (or 0)"
+
+    def check(seconds: float) -> float:
+        if zero and seconds == 0:
+            return seconds
+        if math.isnan(seconds) or not low <= seconds <= high:
+            raise ValueError(f"must be {allowed}, not {format_duration(seconds)}")
+        return seconds
+
+    return check
+
+
+_DAY = 86400.0
+#: How often a target is polled: below 100 ms the agent would only load what it watches.
+Interval = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_between(0.1, 7 * _DAY))
+]
+#: How long to wait for a server (PostgreSQL's timeouts are set in whole milliseconds).
+Timeout = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_between(0.1, 3600))]
+#: How often metrics are exported: faster than 1 s, exports overlap and the SDK times out.
+ExportInterval = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_between(1, _DAY))
+]
+#: An age that makes a finding (a heartbeat, an idle transaction).
+Age = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_between(0.1, _DAY))]
+#: How long an index must go without a scan to be reported unused; 0 reports at once.
+Window = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_between(1, 365 * _DAY, zero=True))
+]
+#: A top-N size: each kept name is a series per metric, so the ceiling bounds cardinality.
+TOP_N_MAX = 1000
+#: A threshold compared with PostgreSQL bigint counters.
+BIGINT_MAX = 2**63 - 1
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+        return value.strip().upper()
+    raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
 
 
 class ConfigError(Exception):
@@ -69,14 +129,14 @@ def _read_secret(path: str, what: str) -> str:
 
 
 class Intervals(_Section):
-    fast: Duration = 15.0
-    slow: Duration = 300.0
-    advice: Duration = 3600.0
+    fast: Interval = 15.0
+    slow: Interval = 300.0
+    advice: Interval = 3600.0
 
 
 class ProcessConfig(_Section):
     enabled: bool = True
-    pid: int | None = None
+    pid: int | None = Field(default=None, gt=0, lt=2**31)
     pid_file: str | None = None
     pattern: str | None = None  # regular expression matched against the command line
 
@@ -97,7 +157,7 @@ class ProcessConfig(_Section):
 class RuntimeConfig(_Section):
     enabled: bool = True
     dir: str | None = None  # default: $OTELBOT_RUNTIME_DIR
-    frozen_after: Duration = 10.0  # heartbeat age that makes a bot "frozen"
+    frozen_after: Age = 10.0  # heartbeat age that makes a bot "frozen"
 
     def resolved_dir(self) -> str | None:
         return self.dir or os.environ.get(RUNTIME_DIR_ENV) or None
@@ -149,17 +209,17 @@ class PostgresDatabase(_Section):
 class PostgresConfig(_Section):
     enabled: bool = True
     databases: list[PostgresDatabase] = Field(default_factory=list)
-    connect_timeout: Duration = 5.0
-    statement_timeout: Duration = 5.0
-    lock_timeout: Duration = 1.0
-    top_tables: int = Field(default=50, ge=1)
-    top_indexes: int = Field(default=100, ge=1)
-    top_statements: int = Field(default=20, ge=0)
-    top_applications: int = Field(default=10, ge=1)
-    unused_index_window: NonNegativeDuration = 7 * 86400.0  # 0: report never-used at once
-    missing_index_min_seq_scans: int = Field(default=100, ge=1)
-    missing_index_min_rows: int = Field(default=10_000, ge=1)
-    idle_in_transaction_after: Duration = 60.0
+    connect_timeout: Timeout = 5.0
+    statement_timeout: Timeout = 5.0
+    lock_timeout: Timeout = 1.0
+    top_tables: int = Field(default=50, ge=1, le=TOP_N_MAX)
+    top_indexes: int = Field(default=100, ge=1, le=TOP_N_MAX)
+    top_statements: int = Field(default=20, ge=0, le=TOP_N_MAX)
+    top_applications: int = Field(default=10, ge=1, le=TOP_N_MAX)
+    unused_index_window: Window = 7 * _DAY  # 0: report never-used at once
+    missing_index_min_seq_scans: int = Field(default=100, ge=1, le=BIGINT_MAX)
+    missing_index_min_rows: int = Field(default=10_000, ge=1, le=BIGINT_MAX)
+    idle_in_transaction_after: Age = 60.0
 
 
 class RedisInstance(_Section):
@@ -199,7 +259,7 @@ class RedisInstance(_Section):
 class RedisConfig(_Section):
     enabled: bool = True
     instances: list[RedisInstance] = Field(default_factory=list)
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
 
 
 class HealthConfig(_Section):
@@ -222,8 +282,8 @@ class AgentConfig(BaseSettings):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     state_file: str | None = None  # where unused-index observations survive restarts
-    export_interval: Duration | None = None  # default: intervals.fast
-    log_level: str = "INFO"
+    export_interval: ExportInterval | None = None  # default: intervals.fast (at least 1 s)
+    log_level: Annotated[str, BeforeValidator(_log_level)] = "INFO"
 
     @classmethod
     def settings_customise_sources(
@@ -246,8 +306,14 @@ class AgentConfig(BaseSettings):
         return Path(base) / "otelbot-agent" / "state.json"
 
 
-def _format_error(err: Any) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("function-after",))
+def _format_error(err: Any, sources: Mapping[tuple[str, ...], str]) -> str:
+    path = tuple(str(p) for p in err.get("loc", ()) if p not in ("function-after",))
+    loc = ".".join(path)
+    for length in range(len(path), 0, -1):  # the value came from a variable: name it
+        variable = sources.get(path[:length])
+        if variable is not None:
+            loc = f"{loc} (from {variable})"
+            break
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
@@ -255,30 +321,122 @@ def _format_error(err: Any) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _variable(path: list[str]) -> str:
+    return ENV_PREFIX + "__".join(path).upper()
+
+
+def _check_environment(
+    environ: Mapping[str, str],
+) -> tuple[list[str], dict[tuple[str, ...], str]]:
+    """Problems with the ``OTELBOT_AGENT_*`` variables, which pydantic-settings would ignore
+    (a name that is no setting) or fail on with a traceback (broken JSON); and, per config
+    path, the variable that sets it (to name it in validation errors)."""
+    problems: list[str] = []
+    sources: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_PATH_ENV:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] = AgentConfig
+        for depth, key in enumerate(path):
+            fields = model.model_fields
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+                if close:
+                    meant = _variable([*path[:depth], close[0], *path[depth + 1 :]])
+                    hint = f"did you mean {meant}?"
+                else:
+                    hint = "the keys here are " + ", ".join(fields)
+                where = ".".join(path[:depth]) or "the top level"
+                problems.append(f"{name}: {key!r} is not a key of {where}; {hint}")
+                break
+            annotation = fields[key].annotation
+            section = _section(annotation)
+            if depth < len(path) - 1:
+                if section is None:
+                    problems.append(
+                        f"{name}: {'.'.join(path[: depth + 1])} has no keys under it; "
+                        f"set {_variable(path[: depth + 1])} instead"
+                    )
+                    break
+                model = section
+                continue
+            sources[tuple(path)] = name
+            if section is not None or get_origin(annotation) is list:
+                what, example = (
+                    ("a section", '\'{"key": "value"}\'')
+                    if section is not None
+                    else ("a list", '\'[{"key": "value"}]\'')
+                )
+                try:
+                    json.loads(value)
+                except ValueError as exc:
+                    problem = getattr(exc, "msg", str(exc))
+                    problems.append(
+                        f"{name}: {what} is written as JSON, e.g. {name}={example}; this is "
+                        f"not JSON ({problem})"
+                    )
+    return problems, sources
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError([f"{path}: the file is UTF-16; save it as UTF-8"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                f"{path}: not a text file in UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                f"{exc.start}); save it as UTF-8 YAML"
+            ]
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        if problem is None and isinstance(exc, yaml.reader.ReaderError):
+            problem = f"character #x{exc.character:04x} at offset {exc.position}: {exc.reason}"
+        raise ConfigError([f"{path}:{where} {problem or 'invalid YAML'}"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys"])
+    for key in loaded:
+        if not isinstance(key, str):
+            raise ConfigError(
+                [
+                    f"{path}: the top-level key {key!r} is not a name; the keys are "
+                    + ", ".join(AgentConfig.model_fields)
+                ]
+            )
+    return loaded
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> AgentConfig:
     """Read the YAML file (optional) and the environment. Raises ``ConfigError``."""
-    data: dict[str, Any] = {}
     if path is None:
         path = os.environ.get(CONFIG_PATH_ENV) or None
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError([f"{path}:{where}: {problem}"]) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping of keys"])
-        data = loaded
+    data = _read_yaml(path) if path is not None else {}
+    problems, sources = _check_environment(os.environ)
+    if problems:
+        raise ConfigError(problems)
     try:
         return AgentConfig(**data)
     except ValidationError as exc:
-        problems = [_format_error(e) for e in exc.errors(include_input=False, include_url=False)]
-        raise ConfigError(problems) from None
+        errors = exc.errors(include_input=False, include_url=False)
+        raise ConfigError([_format_error(e, sources) for e in errors]) from None
+    except SettingsError as exc:  # what the checks above did not foresee, still one line
+        raise ConfigError([f"environment: {exc}"]) from None

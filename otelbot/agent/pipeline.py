@@ -154,7 +154,8 @@ def build_providers(config: AgentConfig, loss: ExportLoss) -> tuple[MeterProvide
         log_exporter = OTLPLogExporter()
     interval = None
     if not os.environ.get("OTEL_METRIC_EXPORT_INTERVAL"):
-        interval = (config.export_interval or config.intervals.fast) * 1000
+        # Not below 1 s, also when derived from a fast poll interval (see ExportInterval).
+        interval = (config.export_interval or max(config.intervals.fast, 1.0)) * 1000
     reader = PeriodicExportingMetricReader(
         _CountingMetricExporter(metric_exporter, loss), export_interval_millis=interval
     )

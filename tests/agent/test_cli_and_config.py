@@ -87,6 +87,89 @@ def test_bad_configs_give_one_line_each(tmp_path: Path, yaml_text: str, expected
     assert expected in info.value.problems[0]
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("postgresql:\n  top_tables: 99999999999999999999\n", "postgresql.top_tables: "),
+        ("postgresql:\n  top_statements: 1001\n", "less than or equal to 1000"),
+        ("log_level: NOPE\n", "log_level: must be one of DEBUG, INFO, WARNING"),
+        ("export_interval: 0.0001\n", "export_interval: must be between 1s and 1d, not 0.1ms"),
+        ("intervals:\n  fast: 1ms\n", "intervals.fast: must be between 100ms and 7d"),
+        ("intervals:\n  slow: .inf\n", "intervals.slow: must be between"),
+        ("postgresql:\n  statement_timeout: 1000d\n", "must be between 100ms and 1h"),
+        ("postgresql:\n  unused_index_window: 0.5\n", "between 1s and 365d (or 0)"),
+        ("postgresql:\n  missing_index_min_rows: 9223372036854775808\n", "less than or equal"),
+        ("process:\n  pid: -1\n", "process.pid: "),
+    ],
+)
+def test_values_out_of_bounds_are_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 1
+    assert expected in info.value.problems[0]
+
+
+def test_bounds_leave_the_documented_values_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "log_level: debug\nexport_interval: 1s\nintervals: {fast: 100ms, slow: 7d}\n"
+        "postgresql: {top_tables: 1000, top_statements: 0, unused_index_window: 0}\n"
+    )
+    config = load_config(path)
+    assert config.log_level == "DEBUG" and config.export_interval == 1.0
+    assert config.intervals.slow == 7 * 86400 and config.postgresql.unused_index_window == 0
+
+
+# Each of these crashed with a traceback and exit 1, or was silently ignored, before: the
+# docs promise exit 2 and one line for every config error a user can make.
+@pytest.mark.parametrize(
+    ("content", "env", "expected"),
+    [
+        (b"intervals:\n  fast: 5s\n\xad\xfe\x00\x81", {}, "not a text file in UTF-8"),
+        ("intervals:\n  fast: 5s\n".encode("utf-16"), {}, "the file is UTF-16; save it as UTF-8"),
+        (b"1: 2\n", {}, "the top-level key 1 is not a name; the keys are intervals"),
+        (b"true: 1\n", {}, "the top-level key True is not a name"),
+        (
+            None,
+            {"OTELBOT_AGENT_REDIS__INSTANCES": "not json"},
+            "OTELBOT_AGENT_REDIS__INSTANCES: a list is written as JSON",
+        ),
+        (
+            None,
+            {"OTELBOT_AGENT_INTERVAL__FAST": "5s"},
+            "OTELBOT_AGENT_INTERVAL__FAST: 'interval' is not a key of the top level; "
+            "did you mean OTELBOT_AGENT_INTERVALS__FAST?",
+        ),
+        (None, {"OTELBOT_AGENT_BOGUS": "1"}, "OTELBOT_AGENT_BOGUS: 'bogus' is not a key"),
+        (
+            None,
+            {"OTELBOT_AGENT_INTERVALS__FASTT": "5s"},
+            "did you mean OTELBOT_AGENT_INTERVALS__FAST?",
+        ),
+        (None, {"OTELBOT_AGENT_LOG_LEVEL": "NOPE"}, "log_level (from OTELBOT_AGENT_LOG_LEVEL)"),
+        (b"postgresql:\n  top_tables: 99999999999999999999\n", {}, "postgresql.top_tables"),
+        (b"export_interval: 0.0001\n", {}, "export_interval: must be between 1s"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(
+    tmp_path: Path, content: bytes | None, env: dict[str, str], expected: str
+) -> None:
+    args = ["check"]
+    if content is not None:
+        path = tmp_path / "agent.yaml"
+        path.write_bytes(content)
+        args += ["--config", str(path)]
+    result = run_agent(*args, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("otelbot-agent: config error: ")
+    assert expected in lines[0]
+
+
 def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("intervals:\n  fast: -1\n  slow: never\nredis:\n  instances: [{}]\n")
@@ -141,7 +224,7 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     port = free_port()
     path = tmp_path / "agent.yaml"
     path.write_text(
-        f"intervals:\n  fast: 0.5s\nexport_interval: 0.5s\n"
+        f"intervals:\n  fast: 0.5s\nexport_interval: 1s\n"
         f"redis:\n  instances:\n    - url: {redis_url}\n"
         f"health:\n  port: {port}\n"
     )

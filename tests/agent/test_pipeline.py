@@ -131,7 +131,7 @@ async def test_export_to_the_otlp_receiver(
     write_stats(tmp_path / f"{os.getpid()}.stats", os.getpid(), time.time() - 120)
     config = agent_config(
         intervals={"fast": 0.5},
-        export_interval=0.5,
+        export_interval=1,
         redis={"instances": [{"url": redis_url}]},
         runtime={"dir": str(tmp_path)},
     )
@@ -183,7 +183,7 @@ async def test_endpoint_down_counts_the_loss_and_keeps_running(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
     config = agent_config(
         intervals={"fast": 0.2},
-        export_interval=0.3,
+        export_interval=1,
         redis={"instances": [{"url": redis_url}]},
         runtime={"enabled": False},
     )
