@@ -79,6 +79,20 @@ class Collection:
             return
         self.samples.append(Sample(metric, float(value), attributes))
 
+    def add_up(
+        self,
+        metric: semconv.Metric,
+        attributes: Mapping[str, AttributeValue],
+        error: str | None = None,
+    ) -> None:
+        """The target's ``*.up`` sample: 1, or 0 with ``error.type`` when ``error`` is given;
+        then the target is down (``target_up`` False: the pipeline backs off)."""
+        if error is None:
+            self.add_with(metric, 1, attributes)
+            return
+        self.add_with(metric, 0, {**attributes, semconv.ERROR_TYPE: error})
+        self.target_up = False
+
 
 class Collector:
     """One target of one kind: the bot process, a PostgreSQL database, a Redis instance.
@@ -122,3 +136,12 @@ def error_type(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError | OSError | EOFError) or "connection" in lowered:
         return "network"
     return name
+
+
+def describe_error(exc: BaseException) -> str:
+    """The first line of an error's message (``timed out`` for a timeout), for logs and
+    ``check``; callers scrub secrets from it."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,6 +29,7 @@ from otelbot.agent.collectors.base import (
     Failure,
     Finding,
     Tier,
+    describe_error,
     error_type,
 )
 from otelbot.agent.config import AgentConfig, PostgresConfig, PostgresDatabase
@@ -445,12 +446,6 @@ class PostgresCollector(Collector):
 
     # ----------------------------------------------------------------------- collect
 
-    def _up(self, out: Collection, up: bool, err: str | None = None) -> None:
-        attrs: dict[str, AttributeValue] = dict(self._attrs)
-        if err is not None:
-            attrs[semconv.ERROR_TYPE] = err
-        out.add_with(semconv.POSTGRESQL_UP, 1 if up else 0, attrs)
-
     async def collect(self, tiers: frozenset[Tier]) -> Collection:
         out = Collection()
         try:
@@ -458,9 +453,10 @@ class PostgresCollector(Collector):
         except Exception as exc:
             self._drop_connection()
             err = error_type(exc)
-            self._up(out, False, err)
-            out.target_up = False
-            out.failures.append(Failure(NAME, err, f"{self.target}: {self._scrub(_describe(exc))}"))
+            out.add_up(semconv.POSTGRESQL_UP, self._attrs, err)
+            out.failures.append(
+                Failure(NAME, err, f"{self.target}: {self._scrub(describe_error(exc))}")
+            )
             return out
         for category, run in self._categories:
             if category.tier not in tiers:
@@ -470,17 +466,16 @@ class PostgresCollector(Collector):
                 await run(out)
             except Exception as exc:
                 err = error_type(exc)
-                message = f"{self.target}: {self._scrub(_describe(exc))}"
+                message = f"{self.target}: {self._scrub(describe_error(exc))}"
                 out.failures.append(Failure(category.name, err, message))
                 if isinstance(exc, _DISCONNECTED) or self._conn is None or self._conn.is_closed():
                     self._drop_connection()
                     out.samples.clear()
-                    self._up(out, False, err)
-                    out.target_up = False
+                    out.add_up(semconv.POSTGRESQL_UP, self._attrs, err)
                     return out
             finally:
                 out.durations[category.name] = time.perf_counter() - started
-        self._up(out, True)
+        out.add_up(semconv.POSTGRESQL_UP, self._attrs)
         return out
 
     async def _database(self, out: Collection) -> None:
@@ -702,7 +697,7 @@ class PostgresCollector(Collector):
             rows = await self._fetch(DATABASE_SQL)
         except Exception as exc:
             self._drop_connection()
-            raise CheckError(f"{self._scrub(_describe(exc))}; {_hint(exc)}") from None
+            raise CheckError(f"{self._scrub(describe_error(exc))}; {_hint(exc)}") from None
         finally:
             await self.close()
         if not rows:
@@ -713,13 +708,6 @@ class PostgresCollector(Collector):
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text
 
 
 def _hint(exc: BaseException) -> str:

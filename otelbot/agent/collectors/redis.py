@@ -18,6 +18,7 @@ from otelbot.agent.collectors.base import (
     Collector,
     Failure,
     Tier,
+    describe_error,
     error_type,
 )
 from otelbot.agent.config import AgentConfig, RedisInstance
@@ -83,12 +84,6 @@ class RedisCollector(Collector):
         slowlog = await asyncio.wait_for(client.slowlog_len(), self._timeout + 1)
         return info, int(slowlog)
 
-    def _up(self, out: Collection, up: bool, err: str | None = None) -> None:
-        attrs: dict[str, AttributeValue] = dict(self._attrs)
-        if err is not None:
-            attrs[semconv.ERROR_TYPE] = err
-        out.add_with(semconv.REDIS_UP, 1 if up else 0, attrs)
-
     async def collect(self, tiers: frozenset[Tier]) -> Collection:
         out = Collection()
         if Tier.FAST not in tiers:
@@ -99,9 +94,8 @@ class RedisCollector(Collector):
         except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._reset()
             err = error_type(exc)
-            self._up(out, False, err)
-            out.target_up = False
-            out.failures.append(Failure(NAME, err, f"{self.target}: {_describe(exc)}"))
+            out.add_up(semconv.REDIS_UP, self._attrs, err)
+            out.failures.append(Failure(NAME, err, f"{self.target}: {describe_error(exc)}"))
             return out
         finally:
             out.durations[NAME] = time.perf_counter() - started
@@ -116,7 +110,7 @@ class RedisCollector(Collector):
                 out.add_with(semconv.REDIS_DB_KEYS, value.get("keys"), db)
                 out.add_with(semconv.REDIS_DB_EXPIRES, value.get("expires"), db)
         out.add_with(semconv.REDIS_SLOWLOG_LENGTH, slowlog, a)
-        self._up(out, True)
+        out.add_up(semconv.REDIS_UP, self._attrs)
         return out
 
     async def _reset(self) -> None:
@@ -140,16 +134,10 @@ class RedisCollector(Collector):
                 "network": "check the url's host and port and that Redis is running",
                 "timeout": "Redis did not answer in time; check the network or raise timeout",
             }.get(kind, "see the Redis server log")
-            raise CheckError(f"{_describe(exc)}; {hint}") from None
+            raise CheckError(f"{describe_error(exc)}; {hint}") from None
         finally:
             await self._reset()
         return f"Redis {info.get('redis_version', '?')}"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def build(config: AgentConfig) -> list[Collector]:

@@ -18,7 +18,7 @@ from otelbot.agent.collectors.process import ProcessCollector
 from otelbot.agent.collectors.runtime import RuntimeCollector, StatsFileError, read_stats
 from tests.agent.conftest import unique, values
 
-# Written here from the documented layout (/tmp/stats-layout.md), independently of both
+# Written here from the documented layout (docs/runtime-stats-file.md), independently of both
 # the agent's reader and the bot's writer.
 LAYOUT = struct.Struct("<4sHHIIQddd" + "QQQdd" * 3 + "ddQqQ")
 
@@ -90,10 +90,6 @@ async def test_reads_a_file_written_by_the_instrumented_side(tmp_path: Path) -> 
         stats.close()
         """
     )
-    try:
-        from otelbot.runtime import stats_file  # noqa: F401
-    except ImportError:
-        pytest.skip("the bot-side stats file writer is not there yet")
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
