@@ -41,8 +41,8 @@ call with a secret token marks it, unless the path's secret looks generated; giv
 variable (``/hook/{secret}``) to be sure.
 
 No request header is recorded except ``User-Agent``; the secret token header never is.
-An exception a handler raises is recorded with the request's path and the route's
-variable values replaced by the recorded route.
+An exception a handler raises is recorded with the request's path in its message replaced
+by the recorded route, and the route's variable values by ``?``.
 """
 
 from __future__ import annotations
