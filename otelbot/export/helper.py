@@ -10,12 +10,17 @@ and the helper exits. The exporter is the SDK's ``OTLPSpanExporter`` (HTTP/proto
 gRPC when ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), configured by the same
 ``OTEL_EXPORTER_OTLP_*`` variables as the bot's, so the collector receives the same OTLP
 content as from the in-process exporter.
+
+The helper ends when the bot closes the pipe, never on an interrupt: SIGINT is ignored
+(the bot starts it in its own session, so a terminal's Ctrl+C does not reach it anyway),
+and what it holds is sent at EOF; SIGTERM still ends it at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import struct
 import sys
 from typing import Any
@@ -121,6 +126,8 @@ def _standard_exporter() -> Any:
 
 def main() -> int:
     """Read batches from stdin until EOF; send each with the standard OTLP exporter."""
+    # An interrupt is for the bot: this process ends when the bot closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exporter = _standard_exporter()
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer

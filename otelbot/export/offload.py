@@ -14,7 +14,11 @@ helper process (``otelbot.export.helper``, started on first use) rebuilds the SD
 Memory stays bounded: when the helper falls behind (collector down, retries) the pipe
 fills, the writer thread waits, and spans over the queue size are dropped, as the batch
 processor does with the standard exporter. If the helper dies, it is started again on the
-next batch (at most once per 5 s).
+next batch (at most once per 5 s), but not while the bot shuts down.
+
+The helper runs in a session of its own, so the terminal's Ctrl+C (SIGINT to the
+foreground process group) reaches the bot only: the helper keeps what it holds until the
+bot closes the pipe at shutdown, sends it, and exits.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class OffloadSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._last_start = 0.0
         self._closed = False
+        #: Set when the bot shuts down: a helper that died then is not started again.
+        self.stopping = False
 
     def _helper(self) -> subprocess.Popen[bytes] | None:
         proc = self._proc
@@ -62,6 +68,8 @@ class OffloadSpanExporter(SpanExporter):
             return proc
         now = time.monotonic()
         if proc is not None:
+            if self.stopping:
+                return None
             logger.warning(
                 "otelbot: the span export helper exited (%s); restarting it", proc.returncode
             )
@@ -70,7 +78,12 @@ class OffloadSpanExporter(SpanExporter):
         self._last_start = now
         env = {k: v for k, v in os.environ.items() if k != "OTEL_TRACES_EXPORTER"}
         self._proc = subprocess.Popen(
-            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # not in the terminal's process group: no Ctrl+C
         )
         return self._proc
 
@@ -116,6 +129,7 @@ class OffloadSpanExporter(SpanExporter):
     def shutdown(self) -> None:
         """Close the pipe; the helper sends what it holds and exits (waited for ~10 s)."""
         with self._lock:
+            self.stopping = True
             self._closed = True
             proc, self._proc = self._proc, None
         if proc is None:
@@ -250,6 +264,7 @@ class OffloadSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         if self._stopped:
             return
+        self._exporter.stopping = True
         self.force_flush(int(_env_number("OTEL_EXPORTER_OTLP_TIMEOUT", 10) * 1000))
         self._stopped = True
         self._wake.set()

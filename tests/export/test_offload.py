@@ -4,6 +4,10 @@ arriving at a real OTLP receiver with the same content as from the standard expo
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from opentelemetry import context, trace
@@ -20,6 +24,9 @@ from otelbot.export.offload import (
     export_processor,
 )
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
+from otelbot.testing.processes import instrument_command
+
+from ._process import Watched
 
 
 def emit_spans(exporter: SpanExporter, service: str) -> None:
@@ -244,3 +251,83 @@ def test_spans_over_the_queue_size_are_dropped_not_kept(
     processor._sending.release()
     provider.shutdown()
     assert len(otlp_env.wait_for(lambda r: r.spans("x"))) == 20
+
+
+def test_an_interrupt_does_not_end_the_helper_before_the_bot_closes_it(
+    otlp_env: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = OffloadSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(export_processor(exporter))
+    tracer = provider.get_tracer("t")
+    tracer.start_span("before").end()
+    assert provider.force_flush(10_000)
+    helper = exporter._proc
+    assert helper is not None
+    os.kill(helper.pid, signal.SIGINT)
+    tracer.start_span("after").end()
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+    assert helper.returncode == 0  # it ended at EOF, as always, not on the interrupt
+    assert "restarting" not in caplog.text
+    assert {s.name for s in otlp_env.wait_for(lambda r: len(r.spans()) >= 2 and r.spans())} == {
+        "before",
+        "after",
+    }
+
+
+# A bot stopped with Ctrl+C that ends one more span while it shuts down (as a framework
+# closing its session does).
+INTERRUPTED_BOT = """
+import time
+from opentelemetry import trace
+
+tracer = trace.get_tracer("interrupt-test")
+for i in range(5):
+    tracer.start_span(f"before {i}").end()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    tracer.start_span("after the interrupt").end()
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_stops_the_bot_and_its_helper_quietly_and_loses_no_span(
+    otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    script = tmp_path / "bot.py"
+    script.write_text(INTERRUPTED_BOT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        OTEL_SERVICE_NAME="interrupt-test",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        PYTHONUNBUFFERED="1",
+    )
+    proc = subprocess.Popen(
+        [instrument_command(), sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+    out = Watched(proc)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n", out.text
+    # The helper runs and has sent the first spans: the bot is mid-flight.
+    otlp_receiver.wait_for(lambda r: len(r.spans()) >= 5, 20)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: SIGINT to the whole foreground group
+    assert proc.stdout.read() == "interrupted\n"
+    assert out.finish() == 0, out.text
+    assert "Traceback" not in out.text and "KeyboardInterrupt" not in out.text, out.text
+    assert out.matching("export helper exited") == [], out.text
+    otlp_receiver.wait_for(lambda r: r.spans("after the interrupt"), 10)
+    assert {s.name for s in otlp_receiver.spans()} == {
+        *(f"before {i}" for i in range(5)),
+        "after the interrupt",
+    }
