@@ -138,16 +138,15 @@ def run_once(
         api.stop()
     if code not in (0, -15):
         raise RuntimeError(f"{config.name}: bot exited with {code}:\n{bot.output[-3000:]}")
-    spans = 0
-    if config.instrumented:
-        # The bot flushes its span queue on shutdown; wait for the count to settle.
-        last, stable_since = -1, time.monotonic()
-        while time.monotonic() - stable_since < 0.6:
-            now = receiver.spans() - spans_before
-            if now != last:
-                last, stable_since = now, time.monotonic()
-            time.sleep(0.1)
-        spans = last
+    # The bot flushes its span queue on shutdown; wait for the count to settle. Counted for
+    # the bare bot too: what arrived while it ran, which is none when nothing leaks between
+    # runs and the bare bot is really bare.
+    spans, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 0.6:
+        now = receiver.spans() - spans_before
+        if now != spans:
+            spans, stable_since = now, time.monotonic()
+        time.sleep(0.1)
     return RunResult(
         config.name,
         steady_rate([c["at"] for c in sent]),

@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats, args.updates, args.ops_n, args.pressure_down = 1, 60, 50, 3.0
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
-    configs = [c for c in e2e.CONFIGS if c.name in wanted]
-    unknown = set(wanted) - {c.name for c in configs}
+    known = {c.name: c for c in e2e.CONFIGS}
+    configs = [known[name] for name in dict.fromkeys(wanted) if name in known]  # in that order
+    unknown = set(wanted) - set(known)
     if unknown:
         parser.error(
             f"unknown configuration(s) {sorted(unknown)}; known: {[c.name for c in e2e.CONFIGS]}"
