@@ -7,6 +7,7 @@ import asyncio.base_events
 import gc
 import logging
 import os
+import selectors
 import subprocess
 import sys
 import tempfile
@@ -83,11 +84,85 @@ def test_blocking_handler_shows_in_loop_lag(runtime: MemoryTelemetry) -> None:
     assert at_least_quarter >= 1  # the sample landed in a bucket above 0.1 s
 
 
-def test_idle_loop_shows_little_lag(runtime: MemoryTelemetry) -> None:
-    asyncio.run(asyncio.sleep(1.2))
+class VirtualClock:
+    """Time that moves only when the loop waits for its next timer or a test says so, so
+    that what the lag monitor reports does not depend on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0  # binary fractions from here on add up exactly
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _NoWaitSelector(selectors.DefaultSelector):
+    """Polls the real selector without blocking; a wait for a timer advances the clock."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout is None:  # no timer pending: wait for I/O for real
+            return super().select(None)
+        events = super().select(0)
+        if not events and timeout > 0:
+            self.clock.advance(timeout)
+        return events
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """A stock selector loop whose time is a ``VirtualClock``."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(_NoWaitSelector(clock))
+        self.clock = clock
+
+    def time(self) -> float:
+        return self.clock()
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    clock = VirtualClock()
+    # The monitor times loop iterations with time.perf_counter (read when it starts).
+    monkeypatch.setattr(time, "perf_counter", clock)
+    return clock
+
+
+def _run_on_virtual_time(clock: VirtualClock, main: Any) -> None:
+    with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(clock)) as runner:
+        runner.run(main())
+
+
+def test_idle_loop_shows_no_lag(runtime: MemoryTelemetry, virtual_clock: VirtualClock) -> None:
+    # Two seconds of a loop that only waits: the waits are not lag, however long.
+    _run_on_virtual_time(virtual_clock, lambda: asyncio.sleep(2.0))
     lag = _one(runtime, "otelbot.asyncio.loop.lag")
-    assert lag.count >= 2
-    assert lag.max < 0.15
+    assert lag.count >= 3  # a sample every 0.5 s
+    assert lag.max == 0 and lag.sum == 0
+
+
+def test_lag_is_the_time_a_handler_held_the_loop(
+    runtime: MemoryTelemetry, virtual_clock: VirtualClock
+) -> None:
+    async def handler() -> None:
+        virtual_clock.advance(0.25)  # a sync call in a handler: 250 ms the loop can't run
+
+    async def main() -> None:
+        await asyncio.sleep(0.125)
+        await asyncio.create_task(handler())
+        await asyncio.sleep(2.0)
+
+    _run_on_virtual_time(virtual_clock, main)
+    lag = _one(runtime, "otelbot.asyncio.loop.lag")
+    assert lag.count >= 4
+    # One sample holds the 250 ms (the handler ended before the timer was due: the
+    # iteration's length, not the timer's lateness, finds it), every other sample is 0.
+    assert lag.max == pytest.approx(0.25) and lag.sum == pytest.approx(0.25)
 
 
 def test_tasks_gauge_counts_live_tasks(runtime: MemoryTelemetry) -> None:
