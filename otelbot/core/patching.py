@@ -163,7 +163,7 @@ class OtelbotInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._instruments
 
-    def telemetry(self, **kwargs: Any) -> tuple[trace.Tracer, metrics.Meter]:
+    def tracer_and_meter(self, **kwargs: Any) -> tuple[trace.Tracer, metrics.Meter]:
         name = type(self).__module__
         tracer = trace.get_tracer(name, __version__, kwargs.get("tracer_provider"))
         meter = metrics.get_meter(name, __version__, kwargs.get("meter_provider"))

@@ -239,7 +239,7 @@ class _Telemetry:
         elapsed = time.perf_counter() - state.started
         _current_update.reset(state.state_token)
         context.detach(state.context_token)
-        stats_file.update_finished()
+        stats_file.update_ended()
         error = exc or state.exc
         if error is not None:
             outcome = OUTCOME_ERROR
@@ -488,7 +488,7 @@ class AiogramInstrumentor(OtelbotInstrumentor):
         from aiogram.client.session.aiohttp import AiohttpSession
         from aiogram.dispatcher.event.handler import HandlerObject
 
-        tracer, meter = self.telemetry(**kwargs)
+        tracer, meter = self.tracer_and_meter(**kwargs)
         telemetry = _Telemetry(tracer, meter)
         wrap = self.patches.wrap
         wrap(

@@ -308,7 +308,7 @@ class AiohttpClientInstrumentor(OtelbotInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         import aiohttp
 
-        tracer, meter = self.telemetry(**kwargs)
+        tracer, meter = self.tracer_and_meter(**kwargs)
         telemetry = _Telemetry(tracer, meter)
         self.patches.wrap(
             aiohttp.ClientSession, "_request", lambda original: _wrap_request(original, telemetry)

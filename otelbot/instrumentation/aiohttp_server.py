@@ -285,7 +285,7 @@ class AiohttpServerInstrumentor(OtelbotInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         from aiohttp import web_app
 
-        tracer, meter = self.telemetry(**kwargs)
+        tracer, meter = self.tracer_and_meter(**kwargs)
         telemetry = _Telemetry(tracer, meter)
         self.patches.wrap(
             web_app.Application,

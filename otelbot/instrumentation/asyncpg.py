@@ -465,7 +465,7 @@ class AsyncpgInstrumentor(OtelbotInstrumentor):
         import asyncpg.pool
         import asyncpg.prepared_stmt
 
-        tracer, meter = self.telemetry(**kwargs)
+        tracer, meter = self.tracer_and_meter(**kwargs)
         postgres_error = asyncpg.PostgresError
         tel = _Telemetry(tracer, meter, config.capture_query_text(), postgres_error)
         self._telemetry = tel

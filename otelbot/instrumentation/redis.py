@@ -578,7 +578,7 @@ class RedisInstrumentor(OtelbotInstrumentor):
         import redis.client as sync_client
         from redis.exceptions import RedisError
 
-        tracer, meter = self.telemetry(**kwargs)
+        tracer, meter = self.tracer_and_meter(**kwargs)
         telemetry = _Telemetry(tracer, meter)
         patches = self.patches
         register_cleaner(RedisError, _cleaned_message)

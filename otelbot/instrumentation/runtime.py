@@ -63,7 +63,7 @@ class RuntimeInstrumentor(OtelbotInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         metrics = None
         try:
-            _tracer, meter = self.telemetry(**kwargs)
+            _tracer, meter = self.tracer_and_meter(**kwargs)
             metrics = RuntimeMetrics(
                 meter,
                 float(kwargs.get("lag_interval", LAG_INTERVAL)),

@@ -4,7 +4,7 @@
     from otelbot.runtime import stats_file
     stats = stats_file.StatsFile.create("/tmp", interval=1.0)   # writes /tmp/<pid>.stats
     stats_file.update_started()                                  # an update arrives ...
-    stats_file.update_finished()                                 # ... and is handled
+    stats_file.update_ended()                                    # ... and is handled
     stats.write(time.time(), [1, 0, 0], [10, 0, 0], [0, 0, 0], [0.001, 0, 0],
                 [0.001, 0, 0], loop_lag=0.0, loop_lag_max=0.0, tasks=1)
     stats.close()                                                # removes the file
@@ -14,7 +14,7 @@ contract between this writer and the agent's reader, which does not import this 
 The file is mapped with mmap, so a write is a few memory stores (no syscall), guarded by
 a sequence counter (a seqlock) so that a reader never sees a half-written record.
 
-``update_started()`` / ``update_finished()`` are for other instrumentations (aiogram):
+``update_started()`` / ``update_ended()`` are for other instrumentations (aiogram):
 they bump two in-memory integers that the next write copies into the file, and do
 nothing at all while no file is open.
 """
@@ -68,7 +68,7 @@ def update_started() -> None:
         _updates_in_flight += 1
 
 
-def update_finished() -> None:
+def update_ended() -> None:
     """An update finished (handled, unhandled or failed). A no-op while no file is open."""
     global _updates_in_flight, _updates_total
     if _counting:

@@ -309,7 +309,7 @@ def test_stats_file_mode_leaves_runtime_metrics_to_the_agent(
         assert path.exists()
         stats_file.update_started()
         stats_file.update_started()
-        stats_file.update_finished()
+        stats_file.update_ended()
         _cycles(1000)
         gc.collect()
         asyncio.run(asyncio.sleep(0.5))

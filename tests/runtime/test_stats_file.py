@@ -84,7 +84,7 @@ def test_read_stats_returns_named_fields(stats: StatsFile) -> None:
 def test_update_counters_reach_the_file(stats: StatsFile) -> None:
     for _ in range(3):
         stats_file.update_started()
-    stats_file.update_finished()
+    stats_file.update_ended()
     _write(stats)
     snapshot = read_stats(stats.path)
     assert snapshot["updates_in_flight"] == 2
@@ -93,7 +93,7 @@ def test_update_counters_reach_the_file(stats: StatsFile) -> None:
 
 def test_update_counters_are_noops_without_a_file(tmp_path: Path) -> None:
     stats_file.update_started()
-    stats_file.update_finished()
+    stats_file.update_ended()
     stats = StatsFile.create(str(tmp_path))
     try:
         _write(stats)
@@ -102,7 +102,7 @@ def test_update_counters_are_noops_without_a_file(tmp_path: Path) -> None:
     finally:
         stats.close()
     stats_file.update_started()  # after close: ignored again, no error
-    stats_file.update_finished()
+    stats_file.update_ended()
 
 
 def test_reader_waits_out_a_write_in_progress(stats: StatsFile) -> None:

@@ -82,7 +82,7 @@ async def test_reads_a_file_written_by_the_instrumented_side(tmp_path: Path) -> 
         import sys, time
         from otelbot.runtime import stats_file
         stats = stats_file.StatsFile.create({str(tmp_path)!r}, interval=1.0)
-        stats_file.update_started(); stats_file.update_finished(); stats_file.update_started()
+        stats_file.update_started(); stats_file.update_ended(); stats_file.update_started()
         stats.write(time.time(), [5, 2, 1], [50, 20, 10], [0, 0, 1], [0.01, 0.02, 0.03],
                     [0.001, 0.002, 0.003], loop_lag=0.004, loop_lag_max=0.5, tasks=9)
         print("ready", flush=True)
