@@ -125,9 +125,12 @@ class OtelbotConfigurator(_OTelSDKConfigurator):
     SDK's ``BatchSpanProcessor`` as usual)."""
 
     def _configure(self, **kwargs: Any) -> None:
+        from otelbot.export import endpoint
         from otelbot.export.offload import export_processor
 
         kwargs.setdefault("export_span_processor", export_processor)
         processors = list(kwargs.pop("log_record_processors", None) or [])
         kwargs["log_record_processors"] = [RedactingLogRecordProcessor(), *processors]
+        endpoint.configurator_hooks(kwargs)  # one line when the OTLP endpoint is down / back
         super()._configure(**kwargs)
+        endpoint.watch_metric_readers()

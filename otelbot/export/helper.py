@@ -13,7 +13,10 @@ content as from the in-process exporter.
 
 The helper ends when the bot closes the pipe, never on an interrupt: SIGINT is ignored
 (the bot starts it in its own session, so a terminal's Ctrl+C does not reach it anyway),
-and what it holds is sent at EOF; SIGTERM still ends it at once.
+and what it holds is sent at EOF; SIGTERM still ends it at once. It writes its log lines
+to stderr (the bot's), at the level given by ``--log-level``, and says once when the OTLP
+endpoint stops taking spans and once when it takes them again
+(``otelbot.export.endpoint``), instead of the SDK's lines at every export.
 """
 
 from __future__ import annotations
@@ -124,11 +127,31 @@ def _standard_exporter() -> Any:
     return OTLPSpanExporter()
 
 
-def main() -> int:
+def _setup_logging(argv: list[str]) -> None:
+    level = logging.WARNING
+    for arg in argv:
+        if arg.startswith("--log-level="):
+            try:
+                level = int(arg.split("=", 1)[1])
+            except ValueError:
+                pass
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("otelbot")
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
     """Read batches from stdin until EOF; send each with the standard OTLP exporter."""
     # An interrupt is for the bot: this process ends when the bot closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exporter = _standard_exporter()
+    _setup_logging(sys.argv[1:] if argv is None else argv)
+    from otelbot.export import endpoint
+
+    endpoint.install()
+    exporter = endpoint.WatchedSpanExporter(_standard_exporter())
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer
     try:

@@ -18,7 +18,9 @@ next batch (at most once per 5 s), but not while the bot shuts down.
 
 The helper runs in a session of its own, so the terminal's Ctrl+C (SIGINT to the
 foreground process group) reaches the bot only: the helper keeps what it holds until the
-bot closes the pipe at shutdown, sends it, and exits.
+bot closes the pipe at shutdown, sends it, and exits. It logs at the level the bot's
+``otelbot`` logger had when it started, and says when the OTLP endpoint is down and back
+(``otelbot.export.endpoint``).
 """
 
 from __future__ import annotations
@@ -47,14 +49,15 @@ _RESTART_EVERY = 5.0
 def _helper_command() -> list[str]:
     # -I: the helper must not load opentelemetry-instrument's sitecustomize (PYTHONPATH)
     # and instrument, or offload, itself.
-    return [sys.executable, "-I", "-m", "otelbot.export.helper"]
+    level = logging.getLogger("otelbot").getEffectiveLevel()
+    return [sys.executable, "-I", "-m", "otelbot.export.helper", f"--log-level={level}"]
 
 
 class OffloadSpanExporter(SpanExporter):
     """A ``SpanExporter`` that passes batches to the OTLP-encoding helper process."""
 
     def __init__(self, command: Sequence[str] | None = None, **_: Any) -> None:
-        self._command = list(command) if command else _helper_command()
+        self._command = list(command) if command else None  # None: _helper_command()
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._last_start = 0.0
@@ -78,7 +81,7 @@ class OffloadSpanExporter(SpanExporter):
         self._last_start = now
         env = {k: v for k, v in os.environ.items() if k != "OTEL_TRACES_EXPORTER"}
         self._proc = subprocess.Popen(
-            self._command,
+            self._command or _helper_command(),  # at start: the bot's log level by then
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -274,12 +277,16 @@ class OffloadSpanProcessor(SpanProcessor):
 
 def export_processor(exporter: SpanExporter) -> SpanProcessor:
     """The SDK configurator's ``export_span_processor``: an ``OffloadSpanProcessor`` for
-    the offload exporter, the standard ``BatchSpanProcessor`` for any other exporter."""
+    the offload exporter (the helper watches the endpoint), the standard
+    ``BatchSpanProcessor`` for any other exporter, watched for one line when its endpoint
+    is down and one when it is back (``otelbot.export.endpoint``)."""
     if isinstance(exporter, OffloadSpanExporter):
         return OffloadSpanProcessor(exporter)
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    return BatchSpanProcessor(exporter)
+    from otelbot.export.endpoint import WatchedSpanExporter
+
+    return BatchSpanProcessor(WatchedSpanExporter(exporter))
 
 
 def _read_ack(proc: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from otelbot import semconv
 from otelbot.agent.config import ConfigError, load_config
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from tests.agent.collectors.test_runtime_and_process import write_stats
+from tests.export._process import Watched
 
 from .conftest import free_port
 
@@ -259,6 +262,68 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert otlp_receiver.points("redis.up")[0].resource["service.name"] == "otb-agent-e2e"
+
+
+def test_run_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
+    tmp_path: Path, redis_url: str
+) -> None:
+    port = free_port()  # nothing listens there yet
+    # A frozen bot: a finding (a log record) every advice interval, besides the metrics.
+    write_stats(tmp_path / f"{os.getpid()}.stats", os.getpid(), time.time() - 120)
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "intervals: {fast: 0.5s, advice: 1s}\nexport_interval: 1s\nlog_level: debug\n"
+        f"redis:\n  instances:\n    - url: {redis_url}\n"
+        f"runtime: {{dir: {tmp_path}}}\nhealth: {{enabled: false}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTELBOT_AGENT_", "OTEL_"))}
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+        OTEL_BLRP_SCHEDULE_DELAY="200",
+    )
+    proc = subprocess.Popen(
+        [*AGENT, "run", "--config", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out = Watched(proc)
+    receiver = OtlpReceiver(http_port=port, grpc_port=None)
+    items = ("data points", "log records")
+    try:
+        for item in items:  # down, and failing again without a line at INFO
+            out.wait_for(lambda o, i=item: o.matching(f"still does not take {i}"), f"{item} down")
+        receiver.start()
+        for item in items:
+            out.wait_for(lambda o, i=item: o.matching(f"takes {i} again"), f"{item} back")
+        # The counted loss still tells how much was lost, for both signals.
+        receiver.wait_for(
+            lambda r: (
+                {
+                    p.attributes[semconv.OTELBOT_SIGNAL]
+                    for p in r.points(semconv.OTELBOT_AGENT_EXPORT_FAILED.name)
+                    if p.value > 0
+                }
+                >= {"metrics", "logs"}
+            ),
+            30,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = out.finish()
+        receiver.stop()
+    assert code == 0, out.text
+    for item in items:
+        down = out.matching(f"cannot export {item} to ")
+        back = out.matching(f"takes {item} again")
+        assert len(down) == 1 and len(back) == 1, out.text
+        assert down[0].startswith("otelbot-agent: WARNING: cannot export")
+        assert f"127.0.0.1:{port}" in down[0] and "(Connection refused)" in down[0]
+        assert back[0].startswith("otelbot-agent: INFO: http://127.0.0.1:")
+    for sdk_line in ("Transient error", "Failed to export", "Traceback"):
+        assert out.matching(sdk_line) == [], out.text
 
 
 def test_collector_modules_load_only_for_enabled_targets(tmp_path: Path, pg_dsn: str) -> None:
