@@ -1,12 +1,14 @@
 # otelbot — the README's commands. `make test` and `make demo` work on a fresh machine:
-# they create .venv, install the project, and make sure PostgreSQL and Redis run.
+# they create .venv, install the project, and make sure PostgreSQL and Redis run; `make test`
+# also installs the deployment checks' tools (helm, promtool, prometheus). Under CI (CI=true)
+# a tool or server that can't be had fails the run instead of skipping tests.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LINT_PATHS := otelbot tests examples bench dashboards
 
-.PHONY: test demo lint bench docs services clean
+.PHONY: test demo lint bench docs services tools clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 services:
 	scripts/services
 
-test: $(VENV)/.installed services
-	source .services/env && $(BIN)/pytest -q $(PYTEST_ARGS)
+tools: $(VENV)/.installed
+	OTELBOT_PYTHON=$(BIN)/python scripts/install-tools
+
+# -rfEs: the summary lists failures, errors and every skip with its reason.
+test: $(VENV)/.installed services tools
+	source .services/env && $(BIN)/pytest -q -rfEs $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINT_PATHS)

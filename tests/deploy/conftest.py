@@ -1,15 +1,18 @@
-"""Deployment checks: the tools are installed once per session by scripts/install-tools
-(the same script `make test` runs), and a test that needs a tool the script could not
-install skips and says which."""
+"""Deployment checks: the tools are installed by scripts/install-tools (`make test` runs it,
+and once more per session here, so `pytest tests/deploy` works alone). A test that needs a
+tool the script could not install skips and says which, or fails under CI (CI=true)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests._require import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = ROOT / "scripts" / "install-tools"
@@ -28,7 +31,7 @@ def installed_tools() -> str:
         capture_output=True,
         text=True,
         timeout=900,
-        env={**__import__("os").environ, "OTELBOT_PYTHON": sys.executable},
+        env={**os.environ, "OTELBOT_PYTHON": sys.executable},
     )
     return (result.stdout + result.stderr).strip()
 
@@ -36,7 +39,7 @@ def installed_tools() -> str:
 def _tool(name: str, installed_tools: str) -> str:
     path = _which(name)
     if path is None:
-        pytest.skip(
+        missing(
             f"{name} is not installed and scripts/install-tools could not install it:\n"
             f"{installed_tools}"
         )

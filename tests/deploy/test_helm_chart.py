@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests._require import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "otelbot"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -84,7 +86,7 @@ def test_rendered_objects_valid_for_oldest_kubernetes(
     try:
         import kubernetes_validate
     except ImportError:
-        pytest.skip(f"kubernetes-validate could not be installed:\n{installed_tools}")
+        missing(f"kubernetes-validate could not be installed:\n{installed_tools}")
     for obj in render(helm, values):
         try:
             kubernetes_validate.validate(obj, OLDEST_KUBERNETES, strict=True)

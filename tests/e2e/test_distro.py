@@ -9,6 +9,7 @@ import pytest
 
 from otelbot.testing.fake_bot_api import FakeBotApi
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests._require import module
 from tests.e2e._run import otel_env, run_instrumented
 
 SCRIPT = Path(__file__).parent / "bots" / "one_of_each.py"
@@ -48,7 +49,7 @@ def test_contrib_installed_is_skipped_with_one_log_line(
     pg_dsn: str,
     redis_url: str,
 ) -> None:
-    pytest.importorskip("opentelemetry.instrumentation.asyncpg")  # contrib is in the dev extra
+    module("opentelemetry.instrumentation.asyncpg", "contrib, in the [dev] extra")
     output = run(
         otlp_receiver,
         fake_bot_api,
@@ -73,7 +74,7 @@ def test_disabling_one_otelbot_instrumentation_lets_contrib_take_it(
     pg_dsn: str,
     redis_url: str,
 ) -> None:
-    pytest.importorskip("opentelemetry.instrumentation.redis")
+    module("opentelemetry.instrumentation.redis", "contrib, in the [dev] extra")
     run(
         otlp_receiver,
         fake_bot_api,
