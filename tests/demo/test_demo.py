@@ -27,6 +27,17 @@ EXPECTED = {
 }
 
 
+def assert_report_names_every_problem(out: str) -> None:
+    """The terminal report's problem table names each built-in problem with its handler."""
+    problems = out.split("Problems found", 1)[1].split("Update latency per handler", 1)[0]
+    rows = [line for line in problems.splitlines() if "│" in line]
+    for problem, handler in EXPECTED.items():
+        row = next((r for r in rows if f"✓ {problem}" in r), None)
+        assert row is not None, f"{problem!r} not found:\n{problems}"
+        assert row.split("│")[2].strip() == handler, row
+    assert "✗" not in problems
+
+
 def _otelbot() -> str:
     return str(Path(sys.executable).parent / "otelbot")
 
@@ -57,13 +68,7 @@ def test_short_demo_run_names_every_problem_and_its_handler(
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    problems = out.split("Problems found", 1)[1].split("Update latency per handler", 1)[0]
-    rows = [line for line in problems.splitlines() if "│" in line]
-    for problem, handler in EXPECTED.items():
-        row = next((r for r in rows if f"✓ {problem}" in r), None)
-        assert row is not None, f"{problem!r} not found:\n{problems}"
-        assert row.split("│")[2].strip() == handler, row
-    assert "✗" not in problems
+    assert_report_names_every_problem(out)
     for section in (
         "Slowest trace",
         "Bot API calls per method",

@@ -17,21 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.demo.test_demo import assert_report_names_every_problem
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_BIN = str(Path(sys.executable).parent)
-
-# Each built-in problem of the demo bot and the handler the report must name for it.
-PROBLEMS = {
-    "n+1 queries": "list_orders",
-    "missing index": "redeem_promo",
-    "unused index": "buy_product",
-    "blocked event loop": "build_report",
-    "cache that always misses": "get_price",
-    "flood control (429)": "broadcast",
-    "growing memory": "remember_visit",
-}
 
 
 def _run(
@@ -160,12 +151,7 @@ def test_demo_extra_runs_the_demo_outside_the_repository(
     print(out)
     assert proc.returncode == 0, out + proc.stderr
     assert "Traceback" not in out + proc.stderr
-    problems = out.split("Problems found", 1)[1].split("Update latency per handler", 1)[0]
-    rows = [line for line in problems.splitlines() if "│" in line]
-    for problem, handler in PROBLEMS.items():
-        row = next((r for r in rows if f"✓ {problem}" in r), None)
-        assert row is not None, f"{problem!r} not found:\n{problems}"
-        assert row.split("│")[2].strip() == handler, row
+    assert_report_names_every_problem(out)
     assert "✓ the bot token appeared nowhere in the telemetry" in out
     report = cwd / "out" / "demo-report.html"
     assert f"HTML report: {report}" in out
