@@ -1,5 +1,5 @@
-"""Shared fixtures: real PostgreSQL and Redis (from scripts/services), in-memory telemetry,
-the fake Bot API and the OTLP receiver."""
+"""Shared fixtures: real PostgreSQL and Redis (from scripts/services; also a PostgreSQL with
+pg_stat_statements), in-memory telemetry, the fake Bot API and the OTLP receiver."""
 
 from __future__ import annotations
 
@@ -11,12 +11,26 @@ from otelbot.testing import defaults
 from otelbot.testing.fake_bot_api import FakeBotApi
 from otelbot.testing.memory import MemoryTelemetry
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from tests._require import missing
 
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The test database (scripts/services exports OTELBOT_TEST_PG_DSN)."""
     return defaults.pg_dsn()
+
+
+@pytest.fixture(scope="session")
+def pg_statements_dsn() -> str:
+    """A PostgreSQL that preloads pg_stat_statements: the private cluster scripts/services
+    starts (OTELBOT_TEST_PG_STATEMENTS_DSN). Without it the test skips, or fails under CI."""
+    dsn = defaults.pg_statements_dsn()
+    if dsn is None:
+        missing(
+            f"{defaults.PG_STATEMENTS_DSN_VARIABLE} is not set: scripts/services (make test "
+            "runs it) starts a PostgreSQL with pg_stat_statements preloaded and exports it"
+        )
+    return dsn
 
 
 @pytest.fixture(scope="session")
