@@ -7,7 +7,6 @@ too."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
-from otelbot.testing.processes import free_port
+from otelbot.testing.processes import Child, free_port
 from tests.deploy.promnames import catalogue_series_names, metric_names_in
 from tests.e2e._run import ROOT, run_instrumented
 
@@ -105,7 +104,7 @@ def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[tuple[str, dict[
             }
         )
     )
-    proc = subprocess.Popen(
+    server = Child(
         [
             prometheus_bin,
             f"--config.file={config}",
@@ -113,25 +112,20 @@ def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[tuple[str, dict[
             f"--web.listen-address=127.0.0.1:{web}",
             "--log.level=warn",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        name="prometheus",
     )
-    base = f"http://127.0.0.1:{web}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/-/ready", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"prometheus did not start:\n{log}")
-            time.sleep(0.2)
-    yield base, ports
-    proc.terminate()
-    proc.wait(10)
+    with server:
+        base = f"http://127.0.0.1:{web}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/ready", timeout=1)
+                break
+            except OSError:
+                if server.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"prometheus did not start:\n{server.tail(40)}")
+                time.sleep(0.2)
+        yield base, ports
 
 
 def _bot_env(
@@ -220,7 +214,7 @@ def test_every_panel_query_returns_series(
     )
     env = _bot_env(api, bot_token, pg_dsn, redis_url, ports["bot"], runtime_dir)
     agent_env = {**env, "OTEL_SERVICE_NAME": "example-bot-agent"}
-    agent = subprocess.Popen(
+    agent = Child(
         [
             sys.executable,
             str(HERE / "_agent_prometheus.py"),
@@ -231,41 +225,34 @@ def test_every_panel_query_returns_series(
         ],
         env=agent_env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        name="agent",
     )
-    try:
-        with run_instrumented(ROOT / "examples" / "aiogram_bot.py", env) as bot:
-            bot.wait_for_line("polling", timeout=30)
-            for round_ in range(3):
-                api.push_updates(
-                    [
-                        api.message_update("/start", user_id=8001),
-                        api.message_update(f"hello {round_}", user_id=8002),
-                        api.message_update("again", user_id=8003),
-                        api.callback_update("count", user_id=8001),
-                        api.message_update("/block", user_id=8004),
-                        api.message_update("/gc", user_id=8005),
-                        api.message_update("/fail", user_id=8006),
-                    ]
-                )
-                time.sleep(1.5)
-            missing = _wait_for_all_panels(base, deadline=time.monotonic() + 40)
-            assert not missing, (
-                "panels without data:\n"
-                + "\n".join(f"  {b} / {t}" for b, t, e in missing)
-                + "\nseries scraped: "
-                + ", ".join(sorted(_names(base)))
-                + "\nbot output:\n"
-                + bot.output[-3000:]
+    with agent, run_instrumented(ROOT / "examples" / "aiogram_bot.py", env) as bot:
+        bot.wait_for_line("polling", timeout=30)
+        for round_ in range(3):
+            api.push_updates(
+                [
+                    api.message_update("/start", user_id=8001),
+                    api.message_update(f"hello {round_}", user_id=8002),
+                    api.message_update("again", user_id=8003),
+                    api.callback_update("count", user_id=8001),
+                    api.message_update("/block", user_id=8004),
+                    api.message_update("/gc", user_id=8005),
+                    api.message_update("/fail", user_id=8006),
+                ]
             )
-    finally:
-        agent.terminate()
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+            time.sleep(1.5)
+        missing = _wait_for_all_panels(base, deadline=time.monotonic() + 40)
+        assert not missing, (
+            "panels without data:\n"
+            + "\n".join(f"  {b} / {t}" for b, t, e in missing)
+            + "\nseries scraped: "
+            + ", ".join(sorted(_names(base)))
+            + "\nbot output:\n"
+            + bot.output[-3000:]
+            + "\nagent output:\n"
+            + agent.output[-3000:]
+        )
 
 
 def _names(base: str) -> list[str]:
