@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from otelbot.scripts import check_extra, report_missing_module
+from otelbot.testing import defaults
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -95,12 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument(
         "--pg-dsn",
-        help="PostgreSQL DSN (default $OTELBOT_TEST_PG_DSN or "
-        "postgresql://postgres@127.0.0.1:5432/test)",
+        help=f"PostgreSQL DSN (default ${defaults.PG_DSN_VARIABLE} or {defaults.DEFAULT_PG_DSN})",
     )
     demo.add_argument(
         "--redis-url",
-        help="Redis URL (default $OTELBOT_TEST_REDIS_URL or redis://127.0.0.1:6379/0)",
+        help=f"Redis URL (default ${defaults.REDIS_URL_VARIABLE} or {defaults.DEFAULT_REDIS_URL})",
     )
     demo.add_argument(
         "--small",

@@ -17,6 +17,7 @@ from typing import Any
 from otelbot import semconv
 from otelbot.testing.fake_bot_api import Call
 from otelbot.testing.otlp_receiver import ReceivedLog, ReceivedPoint, ReceivedSpan
+from otelbot.testing.scan import token_leaks
 
 DEMO_SCHEMA = "otelbot_demo"
 UPDATE_PREFIX = semconv.SPAN_TELEGRAM_UPDATE + " "
@@ -561,13 +562,11 @@ def _findings(observed: Observed) -> tuple[list[FindingRow], int]:
 
 
 def _token(observed: Observed) -> TokenCheck:
-    secret = observed.token.split(":", 1)[-1]
-    needles = [observed.token.encode(), secret.encode()]
     found = []
-    if any(n in observed.raw for n in needles):
+    if token_leaks(observed.raw, observed.token):
         found.append("OTLP data")
     for name, text in observed.outputs.items():
-        if observed.token in text or secret in text:
+        if token_leaks(text, observed.token):
             found.append(f"{name} output")
     return TokenCheck(
         not found,
