@@ -82,12 +82,16 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
     ],
 )
 def test_bad_configs_give_one_line_each(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    assert expected in _the_one_problem(tmp_path, yaml_text)
+
+
+def _the_one_problem(tmp_path: Path, yaml_text: str) -> str:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert len(info.value.problems) == 1
-    assert expected in info.value.problems[0]
+    return info.value.problems[0]
 
 
 @pytest.mark.parametrize(
@@ -106,12 +110,7 @@ def test_bad_configs_give_one_line_each(tmp_path: Path, yaml_text: str, expected
     ],
 )
 def test_values_out_of_bounds_are_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml_text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert len(info.value.problems) == 1
-    assert expected in info.value.problems[0]
+    assert expected in _the_one_problem(tmp_path, yaml_text)
 
 
 def test_bounds_leave_the_documented_values_alone(tmp_path: Path) -> None:
