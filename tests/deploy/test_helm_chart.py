@@ -114,7 +114,9 @@ def test_secrets_only_by_reference(helm: str, values: Path) -> None:
 @pytest.mark.parametrize(
     "values", [p for p in CI_VALUES if p.name != "no-agent-values.yaml"], ids=lambda p: p.name
 )
-def test_agent_sidecar_shares_process_namespace_and_runtime_volume(helm: str, values: Path) -> None:
+def test_agent_sidecar_shares_process_namespace_and_runtime_volume(
+    helm: str, values: Path, tmp_path: Path
+) -> None:
     deploy = bot_pod(render(helm, values))
     spec = deploy["spec"]["template"]["spec"]
     assert spec["shareProcessNamespace"] is True
@@ -142,6 +144,32 @@ def test_agent_sidecar_shares_process_namespace_and_runtime_volume(helm: str, va
     assert config["health"]["host"] == "127.0.0.1"
     assert config["runtime"] == {"enabled": True, "dir": "/var/run/otelbot", "frozen_after": "10s"}
     assert config["process"]["enabled"] is True
+    _assert_the_agent_accepts(config, tmp_path)
+
+
+def _assert_the_agent_accepts(config: dict[str, Any], tmp_path: Path) -> None:
+    """The rendered agent.yaml passes the agent's own validation (its bounds included), with
+    the mounted secret files it names stood in for by local ones."""
+    from otelbot.agent.config import load_config
+
+    def local_files(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key.endswith("_file") and isinstance(value, str):
+                    stand_in = tmp_path / f"secret-{len(list(tmp_path.iterdir()))}"
+                    scheme = "redis" if key == "url_file" else "postgresql"
+                    stand_in.write_text(f"{scheme}://127.0.0.1/0\n")
+                    value = str(stand_in)
+                out[key] = local_files(value)
+            return out
+        if isinstance(node, list):
+            return [local_files(item) for item in node]
+        return node
+
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(local_files(config)))
+    load_config(path)  # raises ConfigError naming what the chart got wrong
 
 
 def test_no_agent_means_no_sidecar_and_no_shared_pid_namespace(helm: str) -> None:
