@@ -80,6 +80,7 @@ class Child:
         cwd: Path | str | None = None,
         stdin: bool = False,
         name: str | None = None,
+        new_session: bool = False,
     ) -> None:
         self.name = name or Path(cmd[0]).name
         self.proc: subprocess.Popen[str] = subprocess.Popen(
@@ -91,6 +92,8 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            # Its own process group, as a shell gives a command (for a Ctrl+C to the group).
+            start_new_session=new_session,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -108,6 +111,10 @@ class Child:
     def output(self) -> str:
         """Everything the child printed so far."""
         return "".join(self.lines)
+
+    def matching(self, needle: str) -> list[str]:
+        """The lines printed so far that contain ``needle`` (without their newline)."""
+        return [line.rstrip("\n") for line in self.lines if needle in line]
 
     def tail(self, n: int = 15) -> str:
         """The last ``n`` lines it printed."""

@@ -16,8 +16,8 @@ import pytest
 from otelbot import semconv
 from otelbot.agent.config import ConfigError, load_config
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from otelbot.testing.processes import Child
 from tests.agent.collectors.test_runtime_and_process import write_stats
-from tests.export._process import Watched
 
 from .conftest import free_port
 
@@ -281,22 +281,15 @@ def test_run_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
         OTEL_EXPORTER_OTLP_TIMEOUT="2",
         OTEL_BLRP_SCHEDULE_DELAY="200",
     )
-    proc = subprocess.Popen(
-        [*AGENT, "run", "--config", str(path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out = Watched(proc)
+    out = Child([*AGENT, "run", "--config", str(path)], env=env)
     receiver = OtlpReceiver(http_port=port, grpc_port=None)
     items = ("data points", "log records")
     try:
         for item in items:  # down, and failing again without a line at INFO
-            out.wait_for(lambda o, i=item: o.matching(f"still does not take {i}"), f"{item} down")
+            out.wait_for_line(f"still does not take {item}", 60)
         receiver.start()
         for item in items:
-            out.wait_for(lambda o, i=item: o.matching(f"takes {i} again"), f"{item} back")
+            out.wait_for_line(f"takes {item} again", 60)
         # The counted loss still tells how much was lost, for both signals.
         receiver.wait_for(
             lambda r: (
@@ -310,19 +303,18 @@ def test_run_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
             30,
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = out.finish()
+        code = out.stop(30)  # SIGTERM, as a supervisor would
         receiver.stop()
-    assert code == 0, out.text
+    assert code == 0, out.output
     for item in items:
         down = out.matching(f"cannot export {item} to ")
         back = out.matching(f"takes {item} again")
-        assert len(down) == 1 and len(back) == 1, out.text
+        assert len(down) == 1 and len(back) == 1, out.output
         assert down[0].startswith("otelbot-agent: WARNING: cannot export")
         assert f"127.0.0.1:{port}" in down[0] and "(Connection refused)" in down[0]
         assert back[0].startswith("otelbot-agent: INFO: http://127.0.0.1:")
     for sdk_line in ("Transient error", "Failed to export", "Traceback"):
-        assert out.matching(sdk_line) == [], out.text
+        assert out.matching(sdk_line) == [], out.output
 
 
 def test_collector_modules_load_only_for_enabled_targets(tmp_path: Path, pg_dsn: str) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,9 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from otelbot.export import endpoint
 from otelbot.export.offload import export_processor
 from otelbot.testing.otlp_receiver import OtlpReceiver
-from otelbot.testing.processes import free_port, instrument_command
-
-from ._process import Watched
+from otelbot.testing.processes import Child, free_port, instrument_command
 
 # A bot that makes a span, a data point and a log record every 0.1 s until SIGTERM. Its
 # logging goes to stderr (as most bots' does); otelbot's at DEBUG, to see every failure.
@@ -84,20 +80,20 @@ def bot_env(port: int, protocol: str, traces_exporter: str) -> dict[str, str]:
     return env
 
 
-def check_one_down_and_one_back(out: Watched, port: int, reason: str) -> None:
+def check_one_down_and_one_back(out: Child, port: int, reason: str) -> None:
     """Per signal: one line down (naming the endpoint and why), at least one failure after
     it (so the SDK would have printed again), one line back that counts what was lost; and
     none of the SDK's own lines."""
     for items in ITEMS.values():
         down = out.matching(down_line(items))
         back = out.matching(back_line(items))
-        assert len(down) == 1 and len(back) == 1, out.text
+        assert len(down) == 1 and len(back) == 1, out.output
         assert f"127.0.0.1:{port}" in down[0] and f"({reason})" in down[0]
-        assert out.lines.index(down[0]) < out.lines.index(back[0])
+        assert out.output.index(down[0]) < out.output.index(back[0])
         counts = re.search(r"(\d+) exports had failed, (\d+) ", back[0])
         assert counts and int(counts.group(1)) >= 2 and int(counts.group(2)) > 0, back[0]
     for sdk_line in SDK_LINES:
-        assert out.matching(sdk_line) == [], out.text
+        assert out.matching(sdk_line) == [], out.output
 
 
 @pytest.mark.parametrize(
@@ -114,14 +110,10 @@ def test_bot_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
     script = tmp_path / "bot.py"
     script.write_text(BOT)
     port = free_port()  # nothing listens there yet
-    proc = subprocess.Popen(
+    out = Child(
         [instrument_command(), sys.executable, str(script)],
         env=bot_env(port, protocol, traces_exporter),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
-    out = Watched(proc)
     receiver = OtlpReceiver(
         http_port=0 if protocol == "grpc" else port,
         grpc_port=port if protocol == "grpc" else None,
@@ -129,16 +121,15 @@ def test_bot_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
     try:
         # Down: a line per signal, then failures that only log at DEBUG (as otelbot is here).
         for items in ITEMS.values():
-            out.wait_for(lambda o, i=items: o.matching(still_down_line(i)), f"{items} down")
+            out.wait_for_line(still_down_line(items), 60)
         receiver.start()
         for items in ITEMS.values():
-            out.wait_for(lambda o, i=items: o.matching(back_line(i)), f"{items} back")
+            out.wait_for_line(back_line(items), 60)
         receiver.wait_for(lambda r: r.spans("tick") and r.points() and r.logs(), 30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = out.finish()
+        code = out.stop(30)  # SIGTERM, as a supervisor would
         receiver.stop()
-    assert code == 0, out.text
+    assert code == 0, out.output
     check_one_down_and_one_back(out, port, reason)
 
 

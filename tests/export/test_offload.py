@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from otelbot.export.offload import (
     export_processor,
 )
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from otelbot.testing.processes import instrument_command
-
-from ._process import Watched
+from otelbot.testing.processes import Child, instrument_command
 
 
 def emit_spans(exporter: SpanExporter, service: str) -> None:
@@ -309,23 +306,17 @@ def test_ctrl_c_stops_the_bot_and_its_helper_quietly_and_loses_no_span(
         OTEL_LOGS_EXPORTER="none",
         PYTHONUNBUFFERED="1",
     )
-    proc = subprocess.Popen(
-        [instrument_command(), sys.executable, str(script)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a shell gives a command
-    )
-    out = Watched(proc)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n", out.text
-    # The helper runs and has sent the first spans: the bot is mid-flight.
-    otlp_receiver.wait_for(lambda r: len(r.spans()) >= 5, 20)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: SIGINT to the whole foreground group
-    assert proc.stdout.read() == "interrupted\n"
-    assert out.finish() == 0, out.text
-    assert "Traceback" not in out.text and "KeyboardInterrupt" not in out.text, out.text
-    assert out.matching("export helper exited") == [], out.text
+    with Child(
+        [instrument_command(), sys.executable, str(script)], env=env, new_session=True
+    ) as out:
+        out.wait_for_line("ready", 30)
+        # The helper runs and has sent the first spans: the bot is mid-flight.
+        otlp_receiver.wait_for(lambda r: len(r.spans()) >= 5, 20)
+        os.killpg(out.proc.pid, signal.SIGINT)  # Ctrl+C: SIGINT to the whole foreground group
+        assert out.wait() == 0, out.output
+    assert out.matching("interrupted") == ["interrupted"], out.output
+    assert "Traceback" not in out.output and "KeyboardInterrupt" not in out.output, out.output
+    assert out.matching("export helper exited") == [], out.output
     otlp_receiver.wait_for(lambda r: r.spans("after the interrupt"), 10)
     assert {s.name for s in otlp_receiver.spans()} == {
         *(f"before {i}" for i in range(5)),
