@@ -33,6 +33,7 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(BIN)/python -m otelbot.semconv > docs/metrics.md
+	$(BIN)/python -m otelbot.semconv findings > docs/findings.md
 
 demo: $(VENV)/.installed services
 	source .services/env && $(BIN)/otelbot demo

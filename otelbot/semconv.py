@@ -46,6 +46,15 @@ DB_CLIENT_CONNECTION_STATE = "db.client.connection.state"
 
 # Cache (otelbot)
 CACHE_RESULT = "otelbot.cache.result"
+CACHE_KEY_SHAPE = "otelbot.cache.key_shape"  # e.g. "profile:?" (variable parts as ?)
+
+# Code location (stable semconv): the bot's own code, never otelbot's or a library's
+CODE_FUNCTION_NAME = "code.function.name"
+CODE_FILE_PATH = "code.file.path"
+CODE_LINE_NUMBER = "code.line.number"
+
+# Findings (otelbot)
+FINDING_KIND = "otelbot.finding.kind"  # the finding's event name
 
 # Telegram (otelbot)
 TELEGRAM_API_METHOD = "telegram.api.method"
@@ -84,6 +93,7 @@ CONNECTION_STATE_USED = "used"
 SPAN_TELEGRAM_UPDATE = "telegram.update"  # "telegram.update {type}"
 SPAN_TELEGRAM_API = "telegram.api"  # "telegram.api {method}"
 SPAN_EVENT_FLOOD_WAIT = "telegram.flood_wait"
+SPAN_EVENT_FINDING = "otelbot.finding"  # on the example update's span
 SPAN_REDIS_PIPELINE = "PIPELINE"
 
 # Redaction placeholder for a bot token: /bot123456:REDACTED/sendMessage
@@ -273,15 +283,16 @@ TELEGRAM_UPDATES = Metric(
     "telegram.updates",
     "counter",
     "{update}",
-    "Updates processed.",
-    (TELEGRAM_UPDATE_TYPE, TELEGRAM_INGRESS, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE),
+    "Updates processed; an update no handler took counts under the handler `unhandled`.",
+    (TELEGRAM_UPDATE_TYPE, TELEGRAM_HANDLER, TELEGRAM_INGRESS, TELEGRAM_UPDATE_OUTCOME, ERROR_TYPE),
 )
 TELEGRAM_UPDATE_DURATION = Metric(
     "telegram.update.duration",
     "histogram",
     "s",
-    "Time from an update's arrival to the end of its handling.",
-    (TELEGRAM_UPDATE_TYPE, TELEGRAM_UPDATE_OUTCOME),
+    "Time from an update's arrival to the end of its handling, per handler (the bot's own "
+    "handler names: bounded by its code; `unhandled` when no handler took the update).",
+    (TELEGRAM_UPDATE_TYPE, TELEGRAM_HANDLER, TELEGRAM_UPDATE_OUTCOME),
     buckets=DURATION_BUCKETS,
 )
 TELEGRAM_UPDATES_ACTIVE = Metric(
@@ -539,6 +550,16 @@ OTELBOT_AGENT_EXPORT_FAILED = Metric(
     "Data points or log records the agent could not deliver to the OTLP endpoint (counted loss).",
     (OTELBOT_SIGNAL,),
     source="agent",
+)
+
+OTELBOT_FINDINGS = Metric(
+    "otelbot.findings",
+    "counter",
+    "{finding}",
+    "Findings sent (each also a log record): one per (kind, handler, object) and interval. "
+    "`otelbot.finding.kind` is the finding's event name; agent findings have no handler.",
+    (FINDING_KIND, TELEGRAM_HANDLER),
+    source="instrumentation, agent",
 )
 
 _PG = (SERVER_ADDRESS, SERVER_PORT, DB_NAMESPACE)
@@ -1053,6 +1074,67 @@ REDIS_UPTIME = Metric(
 )
 
 
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An ``OTELBOT_*`` variable that tunes a detector."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One kind of finding: what it means, when it fires and how to tune it.
+
+    ``docs/findings.md`` is generated from these (``python -m otelbot.semconv findings``).
+    """
+
+    event: str  # the log record's event name, also otelbot.finding.kind
+    title: str
+    source: str  # bot | agent
+    threshold: str
+    evidence: str
+    suggestion: str
+    settings: tuple[Setting, ...] = ()
+
+
+#: Turns every bot-side detector off (the agent has its own switches in agent.yaml).
+FINDINGS_SETTING = Setting(
+    "OTELBOT_FINDINGS", "on", "`off` turns every detector in the bot off (nothing is collected)."
+)
+FINDINGS_INTERVAL_SETTING = Setting(
+    "OTELBOT_FINDINGS_INTERVAL",
+    "300",
+    "Seconds: the same finding (kind, handler, object) is sent at most once per interval.",
+)
+
+EVENT_N_PLUS_ONE = "otelbot.bot.n_plus_one"
+EVENT_TRANSACTION_HELD_OPEN = "otelbot.bot.transaction_held_open"
+EVENT_CACHE_RARELY_HITS = "otelbot.bot.cache_rarely_hits"
+EVENT_POOL_STARVATION = "otelbot.bot.pool_starvation"
+EVENT_SLOW_HANDLER = "otelbot.bot.slow_handler"
+EVENT_BLOCKED_LOOP = "otelbot.bot.blocked_loop"
+EVENT_FLOOD_WAIT = "otelbot.bot.flood_wait"
+
+#: Filled in by the detectors' catalogue entries below.
+FINDINGS: tuple[Finding, ...] = ()
+
+
+def all_findings() -> tuple[Finding, ...]:
+    return FINDINGS
+
+
+def finding(event: str) -> Finding:
+    for f in FINDINGS:
+        if f.event == event:
+            return f
+    raise KeyError(event)
+
+
 def all_metrics() -> list[Metric]:
     """Every metric in the catalogue, in declaration order."""
     return [v for v in globals().values() if isinstance(v, Metric)]
@@ -1093,5 +1175,49 @@ def render_markdown() -> str:
     return "\n".join(out)
 
 
+def render_findings_markdown() -> str:
+    """docs/findings.md, generated from this module."""
+    out = [
+        "# Findings",
+        "",
+        "Generated from `otelbot/semconv.py` by `python -m otelbot.semconv findings`; do not "
+        "edit by hand.",
+        "",
+        "A finding is an OTel log record (severity WARN) whose event name says what was "
+        "found, with `otelbot.finding.object`, `otelbot.finding.evidence` and "
+        "`otelbot.finding.suggestion`, plus `telegram.handler`, `code.*`, "
+        "`db.collection.name` and `db.query.text` where they apply. A bot-side finding "
+        "carries the trace and span id of one example update and is also an "
+        f"`{SPAN_EVENT_FINDING}` event on that update's span. Each is counted in "
+        f"`{OTELBOT_FINDINGS.name}`. See docs/configuration.md for where they go.",
+        "",
+        "Settings for every bot-side detector:",
+        "",
+    ]
+    for s in (FINDINGS_SETTING, FINDINGS_INTERVAL_SETTING):
+        out.append(f"- `{s.name}` (default `{s.default}`): {s.meaning}")
+    for source, heading in (("bot", "From the bot"), ("agent", "From the agent")):
+        out += ["", f"## {heading}", ""]
+        for f in FINDINGS:
+            if f.source != source:
+                continue
+            out += [
+                f"### `{f.event}`: {f.title}",
+                "",
+                f"- **Fires when:** {f.threshold}",
+                f"- **Evidence:** {f.evidence}",
+                f"- **Suggestion:** {f.suggestion}",
+            ]
+            if f.settings:
+                out.append("- **Settings:**")
+                for s in f.settings:
+                    out.append(f"  - `{s.name}` (default `{s.default}`): {s.meaning}")
+            out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render_markdown())
+    if sys.argv[1:] == ["findings"]:
+        sys.stdout.write(render_findings_markdown())
+    else:
+        sys.stdout.write(render_markdown())

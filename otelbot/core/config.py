@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 
@@ -40,3 +41,31 @@ def light_spans() -> bool:
 def fast_metrics() -> bool:
     """OTELBOT_FAST_METRICS: otelbot's own aggregation of its instruments (default on)."""
     return env_flag("OTELBOT_FAST_METRICS", True)
+
+
+def findings() -> bool:
+    """OTELBOT_FINDINGS: the bot-side detectors (default on; ``off`` turns them all off)."""
+    return env_flag("OTELBOT_FINDINGS", True)
+
+
+_warned: set[str] = set()
+
+
+def number(name: str, default: float, minimum: float = 0.0) -> float:
+    """A numeric ``OTELBOT_*`` setting; a value that is not a number (or is below
+    ``minimum``) is reported once on the ``otelbot`` logger and the default is used."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < minimum:
+        if name not in _warned:
+            _warned.add(name)
+            logging.getLogger("otelbot").warning(
+                "%s=%r is not a number >= %s; using %s", name, raw, minimum, default
+            )
+        return default
+    return value

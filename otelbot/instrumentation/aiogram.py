@@ -42,6 +42,9 @@ from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
 from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
+from otelbot.diagnosis import engine as diagnosis
+from otelbot.diagnosis import notes
+from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
 from otelbot.runtime import stats_file
@@ -91,7 +94,9 @@ class _UpdateState:
         "context_token",
         "exc",
         "handler",
+        "handler_code",
         "ingress",
+        "notes",
         "span",
         "started",
         "state_token",
@@ -103,6 +108,8 @@ class _UpdateState:
         self.type = update_type
         self.ingress = ingress
         self.handler: str | None = None
+        self.handler_code: CodeLocation | None = None
+        self.notes: Any = None
         self.exc: BaseException | None = None
         self.context_token: Any = None
         self.state_token: Any = None
@@ -152,6 +159,9 @@ class _Telemetry:
         self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._handler_names: dict[int, str] = {}
+        self._handler_code: dict[int, CodeLocation | None] = {}
+        # The bot-side detectors (None with OTELBOT_FINDINGS=off).
+        self.diagnosis = diagnosis.diagnosis(meter)
         self._bot_ids: dict[int, str] = {}
 
     # ------------------------------------------------------------------ updates
@@ -231,6 +241,8 @@ class _Telemetry:
         state = _UpdateState(span, update_type, ingress)
         state.context_token = context.attach(trace.set_span_in_context(span))
         state.state_token = _current_update.set(state)
+        if self.diagnosis is not None:
+            state.notes = self.diagnosis.begin(span, update_type)
         self.active.add(1, self.type_attrs(update_type))
         stats_file.update_started()
         return state
@@ -249,12 +261,15 @@ class _Telemetry:
             outcome = OUTCOME_HANDLED
         err = error_type(error) if error is not None else None
         self.active.add(-1, self.type_attrs(state.type))
-        self.updates.add(1, self.count_attrs(state.type, state.ingress, outcome, err))
-        self.update_duration.record(elapsed, self.outcome_attrs(state.type, outcome))
+        handler = state.handler or OUTCOME_UNHANDLED
+        self.updates.add(1, self.count_attrs(state.type, handler, state.ingress, outcome, err))
+        self.update_duration.record(elapsed, self.outcome_attrs(state.type, handler, outcome))
         span = state.span
+        if state.notes is not None:
+            self.diagnosis.end(state.notes, handler, outcome, state.handler_code)  # type: ignore[union-attr]
         if span.is_recording():
             span.set_attribute(TELEGRAM_UPDATE_OUTCOME, outcome)
-            span.set_attribute(TELEGRAM_HANDLER, state.handler or OUTCOME_UNHANDLED)
+            span.set_attribute(TELEGRAM_HANDLER, handler)
             if exc is not None and exc is not state.exc:
                 record_exception(span, exc)
             elif error is not None:
@@ -264,24 +279,26 @@ class _Telemetry:
                 span.set_attribute(TELEGRAM_WEBHOOK_REPLY_METHOD, result.__api_method__)
         span.end()
 
-    def outcome_attrs(self, update_type: str, outcome: str) -> dict[str, Any]:
-        key = (update_type, outcome)
+    def outcome_attrs(self, update_type: str, handler: str, outcome: str) -> dict[str, Any]:
+        key = (update_type, handler, outcome)
         attrs = self._outcome_attrs.get(key)
         if attrs is None:
             attrs = self._outcome_attrs[key] = {
                 TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_HANDLER: handler,
                 TELEGRAM_UPDATE_OUTCOME: outcome,
             }
         return attrs
 
     def count_attrs(
-        self, update_type: str, ingress: str, outcome: str, err: str | None
+        self, update_type: str, handler: str, ingress: str, outcome: str, err: str | None
     ) -> dict[str, Any]:
-        key = (update_type, ingress, outcome, err)
+        key = (update_type, handler, ingress, outcome, err)
         attrs = self._count_attrs.get(key)
         if attrs is None:
             attrs = {
                 TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_HANDLER: handler,
                 TELEGRAM_INGRESS: ingress,
                 TELEGRAM_UPDATE_OUTCOME: outcome,
             }
@@ -304,7 +321,11 @@ class _Telemetry:
             qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
             name = f"{module}.{qualname}" if module else qualname
             self._handler_names[key] = name
+            self._handler_code[key] = code_of(callback)
         return name or None
+
+    def handler_code(self, handler: Any) -> CodeLocation | None:
+        return self._handler_code.get(id(handler))
 
     def handled_error(self, state: _UpdateState, exc: Any) -> None:
         """An errors handler is called with ``exc``: recorded on the update here, so it
@@ -370,6 +391,10 @@ class _Telemetry:
             elif not code:
                 code = _error_code(exc)
         self.api_duration.record(elapsed, botapi.metric_attrs(api_method, code, err))
+        if notes.current.get() is not None:
+            notes.note(
+                notes.API, api_method, call.started, call.started + elapsed, (code, retry_after)
+            )
         if retry_after is not None:
             only_method = botapi.metric_attrs(api_method)
             self.flood_waits.add(1, only_method)
@@ -437,6 +462,7 @@ def _wrap_handler_call(original: Any, telemetry: _Telemetry) -> Any:
                     name = telemetry.handler_name(self)
                     if name is not None:
                         state.handler = name
+                        state.handler_code = telemetry.handler_code(self)
             except Exception as exc:
                 internal_error("aiogram handler", exc)
         return original(self, *args, **kwargs)

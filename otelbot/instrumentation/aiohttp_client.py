@@ -37,6 +37,7 @@ from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async
 from otelbot.core.redaction import redact_url
+from otelbot.diagnosis import notes
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.semconv import (
@@ -226,6 +227,15 @@ class _Telemetry:
             span.status = status
             _status_on_call(span, status)
             return
+        api = target.api
+        if notes.current.get() is not None:
+            started = request.started
+            if api is not None:
+                code = status if status >= 400 else 0
+                notes.note(notes.API, api.method, started, started + elapsed, (code, None))
+            else:
+                host = target.host_attrs[SERVER_ADDRESS]
+                notes.note(notes.HTTP, f"{request.method} {host}", started, started + elapsed)
         api = target.api
         if api is not None:
             self.api_duration.record(elapsed, botapi.metric_attrs(api.method, status, err))

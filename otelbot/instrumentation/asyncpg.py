@@ -62,6 +62,7 @@ from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor
 from otelbot.core.sql import sanitize_error_message, summarize
+from otelbot.diagnosis import notes
 from otelbot.semconv import (
     CONNECTION_STATE_IDLE,
     CONNECTION_STATE_USED,
@@ -100,14 +101,22 @@ _housekeeping: ContextVar[bool] = ContextVar("otelbot_asyncpg_housekeeping", def
 class _Statement:
     """Everything recorded about one query that does not change between calls."""
 
-    __slots__ = ("metric_attributes", "name", "span_attributes")
+    __slots__ = ("metric_attributes", "name", "operation", "shape", "span_attributes")
 
     def __init__(
-        self, name: str, span_attributes: dict[str, Any], metric_attributes: dict[str, Any]
+        self,
+        name: str,
+        span_attributes: dict[str, Any],
+        metric_attributes: dict[str, Any],
+        shape: str = "",
     ) -> None:
         self.name = name
         self.span_attributes = span_attributes
         self.metric_attributes = metric_attributes
+        # What the detectors group by: the sanitized text (the span name when query text
+        # capture is off), and the operation (BEGIN, COMMIT, SELECT, ...).
+        self.shape = shape or name
+        self.operation = str(metric_attributes.get(DB_OPERATION_NAME) or "")
 
 
 class _Target:
@@ -139,7 +148,12 @@ def _build_statement(target: _Target, query: str, capture_text: bool) -> _Statem
     span_attributes = dict(metric_attributes)
     if capture_text:
         span_attributes[DB_QUERY_TEXT] = shape.text
-    return _Statement(shape.span_name, span_attributes, metric_attributes)
+    return _Statement(
+        shape.span_name,
+        span_attributes,
+        metric_attributes,
+        shape.text if capture_text else shape.span_name,
+    )
 
 
 def _error_message(exc: BaseException, postgres_error: type) -> str:
@@ -368,14 +382,38 @@ def _query_method(tel: _Telemetry, query_keyword: str | None, batch: bool) -> Ca
             try:
                 result = await original(self, *args, **kwargs)
             except BaseException as exc:
-                tel.failed(span, statement, _perf_counter() - start, exc)
+                end = _perf_counter()
+                tel.failed(span, statement, end - start, exc)
+                if notes.current.get() is not None:
+                    _note_sql(self, query_keyword, statement, start, end)
                 raise
-            tel.succeeded(span, statement, _perf_counter() - start)
+            end = _perf_counter()
+            tel.succeeded(span, statement, end - start)
+            if notes.current.get() is not None:
+                _note_sql(self, query_keyword, statement, start, end)
             return result
 
         return traced
 
     return make
+
+
+def _note_sql(
+    owner: Any, query_keyword: str | None, statement: _Statement, start: float, end: float
+) -> None:
+    """One SQL round trip on the current update's notes: extra is (connection identity,
+    operation, table)."""
+    try:
+        conn = owner if query_keyword is not None else owner._connection
+        notes.note(
+            notes.SQL,
+            statement.shape,
+            start,
+            end,
+            (id(conn), statement.operation, statement.metric_attributes.get(DB_COLLECTION_NAME)),
+        )
+    except Exception as exc:
+        internal_error("asyncpg findings note", exc)
 
 
 def _housekeeping_method(original: Any) -> Any:
@@ -442,7 +480,16 @@ def _pool_acquire(tel: _Telemetry) -> Callable[[Any], Any]:
             try:
                 return await original(self, *args, **kwargs)
             finally:
-                tel.acquired(info, _perf_counter() - start, pending)
+                end = _perf_counter()
+                tel.acquired(info, end - start, pending)
+                if notes.current.get() is not None:
+                    notes.note(
+                        notes.POOL_WAIT,
+                        info.attributes[DB_CLIENT_CONNECTION_POOL_NAME],
+                        start,
+                        end,
+                        getattr(self, "_maxsize", None),
+                    )
 
         return acquire
 

@@ -56,6 +56,7 @@ from otelbot.core.errors import error_type, record_exception, register_cleaner, 
 from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
+from otelbot.diagnosis import notes
 from otelbot.semconv import (
     CACHE_HIT,
     CACHE_MISS,
@@ -486,11 +487,14 @@ class _Telemetry:
         if exc is not None:
             self.failed(command, call.span, call.started, exc, (command,), (call.args,))
             return
-        duration = perf_counter() - call.started
+        end = perf_counter()
+        duration = end - call.started
         call.span.end()
         self.duration.record(duration, command.metric_attrs)
         if command.read is not None:
             self.count_read(command, result)
+        if notes.current.get() is not None:
+            notes.note(notes.REDIS, command.query_text, call.started, end, None)
 
     def start_pipeline(
         self, pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -517,9 +521,12 @@ class _Telemetry:
             commands_args = [args for args, _options in call.stack]
             self.failed(target.pipeline, call.span, call.started, exc, call.commands, commands_args)
             return
-        duration = perf_counter() - call.started
+        end = perf_counter()
+        duration = end - call.started
         call.span.end()
         self.duration.record(duration, target.pipeline.metric_attrs)
+        if notes.current.get() is not None:
+            notes.note(notes.REDIS, SPAN_REDIS_PIPELINE, call.started, end, None)
         reads = target.batch(call.commands).reads
         if reads and isinstance(results, list) and len(results) == len(call.commands):
             for index, command in reads:

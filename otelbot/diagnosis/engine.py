@@ -1,0 +1,115 @@
+"""The detectors' host: opens notes when an update starts, runs every detector when it
+ends (before the update's span ends, so a finding can be an event on it).
+
+One :class:`Diagnosis` per process, shared by every update instrumentation (aiogram,
+...), so a handler's counters are one set whichever library feeds it. Off with
+``OTELBOT_FINDINGS=off``: then no notes are opened and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from otelbot.core import config
+from otelbot.core.errors import internal_error
+from otelbot.diagnosis.notes import CodeLocation, UpdateNotes, current
+from otelbot.diagnosis.report import Finding, Reporter
+
+Found = Callable[[Finding], None]
+
+
+class Detector:
+    """One kind of finding. ``on_update`` sees every sampled update once it has ended
+    (``update.ended`` set, its span still open) and calls ``found`` for what it finds;
+    per-handler state across updates is the detector's own and must stay bounded."""
+
+    event = ""
+
+    def on_update(self, update: UpdateNotes, found: Found) -> None:
+        raise NotImplementedError
+
+
+#: "module:Class" of every detector, in report order.
+DETECTORS: tuple[str, ...] = ()
+
+
+def load_detectors(names: Sequence[str] = DETECTORS) -> list[Detector]:
+    out = []
+    for name in names:
+        module, _, cls = name.partition(":")
+        out.append(getattr(importlib.import_module(module), cls)())
+    return out
+
+
+class Diagnosis:
+    def __init__(
+        self,
+        meter: Any,
+        detectors: Sequence[Detector] | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.detectors = list(detectors) if detectors is not None else load_detectors()
+        self.reporter = reporter or Reporter(meter)
+
+    def begin(self, span: Any, update_type: str) -> UpdateNotes | None:
+        """Notes for a sampled update, made current; None for an unsampled one."""
+        if not span.is_recording():
+            return None
+        notes = UpdateNotes(span, update_type, time.perf_counter())
+        notes.token = current.set(notes)
+        return notes
+
+    def end(
+        self,
+        notes: UpdateNotes,
+        handler: str,
+        outcome: str,
+        handler_code: CodeLocation | None = None,
+    ) -> None:
+        """The update is over: run the detectors. Call before ending its span."""
+        notes.ended = time.perf_counter()
+        try:
+            current.reset(notes.token)
+        except ValueError:  # ended in another context than it began: leave that one be
+            pass
+        notes.handler = handler
+        notes.outcome = outcome
+        if handler_code is not None:
+            notes.handler_code = handler_code
+        span = notes.span
+
+        def found(finding: Finding) -> None:
+            self.reporter.report(finding, span)
+
+        for detector in self.detectors:
+            try:
+                detector.on_update(notes, found)
+            except Exception as exc:
+                internal_error(f"findings: {detector.event or type(detector).__name__}", exc)
+
+
+_instance: Diagnosis | None = None
+
+
+def diagnosis(meter: Any) -> Diagnosis | None:
+    """The process's detectors, made on first use with ``meter``; None when
+    ``OTELBOT_FINDINGS`` is off."""
+    global _instance
+    if not config.findings():
+        return None
+    if _instance is None:
+        try:
+            _instance = Diagnosis(meter)
+        except Exception as exc:
+            internal_error("findings: start", exc)
+            return None
+    return _instance
+
+
+def reset() -> None:
+    """Forget the process's detectors (tests; a new instrument() after uninstrument())."""
+    global _instance
+    _instance = None

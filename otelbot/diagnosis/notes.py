@@ -1,0 +1,141 @@
+"""What one update did, as the detectors see it: one tuple per operation.
+
+Recording costs a context-variable lookup and a list append per operation, and happens
+only for sampled updates while findings are on (``OTELBOT_FINDINGS``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+# Operation kinds
+SQL = "sql"  # shape: sanitized statement text; extra: the connection (identity only)
+REDIS = "redis"  # shape: command text ("GET ?"); extra: (key shape, "hit"/"miss"/None)
+API = "api"  # shape: Bot API method; extra: (error code or 0, retry_after or None)
+HTTP = "http"  # shape: "GET host"; extra: None
+POOL_WAIT = "pool_wait"  # shape: pool name; extra: the pool's max size or None
+
+
+class Op(NamedTuple):
+    kind: str
+    shape: str
+    start: float  # time.perf_counter()
+    end: float
+    extra: Any
+
+
+class CodeLocation(NamedTuple):
+    function: str
+    file: str
+    line: int
+
+
+class UpdateNotes:
+    """One sampled update, from its start to its end."""
+
+    __slots__ = (
+        "ended",
+        "handler",
+        "handler_code",
+        "longest_step",
+        "longest_step_at",
+        "ops",
+        "outcome",
+        "running",
+        "span",
+        "started",
+        "steps",
+        "token",
+        "update_type",
+    )
+
+    def __init__(self, span: Any, update_type: str, started: float) -> None:
+        self.span = span
+        self.update_type = update_type
+        self.started = started
+        self.ended = started
+        self.handler = ""
+        self.handler_code: CodeLocation | None = None
+        self.outcome = ""
+        self.ops: list[Op] = []
+        # Set when the handler's coroutine is driven by otelbot.diagnosis.steps: time the
+        # update's own code held the event loop, in total and in its longest step.
+        self.running: float | None = None
+        self.steps = 0
+        self.longest_step = 0.0
+        self.longest_step_at: CodeLocation | None = None
+        self.token: Any = None
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+current: ContextVar[UpdateNotes | None] = ContextVar("otelbot_update_notes", default=None)
+
+
+def note(kind: str, shape: str, start: float, end: float, extra: Any = None) -> None:
+    """Record one operation on the current update (nothing outside a sampled update)."""
+    notes = current.get()
+    if notes is not None:
+        notes.ops.append(Op(kind, shape, start, end, extra))
+
+
+# ---------------------------------------------------------------------------- code
+
+
+def _library_roots() -> tuple[str, ...]:
+    roots = {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # otelbot/
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(os.path.abspath(path))
+    for path in sys.path:
+        if path.endswith(("site-packages", "dist-packages")):
+            roots.add(os.path.abspath(path))
+    return tuple(sorted(r + os.sep for r in roots))
+
+
+_LIBRARY_ROOTS = _library_roots()
+_own_file: dict[str, bool] = {}
+
+
+def is_bot_code(filename: str) -> bool:
+    """True for a file of the bot's own code (not otelbot's, a library's or Python's)."""
+    own = _own_file.get(filename)
+    if own is None:
+        path = os.path.abspath(filename)
+        own = not filename.startswith("<") and not path.startswith(_LIBRARY_ROOTS)
+        _own_file[filename] = own
+    return own
+
+
+def bot_code_location(skip: int = 1) -> CodeLocation | None:
+    """The innermost frame of the bot's own code on the current stack (a coroutine's
+    awaiting frames are on it while it runs), or None."""
+    try:
+        frame: Any = sys._getframe(skip)
+    except ValueError:
+        return None
+    while frame is not None:
+        code = frame.f_code
+        if is_bot_code(code.co_filename):
+            return CodeLocation(code.co_qualname, code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def code_of(function: Any) -> CodeLocation | None:
+    """Where a handler function is defined."""
+    target = getattr(function, "callback", function)
+    target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    if code is None and callable(target):
+        code = getattr(type(target).__call__, "__code__", None)
+    if code is None:
+        return None
+    return CodeLocation(code.co_qualname, code.co_filename, code.co_firstlineno)
