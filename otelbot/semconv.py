@@ -1120,8 +1120,22 @@ EVENT_SLOW_HANDLER = "otelbot.bot.slow_handler"
 EVENT_BLOCKED_LOOP = "otelbot.bot.blocked_loop"
 EVENT_FLOOD_WAIT = "otelbot.bot.flood_wait"
 
-#: Filled in by the detectors' catalogue entries below.
-FINDINGS: tuple[Finding, ...] = ()
+FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        EVENT_FLOOD_WAIT,
+        "Telegram's flood control (429)",
+        "bot",
+        "a Bot API call of the handler is refused with 429 Too Many Requests "
+        "(at least `OTELBOT_FLOOD_MIN` in one update).",
+        "the Bot API method, how many calls of it were refused in the example update and "
+        "since the bot started, the largest `retry_after`, and the line of the bot's code "
+        "that made the call.",
+        "send through a queue that keeps to Telegram's limits (about 1 message per second "
+        "per chat, 20 per minute per group, 30 per second overall) instead of a burst; "
+        "honour `retry_after` before retrying.",
+        (Setting("OTELBOT_FLOOD_MIN", "1", "429 answers in one update that make a finding."),),
+    ),
+)
 
 
 def all_findings() -> tuple[Finding, ...]:

@@ -33,7 +33,7 @@ class Detector:
 
 
 #: "module:Class" of every detector, in report order.
-DETECTORS: tuple[str, ...] = ()
+DETECTORS: tuple[str, ...] = ("otelbot.diagnosis.flood:FloodWaits",)
 
 
 def load_detectors(names: Sequence[str] = DETECTORS) -> list[Detector]:

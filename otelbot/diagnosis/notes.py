@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 # Operation kinds
 SQL = "sql"  # shape: sanitized statement text; extra: the connection (identity only)
 REDIS = "redis"  # shape: command text ("GET ?"); extra: (key shape, "hit"/"miss"/None)
-API = "api"  # shape: Bot API method; extra: (error code or 0, retry_after or None)
+API = "api"  # shape: method; extra: (error code or 0, retry_after or None, CodeLocation or None)
 HTTP = "http"  # shape: "GET host"; extra: None
 POOL_WAIT = "pool_wait"  # shape: pool name; extra: the pool's max size or None
 

@@ -392,9 +392,10 @@ class _Telemetry:
                 code = _error_code(exc)
         self.api_duration.record(elapsed, botapi.metric_attrs(api_method, code, err))
         if notes.current.get() is not None:
-            notes.note(
-                notes.API, api_method, call.started, call.started + elapsed, (code, retry_after)
-            )
+            # Where the bot's code made a failed call (a frame walk: only on errors).
+            where = notes.bot_code_location() if code else None
+            ended = call.started + elapsed
+            notes.note(notes.API, api_method, call.started, ended, (code, retry_after, where))
         if retry_after is not None:
             only_method = botapi.metric_attrs(api_method)
             self.flood_waits.add(1, only_method)

@@ -110,6 +110,7 @@ class ReceivedLog:
     resource: dict[str, Any]
     trace_id: str
     time_ns: int
+    span_id: str = ""
 
 
 class OtlpReceiver:
@@ -292,6 +293,7 @@ class OtlpReceiver:
                         resource=resource,
                         trace_id=r.trace_id.hex(),
                         time_ns=r.time_unix_nano,
+                        span_id=r.span_id.hex(),
                     )
 
     # ------------------------------------------------------------------ queries
