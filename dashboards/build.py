@@ -52,6 +52,28 @@ BOT: list[Panel] = [
         ],
     ),
     (
+        "Update latency by handler",
+        "s",
+        [
+            (
+                q(p, "telegram_update_duration_seconds_bucket", "telegram_handler"),
+                f"p{round(p * 100)} {{{{telegram_handler}}}}",
+            )
+            for p in (0.5, 0.95, 0.99)
+        ],
+    ),
+    (
+        "Findings by kind and handler",
+        "short",
+        [
+            (
+                f"sum by (otelbot_finding_kind, telegram_handler) "
+                f"(increase(otelbot_findings_total{{{J}}}[{RI}]))",
+                "{{otelbot_finding_kind}} {{telegram_handler}}",
+            )
+        ],
+    ),
+    (
         "Bot API latency p95 by method",
         "s",
         [

@@ -57,6 +57,7 @@ def test_the_issue_alerts_exist() -> None:
         "RedisDown",
         "PostgreSQLIdleInTransaction",
         "PostgreSQLUnusedIndex",
+        "OtelbotFinding",
     }
 
 
