@@ -46,6 +46,12 @@ CONFIGS = [
         "otelbot as shipped: 100% sampled, OTLP encoded in otelbot's helper process",
     ),
     Config(
+        "otelbot, findings off",
+        True,
+        {"OTELBOT_FINDINGS": "off"},
+        "otelbot as shipped with OTELBOT_FINDINGS=off: what the detectors cost",
+    ),
+    Config(
         "otelbot (SDK exporter)",
         True,
         STANDARD_EXPORTER,
