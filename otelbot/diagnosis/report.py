@@ -125,7 +125,7 @@ class Reporter:
         if finding.handler:
             counted[semconv.TELEGRAM_HANDLER] = finding.handler
         self._counter.add(1, counted)
-        log.info("%s [%s] %s", finding.event, finding.handler or "-", finding.body())
+        log.debug("%s [%s] %s", finding.event, finding.handler or "-", finding.body())
         self.sent.append(finding)
         del self.sent[:-100]
         return True
