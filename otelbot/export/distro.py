@@ -33,6 +33,7 @@ CONTRIB_EQUIVALENTS = {
     "otelbot_aiohttp_server": "aiohttp-server",
     "otelbot_asyncpg": "asyncpg",
     "otelbot_redis": "redis",
+    "otelbot_httpx": "httpx",
 }
 
 DEFAULTS = {

@@ -1,0 +1,598 @@
+"""python-telegram-bot (v20+) instrumentation: one trace per Telegram update.
+
+Usage (``opentelemetry-instrument python bot.py`` does this for you through the
+``otelbot_ptb`` entry point)::
+
+    from otelbot.instrumentation.ptb import PtbInstrumentor
+    PtbInstrumentor().instrument()
+    application.run_polling()       # every update: a trace rooted at "telegram.update message"
+
+Every update ``Application.process_update`` handles gets one span ``telegram.update
+<type>``. Updates taken from the application's update queue (long polling, PTB's own
+webhook server, or a custom server putting updates on the queue) start a trace of their
+own, also with ``concurrent_updates``; a direct ``process_update`` call (a custom webhook
+handler) makes the span a child of the caller's span. The span stays current while the
+handlers run, so SQL, Redis and Bot API calls nest under it; a ``block=False`` handler
+runs in a task of its own, and the update span ends when that task does.
+
+``telegram.handler`` is the first handler callback that took the update ("module.qualname");
+an error a handler raises is recorded on the update even when an error handler swallows
+it.
+
+Bot API calls made through PTB's request classes (``HTTPXRequest`` by default) get one span
+``telegram.api <method>``: the Bot API error code, ``telegram.api.retry_after`` and a
+``telegram.flood_wait`` event for ``RetryAfter``. The httpx client instrumentation puts the
+HTTP details (``url.full`` with the token redacted, server, status) on the same span
+instead of opening a second one. ``getUpdates`` long polls are metrics only unless
+``OTELBOT_TRACE_GET_UPDATES=true``. A ``Bot``'s token is learned when the bot is created,
+and redacted from everything otelbot records from then on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from otelbot.core import config
+from otelbot.core.errors import error_type, internal_error, record_exception
+from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.lightspan import light_tracer
+from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
+from otelbot.core.redaction import remember_token
+from otelbot.core.users import ActiveUsers
+from otelbot.diagnosis import engine as diagnosis
+from otelbot.diagnosis import notes
+from otelbot.diagnosis.notes import CodeLocation, code_of
+from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
+from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
+from otelbot.runtime import stats_file
+from otelbot.semconv import (
+    ERROR_TYPE,
+    HTTP_RESPONSE_STATUS_CODE,
+    SPAN_EVENT_FLOOD_WAIT,
+    SPAN_TELEGRAM_UPDATE,
+    TELEGRAM_API_DURATION,
+    TELEGRAM_API_ERROR_CODE,
+    TELEGRAM_API_FLOOD_WAITS,
+    TELEGRAM_API_RETRY_AFTER,
+    TELEGRAM_API_RETRY_AFTER_METRIC,
+    TELEGRAM_BOT_ID,
+    TELEGRAM_CHAT_ID,
+    TELEGRAM_CHAT_TYPE,
+    TELEGRAM_HANDLER,
+    TELEGRAM_INGRESS,
+    TELEGRAM_UPDATE_DURATION,
+    TELEGRAM_UPDATE_ID,
+    TELEGRAM_UPDATE_OUTCOME,
+    TELEGRAM_UPDATE_TYPE,
+    TELEGRAM_UPDATES,
+    TELEGRAM_UPDATES_ACTIVE,
+    TELEGRAM_USER_ID,
+    TELEGRAM_USERS_ACTIVE,
+    TELEGRAM_USERS_WINDOW,
+)
+
+INGRESS_POLLING = "polling"
+INGRESS_WEBHOOK = "webhook"
+INGRESS_DIRECT = "direct"
+OUTCOME_HANDLED = "handled"
+OUTCOME_UNHANDLED = "unhandled"
+OUTCOME_ERROR = "error"
+
+#: Set in the application's update-queue task: updates processed from it start a trace.
+_from_queue: ContextVar[Any] = ContextVar("otelbot_ptb_queue", default=None)
+_EMPTY_CONTEXT = context.Context()
+
+# PTB's Bot API exceptions -> the error code Telegram sent with them.
+_ERROR_CODES = {
+    "BadRequest": 400,
+    "ChatMigrated": 400,
+    "InvalidToken": 401,
+    "Forbidden": 403,
+    "Conflict": 409,
+    "RetryAfter": 429,
+}
+
+
+class _UpdateState:
+    """One update from its start to its end: its span, the context it made
+    current, what the handlers told us, and the non-blocking handler tasks still running."""
+
+    __slots__ = (
+        "context_token",
+        "ended",
+        "exc",
+        "finish",
+        "handler",
+        "handler_code",
+        "ingress",
+        "notes",
+        "pending",
+        "span",
+        "started",
+        "state_token",
+        "type",
+    )
+
+    def __init__(self, span: Any, update_type: str, ingress: str) -> None:
+        self.span = span
+        self.type = update_type
+        self.ingress = ingress
+        self.handler: str | None = None
+        self.handler_code: CodeLocation | None = None
+        self.notes: Any = None
+        self.exc: BaseException | None = None
+        self.context_token: Any = None
+        self.state_token: Any = None
+        self.pending = 0
+        #: process_update's own exception, kept while non-blocking handlers still run.
+        self.finish: tuple[BaseException | None] | None = None
+        self.ended = False
+        self.started = time.perf_counter()
+
+
+_current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_update", default=None)
+
+
+class _Telemetry:
+    """The tracer, instruments and caches of one ``instrument()`` call."""
+
+    def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        from telegram import Update
+        from telegram.error import RetryAfter
+        from telegram.ext import ApplicationHandlerStop
+
+        self.update_class = Update
+        self.update_types: tuple[str, ...] = tuple(str(t) for t in Update.ALL_TYPES)
+        self.retry_after_exc = RetryAfter
+        self.handler_stop = ApplicationHandlerStop
+        self.tracer = light_tracer(tracer)
+        self.capture_ids = config.capture_ids()
+        self.trace_get_updates = config.trace_get_updates()
+        self.updates = create_instrument(meter, TELEGRAM_UPDATES)
+        self.update_duration = create_instrument(meter, TELEGRAM_UPDATE_DURATION)
+        self.active = create_instrument(meter, TELEGRAM_UPDATES_ACTIVE)
+        self.api_duration = create_instrument(meter, TELEGRAM_API_DURATION)
+        self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)
+        self.retry_after = create_instrument(meter, TELEGRAM_API_RETRY_AFTER_METRIC)
+        self.users = ActiveUsers()
+        self.users_gauge = create_instrument(
+            meter, TELEGRAM_USERS_ACTIVE, callbacks=[self._observe_users]
+        )
+        self._type_attrs: dict[str, dict[str, Any]] = {}
+        self._span_names: dict[str, str] = {}
+        self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._handler_names: dict[int, str] = {}
+        self._handler_code: dict[int, CodeLocation | None] = {}
+        self._targets: dict[str, BotApiTarget | None] = {}
+        self.diagnosis = diagnosis.diagnosis(meter)
+
+    def _observe_users(self, options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        try:
+            return [
+                Observation(value, {TELEGRAM_USERS_WINDOW: window})
+                for window, value in self.users.estimates().items()
+            ]
+        except Exception as exc:
+            internal_error("active users gauge", exc)
+            return []
+
+    def type_attrs(self, update_type: str) -> dict[str, Any]:
+        attrs = self._type_attrs.get(update_type)
+        if attrs is None:
+            attrs = self._type_attrs[update_type] = {TELEGRAM_UPDATE_TYPE: update_type}
+        return attrs
+
+    def update_type(self, update: Any) -> str:
+        if not isinstance(update, self.update_class):
+            return "unknown"
+        for name in self.update_types:
+            if getattr(update, name, None) is not None:
+                return name
+        return "unknown"
+
+    # ------------------------------------------------------------------ updates
+    # start_update / end_update are guarded_async's hooks around Application.process_update.
+    def start_update(
+        self, application: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _UpdateState:
+        update = args[0] if args else kwargs["update"]
+        update_type = self.update_type(update)
+        name = self._span_names.get(update_type)
+        if name is None:
+            name = self._span_names[update_type] = SPAN_TELEGRAM_UPDATE + " " + update_type
+        if _from_queue.get() is application:
+            ingress = _queue_ingress(application)
+            parent, kind = _EMPTY_CONTEXT, SpanKind.SERVER
+        else:
+            ingress = INGRESS_DIRECT
+            parent, kind = None, SpanKind.INTERNAL
+        span = self.tracer.start_span(name, context=parent, kind=kind)
+        user = None
+        if update_type != "unknown":
+            user = update.effective_user
+            if span.is_recording():
+                chat = update.effective_chat
+                attrs: dict[str, Any] = {
+                    TELEGRAM_UPDATE_TYPE: update_type,
+                    TELEGRAM_INGRESS: ingress,
+                    TELEGRAM_BOT_ID: _bot_id(application),
+                }
+                if chat is not None:
+                    attrs[TELEGRAM_CHAT_TYPE] = str(chat.type or "")
+                if self.capture_ids:
+                    attrs[TELEGRAM_UPDATE_ID] = update.update_id
+                    if chat is not None:
+                        attrs[TELEGRAM_CHAT_ID] = chat.id
+                    if user is not None:
+                        attrs[TELEGRAM_USER_ID] = user.id
+                span.set_attributes(attrs)
+        elif span.is_recording():
+            span.set_attributes({TELEGRAM_UPDATE_TYPE: update_type, TELEGRAM_INGRESS: ingress})
+        if user is not None:
+            self.users.add(user.id)
+        state = _UpdateState(span, update_type, ingress)
+        state.context_token = context.attach(trace.set_span_in_context(span))
+        state.state_token = _current_update.set(state)
+        if self.diagnosis is not None:
+            state.notes = self.diagnosis.begin(span, update_type)
+        self.active.add(1, self.type_attrs(update_type))
+        stats_file.update_started()
+        return state
+
+    def end_update(self, state: _UpdateState, result: Any, exc: BaseException | None) -> None:
+        _current_update.reset(state.state_token)
+        context.detach(state.context_token)
+        if state.pending:
+            # block=False handlers still run in their tasks: the last one ends the update.
+            state.finish = (exc,)
+            return
+        self.finish_update(state, exc)
+
+    def finish_update(self, state: _UpdateState, exc: BaseException | None) -> None:
+        if state.ended:
+            return
+        state.ended = True
+        elapsed = time.perf_counter() - state.started
+        stats_file.update_ended()
+        error = exc or state.exc
+        if error is not None:
+            outcome = OUTCOME_ERROR
+        elif state.handler is None:
+            outcome = OUTCOME_UNHANDLED
+        else:
+            outcome = OUTCOME_HANDLED
+        err = error_type(error) if error is not None else None
+        self.active.add(-1, self.type_attrs(state.type))
+        handler = state.handler or OUTCOME_UNHANDLED
+        self.updates.add(1, self.count_attrs(state.type, handler, state.ingress, outcome, err))
+        self.update_duration.record(elapsed, self.outcome_attrs(state.type, handler, outcome))
+        span = state.span
+        if state.notes is not None:
+            self.diagnosis.end(state.notes, handler, outcome, state.handler_code)  # type: ignore[union-attr]
+        if span.is_recording():
+            span.set_attribute(TELEGRAM_UPDATE_OUTCOME, outcome)
+            span.set_attribute(TELEGRAM_HANDLER, handler)
+            if exc is not None and exc is not state.exc:
+                record_exception(span, exc)
+            elif error is not None:
+                span.set_attribute(ERROR_TYPE, err)
+                span.set_status(StatusCode.ERROR)
+        span.end()
+
+    def outcome_attrs(self, update_type: str, handler: str, outcome: str) -> dict[str, Any]:
+        key = (update_type, handler, outcome)
+        attrs = self._outcome_attrs.get(key)
+        if attrs is None:
+            attrs = self._outcome_attrs[key] = {
+                TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_HANDLER: handler,
+                TELEGRAM_UPDATE_OUTCOME: outcome,
+            }
+        return attrs
+
+    def count_attrs(
+        self, update_type: str, handler: str, ingress: str, outcome: str, err: str | None
+    ) -> dict[str, Any]:
+        key = (update_type, handler, ingress, outcome, err)
+        attrs = self._count_attrs.get(key)
+        if attrs is None:
+            attrs = {
+                TELEGRAM_UPDATE_TYPE: update_type,
+                TELEGRAM_HANDLER: handler,
+                TELEGRAM_INGRESS: ingress,
+                TELEGRAM_UPDATE_OUTCOME: outcome,
+            }
+            if err is not None:
+                attrs[ERROR_TYPE] = err
+            self._count_attrs[key] = attrs
+        return attrs
+
+    # ------------------------------------------------------------------ handlers
+    def handler_name(self, handler: Any) -> str | None:
+        """The qualified name of a handler's callback; None for a handler without one
+        (a ``ConversationHandler``: the handler it picks inside is named instead)."""
+        key = id(handler)
+        name = self._handler_names.get(key)
+        if name is None:
+            callback = getattr(handler, "callback", None)
+            if callback is None:
+                self._handler_names[key] = ""
+                return None
+            module = getattr(callback, "__module__", None) or ""
+            qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+            name = f"{module}.{qualname}" if module else qualname
+            self._handler_names[key] = name
+            self._handler_code[key] = code_of(callback)
+        return name or None
+
+    def took_update(self, state: _UpdateState, handler: Any) -> None:
+        if state.handler is None:
+            name = self.handler_name(handler)
+            if name is not None:
+                state.handler = name
+                state.handler_code = self._handler_code.get(id(handler))
+
+    def failed(self, state: _UpdateState, exc: Any) -> None:
+        """A handler's error, recorded once on the update, even when an error handler
+        swallows it."""
+        if state.exc is None and isinstance(exc, BaseException) and not state.ended:
+            if isinstance(exc, self.handler_stop):
+                return
+            state.exc = exc
+            record_exception(state.span, exc)
+
+    async def run_nonblocking(self, state: _UpdateState, coroutine: Any) -> Any:
+        """A ``block=False`` handler's coroutine, in the task PTB makes for it."""
+        try:
+            return await coroutine
+        except Exception as exc:
+            try:
+                self.failed(state, exc)
+            except Exception as inner:
+                internal_error("ptb handler", inner)
+            raise
+        finally:
+            state.pending -= 1
+            if state.pending == 0 and state.finish is not None:
+                try:
+                    self.finish_update(state, state.finish[0])
+                except Exception as inner:
+                    internal_error("ptb update end", inner)
+
+    # ------------------------------------------------------------------ Bot API
+    def target(self, url: str) -> BotApiTarget | None:
+        try:
+            return self._targets[url]
+        except KeyError:
+            pass
+        scheme = url.find("://")
+        slash = url.find("/", scheme + 3 if scheme >= 0 else 0)
+        path = url[slash:] if slash >= 0 else "/"
+        found = parse_path(path.split("?", 1)[0])
+        if len(self._targets) >= 2048:
+            self._targets.clear()
+        self._targets[url] = found
+        return found
+
+    # start_api_call / end_api_call are guarded_async's hooks around
+    # BaseRequest._request_wrapper (the one place every Bot API request passes).
+    def start_api_call(
+        self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ApiCall | None:
+        url = kwargs["url"] if "url" in kwargs else args[0]
+        target = self.target(url)
+        if target is None:
+            return None
+        if target.method == "getUpdates" and not self.trace_get_updates:
+            span = None
+        else:
+            span = self.tracer.start_span(
+                target.span_name, kind=SpanKind.CLIENT, attributes=target.attributes
+            )
+        call = ApiCall(span, target.method)
+        call.context_token = current_api_call.set(call)
+        call.started = time.perf_counter()
+        return call
+
+    def end_api_call(self, call: ApiCall | None, result: Any, exc: BaseException | None) -> None:
+        if call is None:
+            return
+        elapsed = time.perf_counter() - call.started
+        api_method = call.method
+        if call.context_token is not None:
+            current_api_call.reset(call.context_token)
+        if call.http is not None:  # no status seen: the HTTP request itself failed
+            cause = (exc.__cause__ or exc) if exc is not None else None
+            call.end_http(call.status, cause)
+        code = call.status if call.status >= 400 else 0
+        err = error_type(exc) if exc is not None else None
+        retry_after = None
+        if exc is not None:
+            if isinstance(exc, self.retry_after_exc):
+                retry_after = _seconds(exc)
+                code = code or 429
+            elif not code:
+                code = _ERROR_CODES.get(type(exc).__name__, 0)
+        self.api_duration.record(elapsed, api_metric_attrs(api_method, code, err))
+        if notes.current.get() is not None:
+            where = notes.bot_code_location() if code else None
+            ended = call.started + elapsed
+            notes.note(notes.API, api_method, call.started, ended, (code, retry_after, where))
+        if retry_after is not None:
+            only_method = api_metric_attrs(api_method)
+            self.flood_waits.add(1, only_method)
+            self.retry_after.record(retry_after, only_method)
+        span = call.span
+        if span is None:
+            return
+        if span.is_recording():
+            if call.status:
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, call.status)
+            if code:
+                span.set_attribute(TELEGRAM_API_ERROR_CODE, code)
+            if retry_after is not None:
+                span.set_attribute(TELEGRAM_API_RETRY_AFTER, retry_after)
+                span.add_event(SPAN_EVENT_FLOOD_WAIT, {TELEGRAM_API_RETRY_AFTER: retry_after})
+            if exc is not None:
+                record_exception(span, exc)
+        span.end()
+
+
+def _seconds(exc: Any) -> float | int:
+    # The private timedelta: reading the public property warns (PTB's int -> timedelta move).
+    value = getattr(exc, "_retry_after", None)
+    if value is None:
+        value = exc.retry_after
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        return int(seconds) if seconds.is_integer() else seconds
+    return value
+
+
+def _bot_id(application: Any) -> str:
+    try:
+        return str(application.bot.token).split(":", 1)[0]
+    except Exception:
+        return ""
+
+
+def _queue_ingress(application: Any) -> str:
+    updater = getattr(application, "updater", None)
+    if updater is not None and updater.running and getattr(updater, "_httpd", None) is None:
+        return INGRESS_POLLING
+    return INGRESS_WEBHOOK
+
+
+# ---------------------------------------------------------------------- wrappers
+
+
+def _wrap_update_fetcher(original: Any) -> Any:
+    # Set once in the application's queue task: the update tasks it creates inherit it.
+    async def fetcher(application: Any, *args: Any, **kwargs: Any) -> Any:
+        _from_queue.set(application)
+        return await original(application, *args, **kwargs)
+
+    return fetcher
+
+
+def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
+    # A plain function returning PTB's coroutine: no coroutine layer for blocking handlers.
+    def handle_update(handler: Any, *args: Any, **kwargs: Any) -> Any:
+        coroutine = original(handler, *args, **kwargs)
+        state = _current_update.get()
+        if state is None or state.ended:
+            return coroutine
+        try:
+            telemetry.took_update(state, handler)
+            application = args[1] if len(args) > 1 else kwargs.get("application")
+            if state.finish is None and _non_blocking(handler, application):
+                state.pending += 1
+                return telemetry.run_nonblocking(state, coroutine)
+        except Exception as exc:
+            internal_error("ptb handler", exc)
+        return coroutine
+
+    return handle_update
+
+
+def _non_blocking(handler: Any, application: Any) -> bool:
+    # PTB's own rule (Application.process_update) for running a handler in a task.
+    from telegram._utils.defaultvalue import DEFAULT_TRUE
+
+    block = handler.block
+    if not block:
+        return True
+    if block is DEFAULT_TRUE:
+        defaults = getattr(getattr(application, "bot", None), "defaults", None)
+        return defaults is not None and not defaults.block
+    return False
+
+
+def _wrap_process_error(original: Any, telemetry: _Telemetry) -> Any:
+    def process_error(application: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _current_update.get()
+        if state is not None:
+            try:
+                error = args[1] if len(args) > 1 else kwargs.get("error")
+                telemetry.failed(state, error)
+            except Exception as exc:
+                internal_error("ptb error handler", exc)
+        return original(application, *args, **kwargs)
+
+    return process_error
+
+
+def _wrap_status(original: Any) -> Any:
+    # HTTPXRequest.do_request returns (status, body): the status of the open Bot API call,
+    # and the end of the HTTP request the httpx client instrumentation left to this call.
+    async def do_request(request: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await original(request, *args, **kwargs)
+        call = current_api_call.get()
+        if call is not None:
+            try:
+                call.status = result[0]
+                call.end_http(result[0], None)
+            except Exception as exc:
+                internal_error("ptb Bot API response", exc)
+        return result
+
+    return do_request
+
+
+def _remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # guarded_sync's start hook around Bot.__init__: the token is learned before the bot
+    # can log or raise with it.
+    token = args[0] if args else kwargs.get("token")
+    if isinstance(token, str):
+        remember_token(token)
+
+
+def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
+    pass
+
+
+class PtbInstrumentor(OtelbotInstrumentor):
+    """Traces python-telegram-bot updates, handlers and Bot API calls."""
+
+    _instruments: Collection[str] = ("python-telegram-bot >= 20.0",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from telegram import Bot
+        from telegram.ext import Application, BaseHandler, ConversationHandler
+        from telegram.request import BaseRequest, HTTPXRequest
+
+        tracer, meter = self.tracer_and_meter(**kwargs)
+        telemetry = _Telemetry(tracer, meter)
+        wrap = self.patches.wrap
+        wrap(
+            Application,
+            "process_update",
+            lambda o: guarded_async(o, telemetry.start_update, telemetry.end_update, "ptb update"),
+        )
+        wrap(Application, "_update_fetcher", _wrap_update_fetcher)
+        wrap(Application, "process_error", lambda o: _wrap_process_error(o, telemetry))
+        wrap(BaseHandler, "handle_update", lambda o: _wrap_handle_update(o, telemetry))
+        wrap(ConversationHandler, "handle_update", lambda o: _wrap_handle_update(o, telemetry))
+        wrap(
+            BaseRequest,
+            "_request_wrapper",
+            lambda o: guarded_async(
+                o, telemetry.start_api_call, telemetry.end_api_call, "ptb Bot API call"
+            ),
+        )
+        wrap(HTTPXRequest, "do_request", _wrap_status)
+        wrap(
+            Bot,
+            "__init__",
+            lambda o: guarded_sync(o, _remember_bot_token, _nothing_to_end, "ptb Bot"),
+        )
