@@ -1135,6 +1135,54 @@ FINDINGS: tuple[Finding, ...] = (
         "honour `retry_after` before retrying.",
         (Setting("OTELBOT_FLOOD_MIN", "1", "429 answers in one update that make a finding."),),
     ),
+    Finding(
+        EVENT_N_PLUS_ONE,
+        "The same statement repeated in one update (N+1)",
+        "bot",
+        "one update runs the same SQL statement (by its sanitized text), the same Redis "
+        "command shape (`GET ?`) or the same Bot API method at least "
+        "`OTELBOT_N_PLUS_ONE_MIN` times, usually from a loop. Transaction control "
+        "(BEGIN, COMMIT, ...) is not counted.",
+        "the statement (`db.query.text`, `db.collection.name` for SQL; the method for the "
+        "Bot API), how many times the example update ran it, the time those runs took and "
+        "their share of the update's time, and the line of the bot's code that issued it.",
+        "SQL: one query for all items (`WHERE id = ANY($1)` or a JOIN; `executemany` or "
+        "`unnest` for writes). Redis: `MGET`/`HMGET` or one pipeline. Bot API: a send "
+        "queue with rate limiting instead of a loop of calls.",
+        (
+            Setting(
+                "OTELBOT_N_PLUS_ONE_MIN",
+                "5",
+                "Runs of one statement shape in one update that make a finding (at least 2).",
+            ),
+        ),
+    ),
+    Finding(
+        EVENT_TRANSACTION_HELD_OPEN,
+        "A transaction held open across a non-database wait",
+        "bot",
+        "between BEGIN and COMMIT/ROLLBACK on one connection the handler awaited a Bot API "
+        "call or another HTTP call (any, however fast: Telegram can take seconds or ask to "
+        "retry later), or spent more than `OTELBOT_TRANSACTION_IDLE_MS` without a "
+        "statement on that connection. A call running alongside the transaction (not "
+        "between two of its statements) does not count.",
+        "how long the transaction was held open, what was awaited inside it (Bot API "
+        "methods, HTTP hosts, the longest gap without database work), the first table it "
+        "touched, and the handler's code.",
+        "finish the transaction first: do the database work, COMMIT, then call Telegram "
+        "or the other service (or call first and open the transaction with the answer). "
+        "Meanwhile it holds its row locks and its pool connection.",
+        (
+            Setting(
+                "OTELBOT_TRANSACTION_IDLE_MS",
+                "100",
+                "Milliseconds without a statement inside a transaction that make a finding. "
+                "A statement round trip takes about 1 ms on one host and a few on a LAN, "
+                "so 100 ms is a wait, not the bot's own work between statements; lower "
+                "values start to catch event-loop scheduling delays under load.",
+            ),
+        ),
+    ),
 )
 
 

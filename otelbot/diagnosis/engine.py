@@ -33,7 +33,11 @@ class Detector:
 
 
 #: "module:Class" of every detector, in report order.
-DETECTORS: tuple[str, ...] = ("otelbot.diagnosis.flood:FloodWaits",)
+DETECTORS: tuple[str, ...] = (
+    "otelbot.diagnosis.flood:FloodWaits",
+    "otelbot.diagnosis.repeated:RepeatedStatements",
+    "otelbot.diagnosis.transaction:TransactionsHeldOpen",
+)
 
 
 def load_detectors(names: Sequence[str] = DETECTORS) -> list[Detector]:

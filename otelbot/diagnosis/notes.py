@@ -1,7 +1,8 @@
 """What one update did, as the detectors see it: one tuple per operation.
 
-Recording costs a context-variable lookup and a list append per operation, and happens
-only for sampled updates while findings are on (``OTELBOT_FINDINGS``).
+Recording costs a context-variable lookup, a list append and a dict increment per
+operation, and happens only for sampled updates while findings are on
+(``OTELBOT_FINDINGS``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 # Operation kinds
-SQL = "sql"  # shape: sanitized statement text; extra: the connection (identity only)
+SQL = "sql"  # shape: sanitized statement text; extra: (id(connection), operation, table)
 REDIS = "redis"  # shape: command text ("GET ?"); extra: (key shape, "hit"/"miss"/None)
 API = "api"  # shape: method; extra: (error code or 0, retry_after or None, CodeLocation or None)
 HTTP = "http"  # shape: "GET host"; extra: None
 POOL_WAIT = "pool_wait"  # shape: pool name; extra: the pool's max size or None
+
+#: When a shape has been noted this many times in one update, the line of the bot's code
+#: that issued it is looked up once (UpdateNotes.repeated_at); set by the N+1 detector.
+repeat_threshold = 5
 
 
 class Op(NamedTuple):
@@ -45,7 +50,9 @@ class UpdateNotes:
         "longest_step_at",
         "ops",
         "outcome",
+        "repeated_at",
         "running",
+        "shapes",
         "span",
         "started",
         "steps",
@@ -62,6 +69,8 @@ class UpdateNotes:
         self.handler_code: CodeLocation | None = None
         self.outcome = ""
         self.ops: list[Op] = []
+        self.shapes: dict[str, int] = {}  # shape -> times noted
+        self.repeated_at: dict[str, CodeLocation | None] = {}  # shape -> where it repeated
         # Set when the handler's coroutine is driven by otelbot.diagnosis.steps: time the
         # update's own code held the event loop, in total and in its longest step.
         self.running: float | None = None
@@ -83,6 +92,10 @@ def note(kind: str, shape: str, start: float, end: float, extra: Any = None) -> 
     notes = current.get()
     if notes is not None:
         notes.ops.append(Op(kind, shape, start, end, extra))
+        shapes = notes.shapes
+        count = shapes[shape] = shapes.get(shape, 0) + 1
+        if count == repeat_threshold:
+            notes.repeated_at[shape] = bot_code_location(2)
 
 
 # ---------------------------------------------------------------------------- code
