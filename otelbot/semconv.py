@@ -1183,6 +1183,41 @@ FINDINGS: tuple[Finding, ...] = (
             ),
         ),
     ),
+    Finding(
+        EVENT_POOL_STARVATION,
+        "Updates wait for an asyncpg pool connection",
+        "bot",
+        "an update waited at least `OTELBOT_POOL_WAIT_MS` for a pool connection and either "
+        "that wait reached `OTELBOT_POOL_WAIT_MAX_MS`, or the p95 of the pool's last "
+        "acquire waits (sampled updates, up to 512 within 60 s) reached "
+        "`OTELBOT_POOL_WAIT_MS` over at least `OTELBOT_POOL_WAIT_MIN` acquires.",
+        "the pool (`db.client.connection.pool.name`), the p95 and longest acquire wait, how "
+        "many acquires waited, the pool's max_size, and the handlers holding connections "
+        "the most (total time from acquire to release): holds, mean and longest hold, and "
+        "the line of the bot's code that gave back the longest hold.",
+        "hold a connection only for the queries: no Bot API or HTTP calls and no long "
+        "transactions while it is held, and use `pool.fetch*` / `pool.execute` directly "
+        "instead of keeping `acquire()` across other awaits; or raise max_size, within the "
+        "server's `max_connections`.",
+        (
+            Setting(
+                "OTELBOT_POOL_WAIT_MS",
+                "100",
+                "Milliseconds: an acquire wait this long is slow; the p95 of the recent "
+                "waits reaching it makes a finding.",
+            ),
+            Setting(
+                "OTELBOT_POOL_WAIT_MAX_MS",
+                "1000",
+                "Milliseconds: one acquire wait this long makes a finding on its own.",
+            ),
+            Setting(
+                "OTELBOT_POOL_WAIT_MIN",
+                "20",
+                "Recent acquires needed before their p95 is judged.",
+            ),
+        ),
+    ),
 )
 
 

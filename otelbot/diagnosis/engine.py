@@ -37,6 +37,7 @@ DETECTORS: tuple[str, ...] = (
     "otelbot.diagnosis.flood:FloodWaits",
     "otelbot.diagnosis.repeated:RepeatedStatements",
     "otelbot.diagnosis.transaction:TransactionsHeldOpen",
+    "otelbot.diagnosis.pool:PoolStarvation",
 )
 
 

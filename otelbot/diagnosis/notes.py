@@ -18,7 +18,7 @@ SQL = "sql"  # shape: sanitized statement text; extra: (id(connection), operatio
 REDIS = "redis"  # shape: command text ("GET ?"); extra: (key shape, "hit"/"miss"/None)
 API = "api"  # shape: method; extra: (error code or 0, retry_after or None, CodeLocation or None)
 HTTP = "http"  # shape: "GET host"; extra: None
-POOL_WAIT = "pool_wait"  # shape: pool name; extra: the pool's max size or None
+POOL_WAIT = "pool_wait"  # shape: pool name; extra: diagnosis.pool.PoolUse (max size, hold)
 
 #: When a shape has been noted this many times in one update, the line of the bot's code
 #: that issued it is looked up once (UpdateNotes.repeated_at); set by the N+1 detector.

@@ -28,6 +28,11 @@ span), prepared statements (``PreparedStatement.fetch*`` / ``executemany``;
 fetch of rows from the server). The queries asyncpg runs itself to reset a connection on
 its way back to the pool are not traced.
 
+For the findings (sampled updates only, see otelbot.diagnosis): each pool acquire's wait,
+and when that connection goes back to the pool (``Pool.release``, which ``async with
+pool.acquire()`` and ``pool.fetch*`` call), so the pool starvation detector knows how long
+each handler holds one.
+
 Spans are leaves: started with ``tracer.start_span`` under the current context (the
 update's span) and never made current. Name, attributes and metric attributes are built
 once per (server, database, query) and cached; a query's parameters are never recorded,
@@ -63,6 +68,7 @@ from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor
 from otelbot.core.sql import sanitize_error_message, summarize
 from otelbot.diagnosis import notes
+from otelbot.diagnosis.pool import PoolUse
 from otelbot.semconv import (
     CONNECTION_STATE_IDLE,
     CONNECTION_STATE_USED,
@@ -90,6 +96,8 @@ __all__ = ["AsyncpgInstrumentor"]
 
 #: Distinct query strings remembered per server and database (oldest dropped first).
 STATEMENT_CACHE_SIZE = 2048
+#: Connections taken during sampled updates and not yet given back, remembered at most.
+_HOLDING_KEPT = 1024
 
 _CLIENT = SpanKind.CLIENT
 _perf_counter = time.perf_counter
@@ -218,6 +226,8 @@ class _Telemetry:
         # Pools are keyed by their first connection holder: Pool has __slots__ and no
         # __weakref__, its holders do.
         self.pools: WeakKeyDictionary[Any, _PoolInfo] = WeakKeyDictionary()
+        # Connections taken during a sampled update, by holder, until given back.
+        self.holding: dict[Any, PoolUse] = {}
         self.duration = create_instrument(meter, DB_CLIENT_OPERATION_DURATION)
         self.pending = create_instrument(meter, DB_CLIENT_CONNECTION_PENDING_REQUESTS)
         self.wait_time = create_instrument(meter, DB_CLIENT_CONNECTION_WAIT_TIME)
@@ -477,21 +487,56 @@ def _pool_acquire(tel: _Telemetry) -> Callable[[Any], Any]:
             if info is None:
                 return await original(self, *args, **kwargs)
             start = _perf_counter()
+            proxy = None
             try:
-                return await original(self, *args, **kwargs)
+                proxy = await original(self, *args, **kwargs)
+                return proxy
             finally:
                 end = _perf_counter()
                 tel.acquired(info, end - start, pending)
                 if notes.current.get() is not None:
-                    notes.note(
-                        notes.POOL_WAIT,
-                        info.attributes[DB_CLIENT_CONNECTION_POOL_NAME],
-                        start,
-                        end,
-                        getattr(self, "_maxsize", None),
-                    )
+                    _note_pool_wait(tel, self, info, proxy, start, end)
 
         return acquire
+
+    return make
+
+
+def _note_pool_wait(
+    tel: _Telemetry, pool: Any, info: _PoolInfo, proxy: Any, start: float, end: float
+) -> None:
+    """The wait on the current update's notes; a connection it got is remembered by its
+    holder until released (the hold time)."""
+    try:
+        use = PoolUse(
+            info.attributes[DB_CLIENT_CONNECTION_POOL_NAME],
+            getattr(pool, "_maxsize", None),
+            end,
+        )
+        notes.note(notes.POOL_WAIT, use.pool, start, end, use)
+        if proxy is not None:
+            holding = tel.holding
+            if len(holding) >= _HOLDING_KEPT:  # connections never given back: forget them
+                holding.clear()
+            holding[proxy._holder] = use
+    except Exception as exc:
+        internal_error("asyncpg findings note", exc)
+
+
+def _pool_release(tel: _Telemetry) -> Callable[[Any], Any]:
+    def make(original: Any) -> Any:
+        @functools.wraps(original)
+        async def release(self: Any, connection: Any, *args: Any, **kwargs: Any) -> Any:
+            if tel.holding:
+                try:
+                    use = tel.holding.pop(getattr(connection, "_holder", None), None)
+                    if use is not None:
+                        use.release(_perf_counter())
+                except Exception as exc:
+                    internal_error("asyncpg pool release", exc)
+            return await original(self, connection, *args, **kwargs)
+
+        return release
 
     return make
 
@@ -550,6 +595,7 @@ class AsyncpgInstrumentor(OtelbotInstrumentor):
         pool = asyncpg.pool.Pool
         wrap(pool, "_async__init__", _pool_init(tel))
         wrap(pool, "_acquire", _pool_acquire(tel))
+        wrap(pool, "release", _pool_release(tel))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import asyncpg

@@ -40,7 +40,7 @@ PATCHED = (
         for name in ("fetch", "fetchrow", "fetchval", "fetchmany", "executemany")
     ]
     + [(asyncpg.cursor.BaseCursor, name) for name in ("_bind_exec", "_bind", "_exec")]
-    + [(asyncpg.pool.Pool, "_async__init__"), (asyncpg.pool.Pool, "_acquire")]
+    + [(asyncpg.pool.Pool, name) for name in ("_async__init__", "_acquire", "release")]
 )
 
 
