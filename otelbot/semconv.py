@@ -1121,6 +1121,134 @@ EVENT_BLOCKED_LOOP = "otelbot.bot.blocked_loop"
 EVENT_FLOOD_WAIT = "otelbot.bot.flood_wait"
 
 FINDINGS: tuple[Finding, ...] = (
+    # The agent's (otelbot-agent); their settings are agent.yaml keys, each also an
+    # OTELBOT_AGENT_* variable (postgresql.unused_index_window is
+    # OTELBOT_AGENT_POSTGRESQL__UNUSED_INDEX_WINDOW). Every one is re-sent at most once per
+    # `intervals.advice`.
+    Finding(
+        EVENT_UNUSED_INDEX,
+        "An index nothing reads",
+        "agent",
+        "a valid index that is not unique, not a primary key and backs no constraint had no "
+        "scan for `postgresql.unused_index_window`. The agent keeps, per index, when it first "
+        "saw it and when its scan counter last moved in `state_file`, so an agent restart or a "
+        "statistics reset (`pg_stat_reset*`, a crash) does not make a used index unused. "
+        "Checked every `intervals.advice`.",
+        "the index, its table, how long it went without a scan against the window, its scans "
+        "since the last statistics reset and its size.",
+        "`DROP INDEX CONCURRENTLY schema.index;` (it costs its size and slows every write); "
+        "the agent never runs it.",
+        (
+            Setting(
+                "postgresql.unused_index_window",
+                "7d",
+                "How long an index must go without a scan; `0` reports never-used at once.",
+            ),
+            Setting("intervals.advice", "1h", "How often index findings are looked for."),
+        ),
+    ),
+    Finding(
+        EVENT_DUPLICATE_INDEX,
+        "An index another index covers",
+        "agent",
+        "another valid index on the same table (same method, expressions, predicate, "
+        "operator classes and collations) starts with all of this index's columns; a unique "
+        "index is only a duplicate of an identical unique one, an index backing a constraint "
+        "is never reported, and of two identical indexes one is. Read from the catalogs "
+        "only (no lock), every `intervals.advice`.",
+        "the index and its columns, the index covering it and its columns, the table.",
+        "`DROP INDEX CONCURRENTLY schema.index;`",
+        (Setting("intervals.advice", "1h", "How often index findings are looked for."),),
+    ),
+    Finding(
+        EVENT_INVALID_INDEX,
+        "An invalid index left by a failed build",
+        "agent",
+        "an index's `indisvalid` is false: a `CREATE INDEX CONCURRENTLY` or `REINDEX "
+        "CONCURRENTLY` failed and left it behind; writes maintain it, queries never use it. "
+        "Checked every `intervals.advice`.",
+        "the index and its table.",
+        "`REINDEX INDEX CONCURRENTLY schema.index;`, or drop it when it is not needed.",
+        (Setting("intervals.advice", "1h", "How often index findings are looked for."),),
+    ),
+    Finding(
+        EVENT_MISSING_INDEX,
+        "A table read by sequential scans (missing index)",
+        "agent",
+        "a table has at least `postgresql.missing_index_min_seq_scans` sequential scans, holds "
+        "and reads per scan at least `postgresql.missing_index_min_rows` rows, and has more "
+        "sequential than index scans (the 20 reading the most rows). The column comes from "
+        "the statements filtering the table: from `pg_stat_statements` when it is installed "
+        "and loaded, else from the statements the agent saw in `pg_stat_activity` at its "
+        "polls (kept per table, bounded, without their values). Only columns the table has "
+        "and that lead no valid index count; the one filtered by the most calls (or "
+        "sightings) leads, ties going to an equality over a range, then to the more selective "
+        "(distinct values from `pg_stats`, when the agent's role may read the table), and "
+        "the busiest statement's "
+        "other equality columns AND-ed with it, then one range column, follow it. Checked "
+        "every `intervals.advice`.",
+        "sequential scans, rows read (per scan) and live rows against index scans; the "
+        "column, how many statements filter on it and their calls or sightings, why it was "
+        "chosen over the next column; the busiest of those statements in `db.query.text` "
+        "(normalized: `$n` and `?` instead of values).",
+        "`CREATE INDEX CONCURRENTLY ON schema.table (column);`, or several columns when one "
+        "WHERE clause AND-s them; when no statement filtering the table is known, "
+        "`(<column in the WHERE clause>)` and EXPLAIN the slow query to find it.",
+        (
+            Setting(
+                "postgresql.missing_index_min_seq_scans",
+                "100",
+                "Sequential scans of a table before it is judged.",
+            ),
+            Setting(
+                "postgresql.missing_index_min_rows",
+                "10000",
+                "Rows a table must hold and each of its sequential scans read on average.",
+            ),
+            Setting("intervals.advice", "1h", "How often index findings are looked for."),
+        ),
+    ),
+    Finding(
+        EVENT_IDLE_IN_TRANSACTION,
+        "A session idle inside an open transaction",
+        "agent",
+        "a session of the database has been idle inside an open transaction for longer than "
+        "`postgresql.idle_in_transaction_after` (at most 10 per poll, the oldest first). "
+        "Checked every `intervals.fast`.",
+        "the backend pid, its user and `application_name` (also as "
+        "`postgresql.application.name`), how long it has been idle; it holds its locks and "
+        "keeps vacuum from cleaning up.",
+        "`SELECT pg_terminate_backend(pid);` and fix the code path that leaves the "
+        "transaction open, or set `idle_in_transaction_session_timeout`.",
+        (
+            Setting(
+                "postgresql.idle_in_transaction_after",
+                "60s",
+                "How long a session may sit idle inside a transaction.",
+            ),
+            Setting("intervals.fast", "15s", "How often sessions are looked at."),
+        ),
+    ),
+    Finding(
+        EVENT_BOT_FROZEN,
+        "A frozen bot (stale heartbeat)",
+        "agent",
+        "the heartbeat in the bot's runtime stats file (`OTELBOT_RUNTIME_DIR`) is older than "
+        "`runtime.frozen_after` while the bot's process still exists: its event loop has not "
+        "ticked since. Checked every `intervals.fast`.",
+        "the pid (`process.pid`), the heartbeat's age against the bot's tick interval and "
+        "the threshold, updates in flight and the last loop lag.",
+        "`py-spy dump --pid N` shows where the loop is blocked; restart the bot if it does "
+        "not recover.",
+        (
+            Setting(
+                "runtime.frozen_after",
+                "10s",
+                "Heartbeat age that makes a bot frozen.",
+            ),
+            Setting("intervals.fast", "15s", "How often the stats files are read."),
+        ),
+    ),
     Finding(
         EVENT_FLOOD_WAIT,
         "Telegram's flood control (429)",

@@ -4,7 +4,8 @@ Each target (the bot process, each database, each Redis) is its own asyncio task
 target down never stops the others. A target that is down is retried with exponential
 backoff and jitter, capped at the fast interval, so data resumes within one interval after it
 comes back. The latest samples are kept per target and read by observable instruments when
-the SDK's periodic reader exports; findings become OTel log records with an event name.
+the SDK's periodic reader exports; findings become OTel log records with an event name,
+each counted in ``otelbot.findings`` by kind.
 """
 
 from __future__ import annotations
@@ -193,6 +194,12 @@ class Pipeline:
                 unit="{error}",
                 description=semconv.OTELBOT_AGENT_COLLECT_ERRORS.description,
             )
+            # Agent findings have no handler: counted by kind alone.
+            self._findings = self._meter.create_counter(
+                semconv.OTELBOT_FINDINGS.name,
+                unit=semconv.OTELBOT_FINDINGS.unit,
+                description=semconv.OTELBOT_FINDINGS.description,
+            )
             if loss is not None:
                 _observable(self._meter, semconv.OTELBOT_AGENT_EXPORT_FAILED, self._observe_loss)
         if logger_provider is not None:
@@ -278,6 +285,8 @@ class Pipeline:
             return  # the same finding at most once per advice interval
         self._finding_sent[key] = now
         log.info("finding %s: %s: %s", finding.event_name, finding.object, finding.evidence)
+        if self._meter is not None:
+            self._findings.add(1, {semconv.FINDING_KIND: finding.event_name})
         if self._logger is None:
             return
         attributes: dict[str, Any] = dict(finding.attributes)

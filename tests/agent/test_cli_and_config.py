@@ -224,10 +224,13 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     tmp_path: Path, redis_url: str, otlp_receiver: OtlpReceiver
 ) -> None:
     port = free_port()
+    # A frozen bot (this process, heartbeat 2 minutes old): a finding, and its count.
+    write_stats(tmp_path / f"{os.getpid()}.stats", os.getpid(), time.time() - 120)
     path = tmp_path / "agent.yaml"
     path.write_text(
         f"intervals:\n  fast: 0.5s\nexport_interval: 1s\n"
         f"redis:\n  instances:\n    - url: {redis_url}\n"
+        f"runtime: {{dir: {tmp_path}}}\n"
         f"health:\n  port: {port}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTELBOT_AGENT_")}
@@ -245,6 +248,15 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     )
     try:
         otlp_receiver.wait_for(lambda r: r.points("redis.up"), 20)
+        counted = otlp_receiver.wait_for(
+            lambda r: [
+                p
+                for p in r.points(semconv.OTELBOT_FINDINGS.name)
+                if p.attributes.get(semconv.FINDING_KIND) == semconv.EVENT_BOT_FROZEN
+            ],
+            20,
+        )
+        otlp_receiver.wait_for(lambda r: r.logs(semconv.EVENT_BOT_FROZEN), 20)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -261,6 +273,14 @@ def test_run_exports_serves_health_and_stops_on_sigterm(
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert otlp_receiver.points("redis.up")[0].resource["service.name"] == "otb-agent-e2e"
+    # Sent once per advice interval (1 h by default): one finding, counted once, no handler.
+    assert len(otlp_receiver.logs(semconv.EVENT_BOT_FROZEN)) == 1
+    points = otlp_receiver.points(semconv.OTELBOT_FINDINGS.name)
+    assert len(points) >= len(counted)
+    for point in points:  # cumulative, exported every second
+        assert point.kind == "sum" and point.monotonic and point.value == 1
+        assert point.attributes == {semconv.FINDING_KIND: semconv.EVENT_BOT_FROZEN}
+        assert point.resource["service.name"] == "otb-agent-e2e"
 
 
 def test_run_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(

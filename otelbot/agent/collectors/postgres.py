@@ -11,6 +11,7 @@ enough. The agent never changes the database: findings carry statements for a hu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,14 @@ from otelbot.agent.collectors.base import (
     error_type,
 )
 from otelbot.agent.config import AgentConfig, PostgresConfig, PostgresDatabase
+from otelbot.agent.index_columns import (
+    IndexChoice,
+    SeenStatements,
+    Statement,
+    TableColumns,
+    choose,
+    normalize,
+)
 from otelbot.agent.state import IndexUsageStore
 
 log = logging.getLogger("otelbot.agent.postgresql")
@@ -91,7 +100,17 @@ SELECT coalesce(max(extract(epoch FROM now() - state_change))
                 FILTER (WHERE state LIKE 'idle in transaction%'), 0)::float8 AS idle_in_tx_max,
        coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 AS xact_max,
        (SELECT count(*) FROM pg_locks l JOIN pg_stat_activity w ON w.pid = l.pid
-         WHERE NOT l.granted AND w.datname = current_database()) AS waiting_locks
+         WHERE NOT l.granted AND w.datname = current_database()) AS waiting_locks,
+       -- statements with a WHERE clause that sessions run (or, idle, ran last), for the
+       -- missing-index finding's column; the agent strips their values on arrival
+       (SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.query_start),
+                                         r.state = 'active', r.query))
+          FROM (SELECT pid, query_start, state, query FROM pg_stat_activity
+                 WHERE datname = current_database() AND backend_type = 'client backend'
+                   AND pid <> pg_backend_pid() AND application_name <> $1
+                   AND query ILIKE '%where%'
+                 ORDER BY query_start DESC NULLS LAST
+                 LIMIT 50) r) AS sessions
   FROM pg_stat_activity
  WHERE datname = current_database() AND backend_type = 'client backend'
    AND pid <> pg_backend_pid()
@@ -278,18 +297,55 @@ SELECT a.nspname || '.' || a.table_name AS table_name,
  ORDER BY 1, 2
 """
 
-# Tables read mostly by sequential scans over many rows.
+# Tables read mostly by sequential scans over many rows, with what choosing the index's
+# column needs: the table's columns (quoted for SQL) and their estimated distinct values
+# (pg_stats shows them only to a role that may read the table), the columns that already
+# lead a valid index, and, with pg_stat_statements ({statements}), the statements naming
+# the table, heaviest first.
 MISSING_INDEXES_SQL = """
-SELECT s.schemaname || '.' || s.relname AS table_name, s.seq_scan, s.seq_tup_read,
-       coalesce(s.idx_scan, 0) AS idx_scan, s.n_live_tup,
-       format('CREATE INDEX CONCURRENTLY ON %I.%I (<column in the WHERE clause>);',
-              s.schemaname, s.relname) AS create_sql
-  FROM pg_stat_user_tables s
- WHERE s.seq_scan >= $1 AND s.n_live_tup >= $2 AND s.seq_tup_read / s.seq_scan >= $2
-   AND s.seq_scan > coalesce(s.idx_scan, 0)
- ORDER BY s.seq_tup_read DESC
- LIMIT 20
+WITH m AS (
+  SELECT s.relid, s.schemaname::text AS schema_name, s.relname::text AS rel_name,
+         s.schemaname || '.' || s.relname AS table_name, s.seq_scan, s.seq_tup_read,
+         coalesce(s.idx_scan, 0) AS idx_scan, s.n_live_tup,
+         format('%I.%I', s.schemaname, s.relname) AS qualified
+    FROM pg_stat_user_tables s
+   WHERE s.seq_scan >= $1 AND s.n_live_tup >= $2 AND s.seq_tup_read / s.seq_scan >= $2
+     AND s.seq_scan > coalesce(s.idx_scan, 0)
+   ORDER BY s.seq_tup_read DESC
+   LIMIT 20
+){statements_cte}
+SELECT m.*, c.columns, c.quoted, c.n_distinct,
+       ARRAY(SELECT DISTINCT a.attname::text FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indrelid = m.relid AND i.indisvalid AND i.indpred IS NULL) AS indexed,
+       {statements}
+  FROM m
+  CROSS JOIN LATERAL (
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) AS columns,
+           array_agg(quote_ident(a.attname) ORDER BY a.attnum) AS quoted,
+           array_agg(st.n_distinct::float8 ORDER BY a.attnum) AS n_distinct
+      FROM pg_attribute a
+      LEFT JOIN pg_stats st ON st.schemaname = m.schema_name AND st.tablename = m.rel_name
+                           AND st.attname = a.attname AND NOT st.inherited
+     WHERE a.attrelid = m.relid AND a.attnum > 0 AND NOT a.attisdropped
+  ) c
+ ORDER BY m.seq_tup_read DESC
 """
+_NO_STATEMENTS = "NULL::text[] AS statements, NULL::bigint[] AS calls"
+# Read once (MATERIALIZED), then searched per table.
+_STATEMENTS_CTE = """,
+q AS MATERIALIZED (
+  SELECT left(s.query, 4000) AS query, sum(s.calls)::bigint AS calls,
+         sum(s.total_exec_time) AS total
+    FROM {schema}.pg_stat_statements s
+   WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND s.query ILIKE '%where%'
+   GROUP BY 1
+)"""
+_STATEMENTS = """ARRAY(SELECT q.query FROM q WHERE strpos(lower(q.query), lower(m.rel_name)) > 0
+               ORDER BY q.total DESC, q.query LIMIT 20) AS statements,
+       ARRAY(SELECT q.calls FROM q WHERE strpos(lower(q.query), lower(m.rel_name)) > 0
+               ORDER BY q.total DESC, q.query LIMIT 20) AS calls"""
 
 # Connection-level failures: the target is down, stop this poll and back off.
 _DISCONNECTED = (
@@ -350,6 +406,7 @@ class PostgresCollector(Collector):
         self._pgss_schema: str | None = None
         self._version = 0
         self.queries = 0  # queries sent since start; tests check it is fixed per poll
+        self._seen = SeenStatements()  # statements seen in pg_stat_activity, no values
         self._attrs: dict[str, AttributeValue] = {
             semconv.SERVER_ADDRESS: db.host,
             semconv.SERVER_PORT: db.port,
@@ -507,12 +564,18 @@ class PostgresCollector(Collector):
                     semconv.POSTGRESQL_APPLICATION_NAME: r["app"],
                 },
             )
-        rows = await self._fetch(ACTIVITY_SQL)
+        rows = await self._fetch(ACTIVITY_SQL, APPLICATION_NAME)
         if rows:
             r = rows[0]
             out.add_with(semconv.POSTGRESQL_IDLE_IN_TRANSACTION_MAX, r["idle_in_tx_max"], a)
             out.add_with(semconv.POSTGRESQL_TRANSACTION_MAX, r["xact_max"], a)
             out.add_with(semconv.POSTGRESQL_LOCKS_WAITING, r["waiting_locks"], a)
+            if r["sessions"]:
+                # [pid, query_start, active, query]; the text is normalized before it is kept
+                self._seen.observe_sessions(
+                    (int(pid), started, bool(active), query or "")
+                    for pid, started, active, query in json.loads(r["sessions"])
+                )
         for r in await self._fetch(IDLE_SESSIONS_SQL, self._cfg.idle_in_transaction_after):
             out.findings.append(
                 Finding(
@@ -661,22 +724,79 @@ class PostgresCollector(Collector):
                     },
                 )
             )
-        rows = await self._fetch(
-            MISSING_INDEXES_SQL, cfg.missing_index_min_seq_scans, cfg.missing_index_min_rows
-        )
+        rows = await self._missing_index_candidates()
         for r in rows:
             per_scan = r["seq_tup_read"] // max(r["seq_scan"], 1)
+            evidence = (
+                f"{r['seq_scan']} sequential scans of {r['table_name']} read "
+                f"{r['seq_tup_read']} rows ({per_scan} per scan, {r['n_live_tup']} live "
+                f"rows) against {r['idx_scan']} index scans"
+            )
+            table_attrs: dict[str, AttributeValue] = {
+                **base,
+                semconv.DB_COLLECTION_NAME: r["table_name"],
+            }
+            choice = self._index_choice(r)
+            if choice is None:
+                suggestion = (
+                    f"CREATE INDEX CONCURRENTLY ON {r['qualified']} (<column in the WHERE "
+                    "clause>);  -- find the column with EXPLAIN on the slow query"
+                )
+            else:
+                evidence += "; " + choice.reason
+                suggestion = (
+                    f"CREATE INDEX CONCURRENTLY ON {r['qualified']} ({', '.join(choice.quoted)});"
+                )
+                table_attrs[semconv.DB_QUERY_TEXT] = choice.statement
             out.findings.append(
                 Finding(
-                    semconv.EVENT_MISSING_INDEX,
-                    r["table_name"],
-                    f"{r['seq_scan']} sequential scans of {r['table_name']} read "
-                    f"{r['seq_tup_read']} rows ({per_scan} per scan, {r['n_live_tup']} live "
-                    f"rows) against {r['idx_scan']} index scans",
-                    r["create_sql"] + "  -- find the column with EXPLAIN on the slow query",
-                    {**base, semconv.DB_COLLECTION_NAME: r["table_name"]},
+                    semconv.EVENT_MISSING_INDEX, r["table_name"], evidence, suggestion, table_attrs
                 )
             )
+
+    async def _missing_index_candidates(self) -> list[asyncpg.Record]:
+        cfg = self._cfg
+        args = (cfg.missing_index_min_seq_scans, cfg.missing_index_min_rows)
+        if self._pgss_schema:
+            cte = _STATEMENTS_CTE.format(schema=_quote_ident(self._pgss_schema))
+            sql = MISSING_INDEXES_SQL.format(statements_cte=cte, statements=_STATEMENTS)
+            try:
+                return await self._fetch(sql, *args)
+            except asyncpg.ObjectNotInPrerequisiteStateError:
+                log.info(
+                    "%s: pg_stat_statements is installed but not loaded by the server; "
+                    "missing-index columns come from pg_stat_activity alone (add it to "
+                    "shared_preload_libraries and restart)",
+                    self.target,
+                )
+                self._pgss_schema = ""  # until the next reconnect
+        sql = MISSING_INDEXES_SQL.format(statements_cte="", statements=_NO_STATEMENTS)
+        return await self._fetch(sql, *args)
+
+    def _index_choice(self, r: asyncpg.Record) -> IndexChoice | None:
+        """The column(s) for a missing index: from pg_stat_statements when it knows a
+        statement filtering the table, else from what pg_stat_activity showed."""
+        live = max(r["n_live_tup"], 0)
+        distinct: dict[str, float] = {}
+        for name, n in zip(r["columns"] or (), r["n_distinct"] or (), strict=False):
+            if n is not None and n != 0:  # negative: a fraction of the rows
+                distinct[name] = n if n > 0 else -n * live
+        table = TableColumns(
+            r["schema_name"],
+            r["rel_name"],
+            dict(zip(r["columns"] or (), r["quoted"] or (), strict=False)),
+            distinct,
+            frozenset(r["indexed"] or ()),
+        )
+        if r["statements"]:
+            statements = [
+                Statement.parse(normalize(q), calls or 0)
+                for q, calls in zip(r["statements"], r["calls"], strict=False)
+            ]
+            choice = choose(table, statements, "pg_stat_statements")
+            if choice is not None:
+                return choice
+        return choose(table, self._seen.statements(r["rel_name"]), "pg_stat_activity")
 
     def _scrub(self, text: str) -> str:
         """Error messages never carry the password or the DSN."""
