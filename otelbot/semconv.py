@@ -92,6 +92,7 @@ CONNECTION_STATE_USED = "used"
 
 SPAN_TELEGRAM_UPDATE = "telegram.update"  # "telegram.update {type}"
 SPAN_TELEGRAM_API = "telegram.api"  # "telegram.api {method}"
+SPAN_TELEGRAM_JOB = "telegram.job"  # "telegram.job {callback}"
 SPAN_EVENT_FLOOD_WAIT = "telegram.flood_wait"
 SPAN_EVENT_FINDING = "otelbot.finding"  # on the example update's span
 SPAN_REDIS_PIPELINE = "PIPELINE"
@@ -129,7 +130,7 @@ SPANS: tuple[Span, ...] = (
             TELEGRAM_CHAT_ID,
             TELEGRAM_USER_ID,
         ),
-        "otelbot_aiogram",
+        "otelbot_aiogram, otelbot_ptb, otelbot_telebot",
     ),
     Span(
         "telegram.api {method}",
@@ -149,12 +150,12 @@ SPANS: tuple[Span, ...] = (
             SERVER_PORT,
             ERROR_TYPE,
         ),
-        "otelbot_aiohttp_client, otelbot_aiogram",
+        "otelbot_aiohttp_client, otelbot_httpx, otelbot_aiogram, otelbot_ptb, otelbot_telebot",
     ),
     Span(
         "{METHOD}",
         "CLIENT",
-        "Any other aiohttp client request.",
+        "Any other aiohttp or httpx client request.",
         (
             HTTP_REQUEST_METHOD,
             HTTP_RESPONSE_STATUS_CODE,
@@ -163,7 +164,15 @@ SPANS: tuple[Span, ...] = (
             SERVER_PORT,
             ERROR_TYPE,
         ),
-        "otelbot_aiohttp_client",
+        "otelbot_aiohttp_client, otelbot_httpx",
+    ),
+    Span(
+        "telegram.job {callback}",
+        "INTERNAL (root)",
+        "One run of a python-telegram-bot JobQueue job, named by its callback's qualified "
+        "name: a trace of its own, with the job's SQL, Redis and Bot API calls under it.",
+        (TELEGRAM_HANDLER, ERROR_TYPE),
+        "otelbot_ptb",
     ),
     Span(
         "{METHOD} {route}",

@@ -17,7 +17,8 @@ runs in a task of its own, and the update span ends when that task does.
 
 ``telegram.handler`` is the first handler callback that took the update ("module.qualname");
 an error a handler raises is recorded on the update even when an error handler swallows
-it.
+it. Each run of a ``JobQueue`` job is a trace of its own, ``telegram.job <callback>`` (named
+by the callback's qualified name: job names are often made per chat).
 
 Bot API calls made through PTB's request classes (``HTTPXRequest`` by default) get one span
 ``telegram.api <method>``: the Bot API error code, ``telegram.api.retry_after`` and a
@@ -56,6 +57,7 @@ from otelbot.semconv import (
     ERROR_TYPE,
     HTTP_RESPONSE_STATUS_CODE,
     SPAN_EVENT_FLOOD_WAIT,
+    SPAN_TELEGRAM_JOB,
     SPAN_TELEGRAM_UPDATE,
     TELEGRAM_API_DURATION,
     TELEGRAM_API_ERROR_CODE,
@@ -101,7 +103,7 @@ _ERROR_CODES = {
 
 
 class _UpdateState:
-    """One update from its start to its end: its span, the context it made
+    """One update (or job run) from its start to its end: its span, the context it made
     current, what the handlers told us, and the non-blocking handler tasks still running."""
 
     __slots__ = (
@@ -138,6 +140,7 @@ class _UpdateState:
 
 
 _current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_update", default=None)
+_current_job: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_job", default=None)
 
 
 class _Telemetry:
@@ -328,10 +331,7 @@ class _Telemetry:
             if callback is None:
                 self._handler_names[key] = ""
                 return None
-            module = getattr(callback, "__module__", None) or ""
-            qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
-            name = f"{module}.{qualname}" if module else qualname
-            self._handler_names[key] = name
+            name = self._handler_names[key] = _qualified_name(callback)
             self._handler_code[key] = code_of(callback)
         return name or None
 
@@ -368,6 +368,37 @@ class _Telemetry:
                     self.finish_update(state, state.finish[0])
                 except Exception as inner:
                     internal_error("ptb update end", inner)
+
+    # ------------------------------------------------------------------ jobs
+    # start_job / end_job are guarded_async's hooks around Job._run.
+    def start_job(self, job: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _UpdateState:
+        # Named by the callback (code, bounded), not by the job's name (often made per chat).
+        callback = getattr(job, "callback", None)
+        name = _qualified_name(callback) if callback is not None else "unknown"
+        span = self.tracer.start_span(
+            SPAN_TELEGRAM_JOB + " " + name,
+            context=_EMPTY_CONTEXT,
+            kind=SpanKind.INTERNAL,
+            attributes={TELEGRAM_HANDLER: name},
+        )
+        state = _UpdateState(span, "job", INGRESS_DIRECT)
+        state.handler = name if callback is not None else None
+        state.context_token = context.attach(trace.set_span_in_context(span))
+        state.state_token = _current_job.set(state)
+        return state
+
+    def end_job(self, state: _UpdateState, result: Any, exc: BaseException | None) -> None:
+        _current_job.reset(state.state_token)
+        context.detach(state.context_token)
+        state.ended = True
+        span = state.span
+        if span.is_recording():
+            if exc is not None and exc is not state.exc:
+                record_exception(span, exc)
+            elif state.exc is not None:
+                span.set_attribute(ERROR_TYPE, error_type(state.exc))
+                span.set_status(StatusCode.ERROR)
+        span.end()
 
     # ------------------------------------------------------------------ Bot API
     def target(self, url: str) -> BotApiTarget | None:
@@ -448,6 +479,12 @@ class _Telemetry:
         span.end()
 
 
+def _qualified_name(callback: Any) -> str:
+    module = getattr(callback, "__module__", None) or ""
+    qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    return f"{module}.{qualname}" if module else qualname
+
+
 def _seconds(exc: Any) -> float | int:
     # The private timedelta: reading the public property warns (PTB's int -> timedelta move).
     value = getattr(exc, "_retry_after", None)
@@ -520,7 +557,7 @@ def _non_blocking(handler: Any, application: Any) -> bool:
 
 def _wrap_process_error(original: Any, telemetry: _Telemetry) -> Any:
     def process_error(application: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _current_update.get()
+        state = _current_job.get() or _current_update.get()
         if state is not None:
             try:
                 error = args[1] if len(args) > 1 else kwargs.get("error")
@@ -562,7 +599,7 @@ def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
 
 
 class PtbInstrumentor(OtelbotInstrumentor):
-    """Traces python-telegram-bot updates, handlers and Bot API calls."""
+    """Traces python-telegram-bot updates, handlers, jobs and Bot API calls."""
 
     _instruments: Collection[str] = ("python-telegram-bot >= 20.0",)
 
@@ -591,6 +628,16 @@ class PtbInstrumentor(OtelbotInstrumentor):
             ),
         )
         wrap(HTTPXRequest, "do_request", _wrap_status)
+        try:
+            from telegram.ext import Job
+        except ImportError:
+            pass
+        else:
+            wrap(
+                Job,
+                "_run",
+                lambda o: guarded_async(o, telemetry.start_job, telemetry.end_job, "ptb job"),
+            )
         wrap(
             Bot,
             "__init__",

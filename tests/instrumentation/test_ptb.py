@@ -404,3 +404,55 @@ async def test_uninstrument_restores_ptb(telemetry: MemoryTelemetry) -> None:
         BaseRequest._request_wrapper,
         HTTPXRequest.do_request,
     ) == originals
+
+
+async def test_each_job_run_is_a_trace_of_its_own(
+    instrumented: MemoryTelemetry,
+    fake_bot_api: FakeBotApi,
+    bot_token: str,
+) -> None:
+    ran: list[str] = []
+    errors: list[object] = []
+
+    async def remind(context: ContextTypes.DEFAULT_TYPE) -> None:
+        ran.append("remind")
+        await context.bot.send_message(1, "reminder")
+
+    async def broken_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+        ran.append("broken")
+        raise _Boom("job failed")
+
+    async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        errors.append(context.error)
+
+    application = build(fake_bot_api, bot_token)
+    application.add_error_handler(on_error)
+    async with application:
+        await application.start()
+        try:
+            assert application.job_queue is not None
+            application.job_queue.run_once(remind, 0, name="remind-chat-1")
+            application.job_queue.run_once(broken_job, 0, name="broken-chat-1")
+            for _ in range(100):
+                if len([s for s in instrumented.span_names() if s.startswith("telegram.job")]) == 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await application.stop()
+    assert sorted(ran) == ["broken", "remind"]
+    assert [type(e) for e in errors] == [_Boom]  # the error handler still gets it
+    (job,) = by_name(
+        instrumented,
+        f"telegram.job {__name__}.test_each_job_run_is_a_trace_of_its_own.<locals>.remind",
+    )
+    assert job.parent is None
+    (send,) = by_name(instrumented, "telegram.api sendMessage")
+    assert send.parent.span_id == job.context.span_id
+    (failed,) = [s for s in instrumented.spans() if s.name.endswith("<locals>.broken_job")]
+    assert failed.parent is None and failed.context.trace_id != job.context.trace_id
+    assert failed.attributes["error.type"].endswith("_Boom")
+    assert [e.name for e in failed.events] == ["exception"]
+    assert failed.status.status_code is StatusCode.ERROR
+    # the job's name (here with a chat id in it) is not recorded
+    recorded = repr([(s.name, dict(s.attributes)) for s in instrumented.spans()])
+    assert "chat-1" not in recorded
