@@ -31,6 +31,7 @@ and redacted from everything otelbot records from then on.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection
 from contextvars import ContextVar
@@ -148,9 +149,11 @@ class _Telemetry:
 
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
         from telegram import Update
+        from telegram._utils.defaultvalue import DEFAULT_TRUE
         from telegram.error import RetryAfter
         from telegram.ext import ApplicationHandlerStop
 
+        self.default_true = DEFAULT_TRUE
         self.update_class = Update
         self.update_types: tuple[str, ...] = tuple(str(t) for t in Update.ALL_TYPES)
         self.retry_after_exc = RetryAfter
@@ -351,6 +354,16 @@ class _Telemetry:
             state.exc = exc
             record_exception(state.span, exc)
 
+    def non_blocking(self, handler: Any, application: Any) -> bool:
+        """PTB's own rule (``Application.process_update``) for running a handler in a task."""
+        block = handler.block
+        if not block:
+            return True
+        if block is self.default_true:
+            defaults = getattr(getattr(application, "bot", None), "defaults", None)
+            return defaults is not None and not defaults.block
+        return False
+
     async def run_nonblocking(self, state: _UpdateState, coroutine: Any) -> Any:
         """A ``block=False`` handler's coroutine, in the task PTB makes for it."""
         try:
@@ -515,6 +528,7 @@ def _queue_ingress(application: Any) -> str:
 
 def _wrap_update_fetcher(original: Any) -> Any:
     # Set once in the application's queue task: the update tasks it creates inherit it.
+    @functools.wraps(original)
     async def fetcher(application: Any, *args: Any, **kwargs: Any) -> Any:
         _from_queue.set(application)
         return await original(application, *args, **kwargs)
@@ -524,6 +538,7 @@ def _wrap_update_fetcher(original: Any) -> Any:
 
 def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
     # A plain function returning PTB's coroutine: no coroutine layer for blocking handlers.
+    @functools.wraps(original)
     def handle_update(handler: Any, *args: Any, **kwargs: Any) -> Any:
         coroutine = original(handler, *args, **kwargs)
         state = _current_update.get()
@@ -532,7 +547,7 @@ def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
         try:
             telemetry.took_update(state, handler)
             application = args[1] if len(args) > 1 else kwargs.get("application")
-            if state.finish is None and _non_blocking(handler, application):
+            if state.finish is None and telemetry.non_blocking(handler, application):
                 state.pending += 1
                 return telemetry.run_nonblocking(state, coroutine)
         except Exception as exc:
@@ -542,20 +557,8 @@ def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
     return handle_update
 
 
-def _non_blocking(handler: Any, application: Any) -> bool:
-    # PTB's own rule (Application.process_update) for running a handler in a task.
-    from telegram._utils.defaultvalue import DEFAULT_TRUE
-
-    block = handler.block
-    if not block:
-        return True
-    if block is DEFAULT_TRUE:
-        defaults = getattr(getattr(application, "bot", None), "defaults", None)
-        return defaults is not None and not defaults.block
-    return False
-
-
 def _wrap_process_error(original: Any, telemetry: _Telemetry) -> Any:
+    @functools.wraps(original)
     def process_error(application: Any, *args: Any, **kwargs: Any) -> Any:
         state = _current_job.get() or _current_update.get()
         if state is not None:
@@ -572,6 +575,7 @@ def _wrap_process_error(original: Any, telemetry: _Telemetry) -> Any:
 def _wrap_status(original: Any) -> Any:
     # HTTPXRequest.do_request returns (status, body): the status of the open Bot API call,
     # and the end of the HTTP request the httpx client instrumentation left to this call.
+    @functools.wraps(original)
     async def do_request(request: Any, *args: Any, **kwargs: Any) -> Any:
         result = await original(request, *args, **kwargs)
         call = current_api_call.get()

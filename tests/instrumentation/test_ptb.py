@@ -456,3 +456,31 @@ async def test_each_job_run_is_a_trace_of_its_own(
     # the job's name (here with a chat id in it) is not recorded
     recorded = repr([(s.name, dict(s.attributes)) for s in instrumented.spans()])
     assert "chat-1" not in recorded
+
+
+async def test_conversation_names_the_handler_it_picks(
+    instrumented: MemoryTelemetry,
+    fake_bot_api: FakeBotApi,
+    app: App,
+) -> None:
+    from telegram.ext import ConversationHandler
+
+    async def ask(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+        return 1
+
+    async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+        return ConversationHandler.END
+
+    app.add_handler(
+        ConversationHandler(
+            entry_points=[CommandHandler("talk", ask)],
+            states={1: [MessageHandler(filters.TEXT, answer)]},
+            fallbacks=[],
+        ),
+        group=-1,
+    )
+    await app.process_update(update(fake_bot_api, "/talk", app))
+    await app.process_update(update(fake_bot_api, "fine", app))
+    first, second = by_name(instrumented, "telegram.update message")
+    assert first.attributes["telegram.handler"].endswith("<locals>.ask")
+    assert second.attributes["telegram.handler"].endswith("<locals>.answer")
