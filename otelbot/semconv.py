@@ -213,13 +213,17 @@ SPANS: tuple[Span, ...] = (
     Span(
         "{COMMAND}",
         "CLIENT",
-        "One Redis command (`GET`), or `PIPELINE` for a pipeline; arguments are never recorded.",
+        "One Redis command (`GET`), or `PIPELINE` for a pipeline; arguments are never recorded. "
+        "A cache read (GET, MGET, HGET, ...) has its result (hit or miss) and its key's shape "
+        "(variable parts as `?`), each when all its keys share it.",
         (
             DB_SYSTEM_NAME,
             DB_NAMESPACE,
             DB_OPERATION_NAME,
             DB_QUERY_TEXT,
             DB_OPERATION_BATCH_SIZE,
+            CACHE_RESULT,
+            CACHE_KEY_SHAPE,
             SERVER_ADDRESS,
             SERVER_PORT,
             ERROR_TYPE,
@@ -1352,6 +1356,38 @@ FINDINGS: tuple[Finding, ...] = (
                 "OTELBOT_POOL_WAIT_MIN",
                 "20",
                 "Recent acquires needed before their p95 is judged.",
+            ),
+        ),
+    ),
+    Finding(
+        EVENT_CACHE_RARELY_HITS,
+        "A cache that rarely hits",
+        "bot",
+        "fewer than `OTELBOT_CACHE_MIN_HIT_RATIO` of a handler's Redis reads of one key "
+        "shape hit, over at least `OTELBOT_CACHE_MIN_READS` reads, and the handler writes "
+        "keys of that shape after at least a quarter of its misses (it uses them as a "
+        "cache). Key shapes keep the key's words and turn ids, numbers, timestamps, UUIDs, "
+        "hex strings and e-mail addresses into `?` (`price:?:?`); raw keys are never "
+        "recorded. Keys only ever read, aiogram's FSM keys (`fsm:...`) and shapes beyond "
+        "the first 1,000 (`(other)`) are not judged.",
+        "reads, hits and hit ratio of the key shape; after how many misses the handler "
+        "wrote a key of the same shape and ran SQL (a cache-aside whose entries are never "
+        "read back); the TTL written with it (`SET ... EX`, `SETEX`, `EXPIRE`); the hit "
+        "ratio of the handler's other key shapes and of the whole bot.",
+        "build the key only from what identifies the cached data: a part that changes on "
+        "every call (a timestamp, a random id, a counter) makes every read a miss; if the "
+        "key is stable, its entries expire before they are read again: keep them longer, "
+        "or stop caching this data.",
+        (
+            Setting(
+                "OTELBOT_CACHE_MIN_HIT_RATIO",
+                "0.10",
+                "Hit ratio (0 to 1) under which a key shape's reads make a finding.",
+            ),
+            Setting(
+                "OTELBOT_CACHE_MIN_READS",
+                "50",
+                "Reads of a (handler, key shape) before its hit ratio is judged.",
             ),
         ),
     ),

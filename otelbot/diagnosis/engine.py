@@ -38,6 +38,7 @@ DETECTORS: tuple[str, ...] = (
     "otelbot.diagnosis.repeated:RepeatedStatements",
     "otelbot.diagnosis.transaction:TransactionsHeldOpen",
     "otelbot.diagnosis.pool:PoolStarvation",
+    "otelbot.diagnosis.cache:CacheRarelyHits",
 )
 
 

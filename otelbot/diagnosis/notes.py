@@ -15,7 +15,9 @@ from typing import Any, NamedTuple
 
 # Operation kinds
 SQL = "sql"  # shape: sanitized statement text; extra: (id(connection), operation, table)
-REDIS = "redis"  # shape: command text ("GET ?"); extra: (key shape, "hit"/"miss"/None)
+# REDIS extra: per key a cache read or write used, (key shape, "hit"/"miss" or None for a
+# write, TTL in seconds the write set or None); None for other commands.
+REDIS = "redis"  # shape: command text ("GET ?"); extra: tuple of (shape, result, ttl) or None
 API = "api"  # shape: method; extra: (error code or 0, retry_after or None, CodeLocation or None)
 HTTP = "http"  # shape: "GET host"; extra: None
 POOL_WAIT = "pool_wait"  # shape: pool name; extra: diagnosis.pool.PoolUse (max size, hold)

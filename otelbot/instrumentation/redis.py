@@ -10,7 +10,9 @@ Usage::
 
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     client.set("greeting", "hello")           # span "SET", db.query.text "SET ? ?"
-    client.get("greeting")                    # span "GET", otelbot.cache.requests{result=hit}
+    client.get("greeting")                    # span "GET": otelbot.cache.result "hit",
+                                              # otelbot.cache.key_shape "greeting";
+                                              # otelbot.cache.requests{result=hit}
     with client.pipeline() as pipe:
         pipe.set("a", 1).get("a").execute()   # one span "PIPELINE", db.operation.batch.size 2
 
@@ -18,9 +20,9 @@ Usage::
 
 The sync client (``redis.Redis``) and ``redis.asyncio.Redis`` are both covered, from
 redis-py 5 on. Keys and values are never recorded: the command text keeps the command
-name and one ``?`` per argument. Error messages are cleaned of them too, on the Redis span
-and on any other span otelbot records the same error on (the update's, when a handler
-lets it through):
+name and one ``?`` per argument, and a cache read's key only as its shape (below). Error
+messages are cleaned of them too, on the Redis span and on any other span otelbot records
+the same error on (the update's, when a handler lets it through):
 
 - redis-py's pipeline errors name the failing command whole (``Command # 2 (INCRBY
   user:7 1) of pipeline caused error: ...``): the command becomes its shape
@@ -33,6 +35,16 @@ lets it through):
   code, if it has one, is kept.
 
 The error type is always recorded (``redis.exceptions.ResponseError``).
+
+A cache read (``GET``, ``MGET``, ``HGET``, ``HGETALL``, ...) is a hit when it returns
+something. Its span carries the result and its key's shape (``profile:?:settings``, see
+:mod:`otelbot.core.keyshape`: ids, numbers, timestamps, UUIDs, hex strings and e-mail
+addresses become ``?``, only the key's plain words stay), each only when every key of the
+read has the same one; the shape is left out with ``OTELBOT_CAPTURE_QUERY_TEXT=false``.
+For a sampled update, the shapes of the keys its cache reads and writes used, each read's
+result and the TTL a write set go to the update's notes for the cache detector
+(:mod:`otelbot.diagnosis.cache`). Keys are shaped only for a recording span or a noted
+update, once per raw key while it stays in a small cache: sampled-out traffic pays nothing.
 
 Spans are leaves: they are started with ``tracer.start_span`` under the current context
 and never made current. Per-client attributes are built once per connection pool and
@@ -54,11 +66,13 @@ from opentelemetry.trace import SpanKind
 from otelbot.core.config import capture_query_text
 from otelbot.core.errors import error_type, record_exception, register_cleaner, unregister_cleaner
 from otelbot.core.fastmetrics import create_instrument
+from otelbot.core.keyshape import cached_key_shape
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
 from otelbot.diagnosis import notes
 from otelbot.semconv import (
     CACHE_HIT,
+    CACHE_KEY_SHAPE,
     CACHE_MISS,
     CACHE_RESULT,
     DB_CLIENT_OPERATION_DURATION,
@@ -93,6 +107,7 @@ _UNKNOWN_COMMAND = "UNKNOWN"
 _SINGLE = 1  # None is a miss
 _HASH = 2  # an empty reply is a miss
 _MULTI = 3  # a list, one hit or miss per key; None entries are misses
+_FIELDS = 4  # a list, one hit or miss per field of the one key; None entries are misses
 _READS: dict[str, int] = {
     "GET": _SINGLE,
     "GETEX": _SINGLE,
@@ -103,8 +118,91 @@ _READS: dict[str, int] = {
     "JSON.GET": _SINGLE,
     "HGETALL": _HASH,
     "MGET": _MULTI,
-    "HMGET": _MULTI,
+    "HMGET": _FIELDS,
 }
+
+# Cache writes whose key shapes are noted for the detectors (what a handler does after a
+# miss), and where their TTL is: in SET's options, or the second argument in seconds or
+# milliseconds (SETEX, PSETEX, EXPIRE, PEXPIRE).
+_ONE_KEY = 1  # the key is the first argument
+_KEY_VALUE_PAIRS = 2  # MSET k1 v1 k2 v2
+_TTL_OPTIONS = 3  # SET k v [EX s | PX ms]
+_TTL_SECONDS = 4
+_TTL_MILLISECONDS = 5
+_WRITES: dict[str, tuple[int, int]] = {
+    "SET": (_ONE_KEY, _TTL_OPTIONS),
+    "SETNX": (_ONE_KEY, 0),
+    "SETEX": (_ONE_KEY, _TTL_SECONDS),
+    "PSETEX": (_ONE_KEY, _TTL_MILLISECONDS),
+    "GETSET": (_ONE_KEY, 0),
+    "HSET": (_ONE_KEY, 0),
+    "HSETNX": (_ONE_KEY, 0),
+    "HMSET": (_ONE_KEY, 0),
+    "JSON.SET": (_ONE_KEY, 0),
+    "EXPIRE": (_ONE_KEY, _TTL_SECONDS),
+    "PEXPIRE": (_ONE_KEY, _TTL_MILLISECONDS),
+    "MSET": (_KEY_VALUE_PAIRS, 0),
+    "MSETNX": (_KEY_VALUE_PAIRS, 0),
+}
+
+
+# What an update's notes hold per key a command used: (key shape, "hit"/"miss" for a read
+# or None for a write, the TTL in seconds a write set or None).
+_KeyUse = tuple[str, str | None, float | None]
+
+
+def _ttl(how: int, args: Sequence[Any]) -> float | None:
+    """The TTL in seconds a write sets, when it sets one relative to now."""
+    try:
+        if how == _TTL_OPTIONS:
+            for i in range(3, len(args) - 1):
+                option = args[i]
+                if isinstance(option, bytes):
+                    option = option.decode("latin-1")
+                if isinstance(option, str):
+                    option = option.upper()
+                    if option == "EX":
+                        return float(args[i + 1])
+                    if option == "PX":
+                        return float(args[i + 1]) / 1000.0
+            return None
+        if how == _TTL_SECONDS and len(args) > 2:
+            return float(args[2])
+        if how == _TTL_MILLISECONDS and len(args) > 2:
+            return float(args[2]) / 1000.0
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _read_keys(read: int, args: Sequence[Any], result: Any) -> tuple[_KeyUse, ...]:
+    """(key shape, hit or miss, None) per key a cache read asked for."""
+    if isinstance(result, BaseException):  # a failed command inside a pipeline
+        return ()
+    if read == _SINGLE:
+        return ((cached_key_shape(args[1]), CACHE_MISS if result is None else CACHE_HIT, None),)
+    if read == _HASH:
+        return ((cached_key_shape(args[1]), CACHE_HIT if result else CACHE_MISS, None),)
+    if not isinstance(result, (list, tuple)):
+        return ()
+    if read == _MULTI:
+        keys: Sequence[Any] = args[1:]
+    else:
+        keys = (args[1],) * len(result)
+    return tuple(
+        (cached_key_shape(key), CACHE_MISS if value is None else CACHE_HIT, None)
+        for key, value in zip(keys, result, strict=False)
+    )
+
+
+def _write_keys(write: tuple[int, int], args: Sequence[Any]) -> tuple[_KeyUse, ...]:
+    """(key shape, None, TTL in seconds or None) per key a cache write sets."""
+    where, how = write
+    ttl = _ttl(how, args) if how else None
+    if where == _ONE_KEY:
+        return ((cached_key_shape(args[1]), None, ttl),)
+    return tuple((cached_key_shape(args[i]), None, ttl) for i in range(1, len(args) - 1, 2))
+
 
 # Commands whose second word is a subcommand (``CLIENT SETNAME``); for any other command a
 # second word in the same string is an argument and may be a key, so it becomes "?".
@@ -307,15 +405,20 @@ class _Command:
     __slots__ = (
         "error_attrs",
         "hit_attrs",
+        "keyed",
         "metric_attrs",
         "miss_attrs",
         "name",
         "query_text",
         "read",
         "span_attrs",
+        "with_key_shape",
+        "write",
     )
 
-    def __init__(self, target: _Target, name: str, argc: int, with_text: bool) -> None:
+    def __init__(
+        self, target: _Target, name: str, argc: int, with_text: bool, keyed: bool = True
+    ) -> None:
         self.name = name
         self.query_text = _query_text(name, argc)
         self.span_attrs: dict[str, Any] = dict(target.span_attrs)
@@ -326,6 +429,11 @@ class _Command:
         self.metric_attrs[DB_OPERATION_NAME] = name
         self.error_attrs: dict[type, dict[str, Any]] = {}
         self.read = _READS.get(name)
+        # Keys are shaped only where they are arguments of their own (not spelled in the
+        # command's string, "GET key"): reads, and writes while an update is noted.
+        self.keyed = keyed and argc > 0 and (self.read is not None or name in _WRITES)
+        self.write = _WRITES.get(name)
+        self.with_key_shape = with_text
         self.hit_attrs = {
             DB_SYSTEM_NAME: DB_SYSTEM_REDIS,
             DB_OPERATION_NAME: name,
@@ -405,7 +513,7 @@ class _Target:
         entry = self.commands.get(key)
         if entry is None:
             name, extra = _command_name(raw)
-            entry = _Command(self, name, extra + nargs - 1, self.with_text)
+            entry = _Command(self, name, extra + nargs - 1, self.with_text, extra == 0)
             if len(self.commands) < _MAX_COMMANDS_PER_POOL:
                 self.commands[key] = entry
         return entry
@@ -489,12 +597,24 @@ class _Telemetry:
             return
         end = perf_counter()
         duration = end - call.started
-        call.span.end()
+        span = call.span
+        noted = notes.current.get() is not None
+        keys = None
+        if command.keyed:
+            # Keys are shaped for a recording span or a noted update only.
+            if command.read is not None:
+                if noted or span.is_recording():
+                    keys = _read_keys(command.read, call.args, result)
+                    if keys:
+                        self.annotate(span, command, keys)
+            elif noted and command.write is not None:
+                keys = _write_keys(command.write, call.args)
+        span.end()
         self.duration.record(duration, command.metric_attrs)
         if command.read is not None:
             self.count_read(command, result)
-        if notes.current.get() is not None:
-            notes.note(notes.REDIS, command.query_text, call.started, end, None)
+        if noted:
+            notes.note(notes.REDIS, command.query_text, call.started, end, keys or None)
 
     def start_pipeline(
         self, pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -526,7 +646,8 @@ class _Telemetry:
         call.span.end()
         self.duration.record(duration, target.pipeline.metric_attrs)
         if notes.current.get() is not None:
-            notes.note(notes.REDIS, SPAN_REDIS_PIPELINE, call.started, end, None)
+            keys = _pipeline_keys(call, results)
+            notes.note(notes.REDIS, SPAN_REDIS_PIPELINE, call.started, end, tuple(keys) or None)
         reads = target.batch(call.commands).reads
         if reads and isinstance(results, list) and len(results) == len(call.commands):
             for index, command in reads:
@@ -558,6 +679,22 @@ class _Telemetry:
                 command.error_attrs[type(exc)] = attrs
         self.duration.record(duration, attrs)
 
+    @staticmethod
+    def annotate(span: Any, command: _Command, keys: Sequence[_KeyUse]) -> None:
+        """``otelbot.cache.result`` and ``otelbot.cache.key_shape`` on a read's span, each
+        when every key of the read has the same one."""
+        if not span.is_recording():
+            return
+        shape, result, _ = keys[0]
+        same_shape = same_result = True
+        for other_shape, other_result, _ in keys[1:]:
+            same_shape = same_shape and other_shape == shape
+            same_result = same_result and other_result == result
+        if same_result:
+            span.set_attribute(CACHE_RESULT, result)
+        if same_shape and command.with_key_shape:
+            span.set_attribute(CACHE_KEY_SHAPE, shape)
+
     def count_read(self, command: _Command, result: Any) -> None:
         kind = command.read
         if isinstance(result, BaseException):  # a failed command inside a pipeline
@@ -573,6 +710,23 @@ class _Telemetry:
                 self.cache_requests.add(hits, command.hit_attrs)
             if misses:
                 self.cache_requests.add(misses, command.miss_attrs)
+
+
+def _pipeline_keys(call: _PipelineCall, results: Any) -> list[_KeyUse]:
+    """The keys a pipeline's cache reads and writes used, for the update's notes."""
+    keys: list[_KeyUse] = []
+    complete = isinstance(results, list) and len(results) == len(call.commands)
+    for index, (command, (args, _options)) in enumerate(
+        zip(call.commands, call.stack, strict=False)
+    ):
+        if not command.keyed:
+            continue
+        if command.read is not None:
+            if complete:
+                keys.extend(_read_keys(command.read, args, results[index]))
+        elif command.write is not None:
+            keys.extend(_write_keys(command.write, args))
+    return keys
 
 
 class RedisInstrumentor(OtelbotInstrumentor):

@@ -566,3 +566,128 @@ def test_sampled_out_spans_still_record_metrics(
         "PIPELINE",
     ]
     assert _cache_counts(telemetry) == {("GET", "miss"): 2}
+
+
+def _cache_attrs(span: Any) -> tuple[Any, Any]:
+    attrs = _attrs(span)
+    return attrs.get("otelbot.cache.key_shape"), attrs.get("otelbot.cache.result")
+
+
+def test_cache_reads_carry_result_and_key_shape_on_their_span(
+    instrumented: MemoryTelemetry, client: redis.Redis, prefix: str
+) -> None:
+    # The prefix's hex part and the ids become "?": "otb_redis_test:?:profile:?".
+    shape = "otb_redis_test:?:profile:?"
+    client.set(prefix + "profile:42", "x", ex=60)
+    client.set(prefix + "profile:43", "y")
+    client.set(prefix + "settings", "z")
+    client.get(prefix + "profile:42")
+    client.get(prefix + "profile:44")
+    client.mget(prefix + "profile:42", prefix + "profile:43")
+    client.mget(prefix + "profile:42", prefix + "profile:44")  # one hit, one miss
+    client.mget(prefix + "profile:42", prefix + "settings")  # two shapes
+    client.hgetall(prefix + "profile:45")
+    client.incr(prefix + "counter:1")
+    got = [(s.name, *_cache_attrs(s)) for s in instrumented.spans()]
+    assert got == [
+        ("SET", None, None),
+        ("SET", None, None),
+        ("SET", None, None),
+        ("GET", shape, "hit"),
+        ("GET", shape, "miss"),
+        ("MGET", shape, "hit"),
+        ("MGET", shape, None),
+        ("MGET", None, "hit"),
+        ("HGETALL", shape, "miss"),
+        ("INCRBY", None, None),
+    ]
+    # The metric still counts per key.
+    assert _cache_counts(instrumented)[("MGET", "hit")] == 5
+
+
+async def test_async_cache_reads_carry_result_on_their_span(
+    instrumented: MemoryTelemetry, aclient: redis.asyncio.Redis, prefix: str
+) -> None:
+    await aclient.set(prefix + "session:550e8400-e29b-41d4-a716-446655440000", "1")
+    await aclient.get(prefix + "session:550e8400-e29b-41d4-a716-446655440000")
+    await aclient.get(prefix + "session:6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+    got = [_cache_attrs(s) for s in instrumented.spans() if s.name == "GET"]
+    assert got == [
+        ("otb_redis_test:?:session:?", "hit"),
+        ("otb_redis_test:?:session:?", "miss"),
+    ]
+
+
+def test_key_shape_is_off_with_query_text(
+    telemetry: MemoryTelemetry,
+    client: redis.Redis,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTELBOT_CAPTURE_QUERY_TEXT", "false")
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(**telemetry.providers)
+    try:
+        client.get(prefix + "profile:1")
+    finally:
+        instrumentor.uninstrument()
+    [span] = telemetry.spans()
+    assert _cache_attrs(span) == (None, "miss")
+    assert "db.query.text" not in _attrs(span)
+
+
+def test_sampled_updates_note_key_shapes_results_and_ttls(
+    instrumented: MemoryTelemetry, client: redis.Redis, prefix: str
+) -> None:
+    from otelbot.diagnosis import notes
+
+    tracer = instrumented.tracer_provider.get_tracer("test")
+    shape = "otb_redis_test:?:price:?"
+    with tracer.start_as_current_span("update") as span:
+        update = notes.UpdateNotes(span, "message", 0.0)
+        token = notes.current.set(update)
+        try:
+            client.get(prefix + "price:1")
+            client.set(prefix + "price:1", "9", ex=30)
+            client.set(prefix + "price:2", "9", px=1500)
+            client.execute_command("SETEX", prefix + "price:3", 45, "9")
+            client.mget(prefix + "price:1", prefix + "price:9")
+            client.hmget(prefix + "price:h1", ["a", "b"])
+            client.incr(prefix + "price:n")
+            with client.pipeline(transaction=False) as pipe:
+                pipe.get(prefix + "price:1")
+                pipe.expire(prefix + "price:1", 120)
+                pipe.incr(prefix + "price:n")
+                pipe.execute()
+        finally:
+            notes.current.reset(token)
+    got = [(op.shape, op.extra) for op in update.ops]
+    assert got == [
+        ("GET ?", ((shape, "miss", None),)),
+        ("SET ? ? ? ?", ((shape, None, 30.0),)),
+        ("SET ? ? ? ?", ((shape, None, 1.5),)),
+        ("SETEX ? ? ?", ((shape, None, 45.0),)),
+        ("MGET ? ?", ((shape, "hit", None), (shape, "miss", None))),
+        ("HMGET ? ? ?", (("otb_redis_test:?:price:?", "miss", None),) * 2),
+        ("INCRBY ? ?", None),
+        ("PIPELINE", ((shape, "hit", None), (shape, None, 120.0))),
+    ]
+
+
+def test_unsampled_reads_are_not_shaped(
+    telemetry: MemoryTelemetry, client: redis.Redis, prefix: str
+) -> None:
+    from otelbot.core import keyshape
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, meter_provider=telemetry.meter_provider)
+    key = prefix + "unsampled:1"
+    try:
+        client.get(key)
+        client.set(key, "1", ex=5)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    assert key.encode() not in keyshape._by_key and key not in keyshape._by_key
+    assert _cache_counts(telemetry) == {("GET", "miss"): 1}
