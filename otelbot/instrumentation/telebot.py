@@ -42,6 +42,7 @@ from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
 from otelbot.core.redaction import remember_token
+from otelbot.core.users import ActiveUsers
 from otelbot.diagnosis import engine as diagnosis
 from otelbot.diagnosis import notes
 from otelbot.diagnosis.notes import CodeLocation, code_of
@@ -70,6 +71,8 @@ from otelbot.semconv import (
     TELEGRAM_UPDATES,
     TELEGRAM_UPDATES_ACTIVE,
     TELEGRAM_USER_ID,
+    TELEGRAM_USERS_ACTIVE,
+    TELEGRAM_USERS_WINDOW,
 )
 
 INGRESS_POLLING = "polling"
@@ -130,12 +133,29 @@ class _Telemetry:
         self.api_duration = create_instrument(meter, TELEGRAM_API_DURATION)
         self.flood_waits = create_instrument(meter, TELEGRAM_API_FLOOD_WAITS)
         self.retry_after = create_instrument(meter, TELEGRAM_API_RETRY_AFTER_METRIC)
+        # Thread-safe enough for worker threads: a lost register update costs accuracy only.
+        self.users = ActiveUsers()
+        self.users_gauge = create_instrument(
+            meter, TELEGRAM_USERS_ACTIVE, callbacks=[self._observe_users]
+        )
         self.diagnosis = diagnosis.diagnosis(meter)
         #: ids of the sync bots polling right now (their updates run in worker threads).
         self.polling: set[int] = set()
         self._lock = threading.Lock()
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._handler_names: dict[int, tuple[str, CodeLocation | None]] = {}
+
+    def _observe_users(self, options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        try:
+            return [
+                Observation(value, {TELEGRAM_USERS_WINDOW: window})
+                for window, value in self.users.estimates().items()
+            ]
+        except Exception as exc:
+            internal_error("active users gauge", exc)
+            return []
 
     def attrs(
         self,
@@ -171,6 +191,9 @@ class _Telemetry:
         span = self.tracer.start_span(
             SPAN_TELEGRAM_UPDATE + " " + update_type, context=_EMPTY_CONTEXT, kind=SpanKind.SERVER
         )
+        user = getattr(event, "from_user", None)
+        if user is not None:
+            self.users.add(user.id)
         if span.is_recording():
             chat = getattr(event, "chat", None)
             if chat is None:
@@ -185,7 +208,6 @@ class _Telemetry:
             if self.capture_ids:
                 if chat is not None:
                     attrs[TELEGRAM_CHAT_ID] = chat.id
-                user = getattr(event, "from_user", None)
                 if user is not None:
                     attrs[TELEGRAM_USER_ID] = user.id
             span.set_attributes(attrs)

@@ -106,6 +106,11 @@ def test_sync_update_with_bot_api_child(
         p.attributes["telegram.update.outcome"] for p in instrumented.points("telegram.updates")
     )
     assert outcomes == ["handled", "unhandled"]
+    users = {
+        p.attributes["telegram.users.window"]: p.value
+        for p in instrumented.points("telegram.users.active")
+    }
+    assert users["5m"] == pytest.approx(1, abs=0.1)  # one user sent both
 
 
 def test_sync_errors_reach_the_bot_unchanged_and_are_recorded(
