@@ -1277,6 +1277,59 @@ FINDINGS: tuple[Finding, ...] = (
         (Setting("OTELBOT_FLOOD_MIN", "1", "429 answers in one update that make a finding."),),
     ),
     Finding(
+        EVENT_BLOCKED_LOOP,
+        "A handler blocks the event loop",
+        "bot",
+        "one step of an async handler (the code it runs between two awaits) held the event "
+        "loop at least `OTELBOT_BLOCKING_MS`; every other update stalls meanwhile. Sync "
+        "handlers run in a thread and are not judged.",
+        "the longest step and the handler's whole time on the loop in the example update, "
+        "how many of the handler's timed updates blocked, and the line of the bot's code "
+        "that held the loop (read from the loop thread's stack while the step ran; when "
+        "the step ended before that, the await it ended at; else the handler).",
+        "move blocking calls (`time.sleep`, `requests`, file or sync database I/O) to "
+        "`asyncio.to_thread` or an executor, use an async client instead, or split CPU work "
+        "into chunks with an `await asyncio.sleep(0)` between them.",
+        (
+            Setting(
+                "OTELBOT_BLOCKING_MS",
+                "100",
+                "Milliseconds one step may hold the loop; steps of a tenth of it count as "
+                "stalling other updates (see the slow handler finding).",
+            ),
+        ),
+    ),
+    Finding(
+        EVENT_SLOW_HANDLER,
+        "A slow handler, and where its time goes",
+        "bot",
+        "the p95 duration of the handler's last 100 sampled updates, less the time other "
+        "updates' long steps (a tenth of `OTELBOT_BLOCKING_MS` or more) held the loop during "
+        "each, reaches `OTELBOT_SLOW_HANDLER_MS` over at least "
+        "`OTELBOT_SLOW_HANDLER_MIN_UPDATES` updates.",
+        "the p95, the slow updates' time split into the handler's own code on the loop, SQL "
+        "(the statement), Redis (the command), the Bot API (the method), pool waits, other "
+        "HTTP (the host) and untraced waits, the dominant one named; time other updates "
+        "stalled it is said apart and not held against it. Overlapping operations count "
+        "once, by precedence: pool wait, SQL, Redis, Bot API, HTTP, then own code.",
+        "depends on the dominant cause: EXPLAIN the statement and index or rewrite it; "
+        "cache what rarely changes; send slow Bot API calls in the background and re-send "
+        "files by `file_id` instead of uploading them again; a larger pool or shorter "
+        "holds; profile and offload the handler's own code.",
+        (
+            Setting(
+                "OTELBOT_SLOW_HANDLER_MS",
+                "1000",
+                "Milliseconds: a handler whose p95 reaches this is slow.",
+            ),
+            Setting(
+                "OTELBOT_SLOW_HANDLER_MIN_UPDATES",
+                "5",
+                "Sampled updates of a handler before its p95 is judged.",
+            ),
+        ),
+    ),
+    Finding(
         EVENT_N_PLUS_ONE,
         "The same statement repeated in one update (N+1)",
         "bot",

@@ -35,6 +35,8 @@ class Detector:
 #: "module:Class" of every detector, in report order.
 DETECTORS: tuple[str, ...] = (
     "otelbot.diagnosis.flood:FloodWaits",
+    "otelbot.diagnosis.blocking:BlockedLoop",
+    "otelbot.diagnosis.slow:SlowHandlers",
     "otelbot.diagnosis.repeated:RepeatedStatements",
     "otelbot.diagnosis.transaction:TransactionsHeldOpen",
     "otelbot.diagnosis.pool:PoolStarvation",

@@ -43,7 +43,7 @@ from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sy
 from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
 from otelbot.diagnosis import engine as diagnosis
-from otelbot.diagnosis import notes
+from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
@@ -453,8 +453,12 @@ def _wrap_handler_call(original: Any, telemetry: _Telemetry) -> Any:
     # handler call sits in the await chain of every update (twice: the dispatcher's
     # update listener and the bot's handler), and each extra coroutine layer is crossed
     # at every suspension of the update.
+    # For a sampled update with findings on, the bot's own async handler is driven through
+    # the step timer (otelbot.diagnosis.steps); a sync handler runs in a thread (aiogram's
+    # asyncio.to_thread), holds no loop, and is left alone.
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = _current_update.get()
+        timed = None
         if state is not None:
             try:
                 if args and isinstance(args[0], telemetry.error_event):
@@ -464,9 +468,17 @@ def _wrap_handler_call(original: Any, telemetry: _Telemetry) -> Any:
                     if name is not None:
                         state.handler = name
                         state.handler_code = telemetry.handler_code(self)
+                        if state.notes is not None and self.awaitable:
+                            timed = name
             except Exception as exc:
                 internal_error("aiogram handler", exc)
-        return original(self, *args, **kwargs)
+        coro = original(self, *args, **kwargs)
+        if timed is not None:
+            try:
+                return steps.timed(coro, state.notes, timed)  # type: ignore[union-attr]
+            except Exception as exc:
+                internal_error("aiogram handler steps", exc)
+        return coro
 
     return call
 

@@ -1,0 +1,244 @@
+"""Step timer: how long a handler held the event loop, step by step.
+
+Usage (the aiogram instrumentation does this for the bot's own async handler of a sampled
+update while findings are on)::
+
+    result = await timed(handler(event), notes, "__main__.echo")
+
+A coroutine runs in steps: each ``send`` or ``throw`` into it runs the update's code
+(the handler's and the libraries' it calls) until its next suspension, and no other
+update runs meanwhile. :class:`TimedCoroutine` drives the handler's coroutine and adds up
+its steps on the update's notes: ``running`` (their total), ``steps``, ``longest_step`` and
+``longest_step_at``. The coroutine's results, exceptions and cancellation pass through
+unchanged.
+
+A step longer than ``OTELBOT_BLOCKING_MS`` is located: a watcher thread, woken every half
+threshold while a step runs, reads the loop thread's stack once the step is over the
+threshold (the innermost frame of the bot's own code there is the line holding the loop);
+when the step ends before the watcher looked, the place where it ended (the innermost
+bot frame of the suspended coroutine chain) stands in. Steps of at least a tenth of the
+threshold go to :data:`recent`, a bounded process-wide record, so a detector can tell
+time an update was stalled by another update's step.
+
+Cost per step: two ``perf_counter`` calls and a few attribute writes; the stack is read
+only for a step already over the threshold.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Generator
+from types import CoroutineType
+from typing import Any, NamedTuple
+
+from otelbot.core import config
+from otelbot.core.errors import internal_error
+from otelbot.diagnosis.notes import CodeLocation, UpdateNotes, is_bot_code
+
+BLOCKING_SETTING = "OTELBOT_BLOCKING_MS"
+BLOCKING_DEFAULT_MS = 100.0
+
+
+def blocking_threshold() -> float:
+    """Seconds one step may hold the loop before it counts as blocking."""
+    return config.number(BLOCKING_SETTING, BLOCKING_DEFAULT_MS, minimum=1.0) / 1000.0
+
+
+class LongStep(NamedTuple):
+    """One step of at least a tenth of the threshold, for the stall accounting."""
+
+    start: float  # time.perf_counter()
+    end: float
+    owner: int  # id() of the update's notes (unique among updates alive at ``end``)
+    handler: str
+
+
+#: Recent long steps of every update, oldest first (bounded).
+recent: deque[LongStep] = deque(maxlen=512)
+
+_perf_counter = time.perf_counter
+
+
+class _Watcher:
+    """Reads the loop thread's stack during a step that is over the threshold."""
+
+    __slots__ = ("recorded", "running", "seen", "started", "thread", "threshold")
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.recorded = threshold / 10  # steps kept in ``recent``
+        self.started = 0.0  # perf_counter at the start of the step running now; 0.0 between
+        self.thread = 0  # the thread running it
+        self.seen: tuple[float, CodeLocation | None] = (0.0, None)  # (step's start, where)
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        thread = threading.Thread(target=self._run, name="otelbot-step-watch", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        interval = self.threshold / 2
+        while True:
+            time.sleep(interval)
+            started = self.started
+            if not started or started == self.seen[0]:
+                continue
+            if _perf_counter() - started < self.threshold:
+                continue
+            try:
+                where = _innermost_bot_frame(sys._current_frames().get(self.thread))
+            except Exception as exc:
+                internal_error("findings: step watcher", exc)
+                return
+            if self.started == started:
+                self.seen = (started, where)
+
+
+def _innermost_bot_frame(frame: Any) -> CodeLocation | None:
+    while frame is not None:
+        code = frame.f_code
+        if is_bot_code(code.co_filename):
+            return CodeLocation(code.co_qualname, code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def suspended_at(awaitable: Any) -> CodeLocation | None:
+    """The innermost frame of the bot's own code in a suspended coroutine's await chain."""
+    where = None
+    obj = awaitable
+    for _ in range(100):
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        if is_bot_code(code.co_filename):
+            where = CodeLocation(code.co_qualname, code.co_filename, frame.f_lineno)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return where
+
+
+_watcher = _Watcher(blocking_threshold())
+
+
+class TimedCoroutine:
+    """Awaits ``coro`` for the bot, timing each step it runs on the loop."""
+
+    __slots__ = ("_coro", "_handler", "_it", "_notes")
+
+    def __init__(self, coro: Any, notes: UpdateNotes, handler: str) -> None:
+        self._coro = coro
+        # A coroutine is its own iterator; any other awaitable gives one.
+        self._it = coro if type(coro) is CoroutineType else coro.__await__()
+        self._notes = notes
+        self._handler = handler
+        if notes.running is None:
+            notes.running = 0.0
+        _watcher.thread = threading.get_ident()
+        if not _watcher.running:
+            _watcher.start()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self
+
+    def __iter__(self) -> TimedCoroutine:
+        return self
+
+    # __next__, send and throw are one step each; written out, not shared, to keep the
+    # per-step cost to two clock reads and a few attribute writes.
+    def __next__(self) -> Any:
+        watcher = _watcher
+        watcher.started = started = _perf_counter()
+        try:
+            return self._it.send(None)
+        finally:
+            elapsed = _perf_counter() - started
+            watcher.started = 0.0
+            notes = self._notes
+            notes.running += elapsed  # type: ignore[operator]
+            notes.steps += 1
+            if elapsed >= watcher.recorded:
+                self._long(started, elapsed)
+            elif elapsed > notes.longest_step:
+                notes.longest_step = elapsed
+
+    def send(self, value: Any) -> Any:
+        watcher = _watcher
+        watcher.started = started = _perf_counter()
+        try:
+            return self._it.send(value)
+        finally:
+            elapsed = _perf_counter() - started
+            watcher.started = 0.0
+            notes = self._notes
+            notes.running += elapsed  # type: ignore[operator]
+            notes.steps += 1
+            if elapsed >= watcher.recorded:
+                self._long(started, elapsed)
+            elif elapsed > notes.longest_step:
+                notes.longest_step = elapsed
+
+    def throw(self, *args: Any) -> Any:
+        throw = getattr(self._it, "throw", None)
+        if throw is None:  # a plain iterator: raise where the bot awaited
+            raise _exception(args)
+        watcher = _watcher
+        watcher.started = started = _perf_counter()
+        try:
+            return throw(*args)
+        finally:
+            elapsed = _perf_counter() - started
+            watcher.started = 0.0
+            notes = self._notes
+            notes.running += elapsed  # type: ignore[operator]
+            notes.steps += 1
+            if elapsed >= watcher.recorded:
+                self._long(started, elapsed)
+            elif elapsed > notes.longest_step:
+                notes.longest_step = elapsed
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+    def _long(self, started: float, elapsed: float) -> None:
+        notes = self._notes
+        recent.append(LongStep(started, started + elapsed, id(notes), self._handler))
+        if elapsed <= notes.longest_step:
+            return
+        notes.longest_step = elapsed
+        if elapsed >= _watcher.threshold:
+            seen, where = _watcher.seen
+            if seen != started or where is None:
+                where = suspended_at(self._coro)
+            notes.longest_step_at = where
+
+
+def _exception(args: tuple[Any, ...]) -> BaseException:
+    # throw(exc) or the old throw(type, value, traceback)
+    value = args[1] if len(args) > 1 and args[1] is not None else args[0]
+    if isinstance(value, type):
+        value = value()
+    return value
+
+
+def timed(coro: Any, notes: UpdateNotes, handler: str) -> TimedCoroutine:
+    """``coro`` (a coroutine or any awaitable), its steps added up on ``notes``."""
+    return TimedCoroutine(coro, notes, handler)
+
+
+def stalls(notes: UpdateNotes, start: float, end: float) -> list[LongStep]:
+    """Other updates' long steps that held the loop during ``start``..``end``."""
+    out = []
+    owner = id(notes)
+    for step in reversed(recent):  # appended as they end
+        if step.end <= start:
+            break
+        if step.start < end and step.owner != owner:
+            out.append(step)
+    return out
