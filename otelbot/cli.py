@@ -4,7 +4,7 @@
 
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
 it, drives updates at it and prints what the telemetry shows (docs/demo.md).
-Exit codes: 0 ok, 1 a built-in problem was not found or the token leaked, 2 the demo
+Exit codes: 0 ok, 1 no finding arrived or the token leaked, 2 the demo
 could not run (one line says why), e.g. without its packages:
 ``otelbot demo: the demo needs extra packages (missing: …): pip install 'otelbot[demo]'``.
 
@@ -36,7 +36,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         from otelbot.demo.analysis import analyse
         from otelbot.demo.render import print_report, write_html
-        from otelbot.demo.run import DemoError, DemoOptions, Sizes, run_demo
+        from otelbot.demo.run import DemoError, DemoOptions, run_demo
     except ModuleNotFoundError as exc:
         return report_missing_module("otelbot demo", "the demo", "demo", exc)
 
@@ -61,12 +61,12 @@ def _demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]otelbot demo: interrupted[/]")
         return EXIT_CANNOT_RUN
-    report = analyse(observed, min_cache_reads=Sizes.for_run(opts.small).min_cache_reads)
+    report = analyse(observed)
     console.print()
     print_report(report, console)
     write_html(report, opts.html)
     console.print(f"\nHTML report: [bold]{opts.html.resolve()}[/]", highlight=False)
-    complete = all(p.found for p in report.problems) or report.limited is not None
+    complete = bool(report.findings) or report.limited is not None
     clean = report.token is None or report.token.clean
     return EXIT_OK if complete and clean else EXIT_INCOMPLETE
 

@@ -8,6 +8,6 @@ a mix of updates at the bot, and prints what the telemetry shows (terminal and H
 - ``fake_api``: the fake Bot API with per-chat flood control (429 + retry_after);
 - ``load``: the update mix and the driver that pushes it;
 - ``run``: the orchestration (services, schema, processes, progress display);
-- ``analysis``: the report's numbers and the built-in problems, from the telemetry;
+- ``analysis``: the report's numbers, and the findings the bot and the agent sent;
 - ``render``: the report as rich tables and as a self-contained HTML file.
 """

@@ -1,16 +1,14 @@
 """The demo report's numbers, computed from what arrived on the wire (spans, metric points,
-log records), and the built-in problems found in them, each attributed to its handler.
-
-Nothing here knows which handler has which problem: every attribution comes from the
-telemetry (trace shapes, span attributes, the agent's findings, metric trends).
+log records). The problems it lists are the findings the bot's detectors and the agent sent
+(``otelbot.bot.*`` and ``otelbot.postgresql.*`` log records); nothing here detects a
+problem itself or knows which handler has which.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,17 +22,6 @@ UPDATE_PREFIX = semconv.SPAN_TELEGRAM_UPDATE + " "
 API_PREFIX = semconv.SPAN_TELEGRAM_API + " "
 MB = 1024 * 1024
 WATERFALL_ROWS = 24
-_WHERE_COLUMN = re.compile(r"\bWHERE\s+(?:\w+\.)?(\w+)\s*=", re.IGNORECASE)
-
-# Problem keys, in report order.
-N_PLUS_ONE = "n+1 queries"
-MISSING_INDEX = "missing index"
-UNUSED_INDEX = "unused index"
-BLOCKING = "blocked event loop"
-CACHE_MISS = "cache that always misses"
-FLOOD = "flood control (429)"
-MEMORY = "growing memory"
-PROBLEMS = (N_PLUS_ONE, MISSING_INDEX, UNUSED_INDEX, BLOCKING, CACHE_MISS, FLOOD, MEMORY)
 
 
 @dataclass
@@ -53,6 +40,9 @@ class Observed:
     outputs: dict[str, str]
     token: str
     otlp_endpoint: str | None = None  # set: telemetry went there, not to the demo
+    #: What the demo changed from the defaults: the bot's OTELBOT_* settings, the agent's keys.
+    settings: dict[str, str] = field(default_factory=dict)
+    agent_settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,19 +134,40 @@ class MemoryTrend:
 
 @dataclass
 class FindingRow:
+    """One finding as the report lists it: one row per (event, handler, object), the
+    newest record's text, and how many records of it arrived."""
+
     event: str
+    handler: str  # short name; "" for a finding not about a handler (most agent findings)
     object: str
     evidence: str
     suggestion: str
+    code: str  # file:line of the bot's code, "" when the finding has none
     table: str
+    records: int = 1
+
+    @property
+    def kind(self) -> str:
+        return self.event.rsplit(".", 1)[-1]
+
+    @property
+    def source(self) -> str:
+        return self.event.split(".")[1] if self.event.count(".") >= 2 else "?"
 
 
 @dataclass
-class Problem:
-    key: str
-    found: bool
-    handler: str = ""
-    evidence: str = ""
+class Gauge:
+    """A gauge or up-down counter series: its newest value and the largest seen."""
+
+    what: str
+    last: float
+    max: float
+
+
+@dataclass
+class Connections:
+    pool: list[Gauge] = field(default_factory=list)  # db.client.connection.* per pool, state
+    server: list[Gauge] = field(default_factory=list)  # the agent's postgresql.* metrics
 
 
 @dataclass
@@ -187,7 +198,10 @@ class Report:
     memory: MemoryTrend | None = None
     findings: list[FindingRow] = field(default_factory=list)
     other_findings: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    users: list[Gauge] = field(default_factory=list)
+    connections: Connections = field(default_factory=Connections)
+    settings: dict[str, str] = field(default_factory=dict)
+    agent_settings: dict[str, str] = field(default_factory=dict)
     token: TokenCheck | None = None
 
 
@@ -224,20 +238,6 @@ def _is_sql(span: ReceivedSpan) -> bool:
     return span.attributes.get(semconv.DB_SYSTEM_NAME) == semconv.DB_SYSTEM_POSTGRESQL
 
 
-def _is_redis(span: ReceivedSpan, operation: str | None = None) -> bool:
-    if span.attributes.get(semconv.DB_SYSTEM_NAME) != semconv.DB_SYSTEM_REDIS:
-        return False
-    return operation is None or span.attributes.get(semconv.DB_OPERATION_NAME) == operation
-
-
-def _flooded(span: ReceivedSpan) -> bool:
-    return span.attributes.get(semconv.TELEGRAM_API_ERROR_CODE) == 429
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
-
-
 class Traces:
     """Spans grouped into update traces: root ``telegram.update`` span plus descendants."""
 
@@ -268,32 +268,6 @@ class Traces:
         for root in self.roots:
             out[self.handler(root)].append(root)
         return out
-
-    def handlers_touching(self, table: str, operations: set[str] | None = None) -> list[str]:
-        """Handlers whose SQL reads or writes ``table`` (most spans first)."""
-        counts: Counter[str] = Counter()
-        for root in self.roots:
-            for s in self.children(root):
-                if not _is_sql(s) or s.attributes.get(semconv.DB_COLLECTION_NAME) != table:
-                    continue
-                if operations and s.attributes.get(semconv.DB_OPERATION_NAME) not in operations:
-                    continue
-                counts[self.handler(root)] += 1
-        return [h for h, _ in counts.most_common()]
-
-    def self_time(self, root: ReceivedSpan) -> float:
-        """Time of the update not covered by any child span: the handler's own code."""
-        intervals = sorted(
-            (max(s.start_ns, root.start_ns), min(s.end_ns, root.end_ns))
-            for s in self.children(root)
-        )
-        covered, cursor = 0, root.start_ns
-        for start, end in intervals:
-            start = max(start, cursor)
-            if end > start:
-                covered += end - start
-                cursor = end
-        return max(0.0, (root.end_ns - root.start_ns - covered) / 1e9)
 
 
 # --------------------------------------------------------------------------- sections
@@ -461,24 +435,6 @@ def _cache(observed: Observed) -> list[CacheLine]:
     return lines
 
 
-def _handler_cache(traces: Traces) -> dict[str, tuple[int, int]]:
-    """Per handler: (reads, misses), a miss being a GET followed by SQL and a SET
-    (cache-aside refilling what it did not find)."""
-    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for root in traces.roots:
-        kids = traces.children(root)
-        gets = [s for s in kids if _is_redis(s, "GET")]
-        if not gets:
-            continue
-        first = gets[0]
-        later = [s for s in kids if s.start_ns >= first.end_ns]
-        miss = any(_is_sql(s) for s in later) and any(_is_redis(s, "SET") for s in later)
-        counts = out[traces.handler(root)]
-        counts[0] += 1
-        counts[1] += miss
-    return {h: (c[0], c[1]) for h, c in out.items()}
-
-
 def _runtime(observed: Observed) -> Runtime:
     lag_source, lag = "", None
     in_process = [p for p in observed.points if p.name == semconv.OTELBOT_ASYNCIO_LOOP_LAG.name]
@@ -535,10 +491,24 @@ def _in_demo(name: str) -> bool:
     return name.startswith(DEMO_SCHEMA + ".")
 
 
+#: Order of the sources in the problem table: the bot's findings first, then the agent's.
+_SOURCE_ORDER = {"bot": 0, "postgresql": 1}
+
+
+def _code(attributes: dict[str, Any]) -> str:
+    path = attributes.get(semconv.CODE_FILE_PATH)
+    if not path:
+        return ""
+    line = attributes.get(semconv.CODE_LINE_NUMBER)
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{name}:{line}" if line is not None else name
+
+
 def _findings(observed: Observed) -> tuple[list[FindingRow], int]:
-    latest: dict[tuple[str, str], FindingRow] = {}
+    """One row per (event, handler, object), the newest record's text, grouped by kind."""
+    rows: dict[tuple[str, str, str], FindingRow] = {}
     others = set()
-    for record in observed.logs:
+    for record in sorted(observed.logs, key=lambda r: r.time_ns):
         if not record.event_name.startswith("otelbot."):
             continue
         a = record.attributes
@@ -551,14 +521,78 @@ def _findings(observed: Observed) -> tuple[list[FindingRow], int]:
         ):
             others.add((record.event_name, obj))  # another schema in the same database
             continue
-        latest[(record.event_name, obj)] = FindingRow(
+        handler = (
+            short(str(a.get(semconv.TELEGRAM_HANDLER, "")))
+            if a.get(semconv.TELEGRAM_HANDLER)
+            else ""
+        )
+        key = (record.event_name, handler, obj)
+        seen = rows.get(key)
+        rows[key] = FindingRow(
             record.event_name,
+            handler,
             obj,
             str(a.get(semconv.FINDING_EVIDENCE, record.body)),
             str(a.get(semconv.FINDING_SUGGESTION, "")),
+            _code(a) or (seen.code if seen else ""),
             table,
+            seen.records + 1 if seen else 1,
         )
-    return list(latest.values()), len(others)
+    ordered = sorted(
+        rows.values(),
+        key=lambda f: (_SOURCE_ORDER.get(f.source, 2), f.kind, f.handler, f.object),
+    )
+    return ordered, len(others)
+
+
+def _gauges(
+    points: Iterable[ReceivedPoint], name: str, label: Callable[[dict[str, Any]], str]
+) -> list[Gauge]:
+    """Per series of metric ``name`` (labelled by ``label(attributes)``): the newest value
+    and the largest; series with the same label are added up at each export."""
+    at: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for p in points:
+        if p.name == name and p.value is not None:
+            at[label(p.attributes)][p.time_ns] += float(p.value)
+    out = []
+    for what, values in at.items():
+        newest = max(values)
+        out.append(Gauge(what, values[newest], max(values.values())))
+    return sorted(out, key=lambda g: g.what)
+
+
+def _users(observed: Observed) -> list[Gauge]:
+    return _gauges(
+        observed.points,
+        semconv.TELEGRAM_USERS_ACTIVE.name,
+        lambda a: f"{a.get(semconv.TELEGRAM_USERS_WINDOW, '?')} window",
+    )
+
+
+def _connections(observed: Observed) -> Connections:
+    def pool(a: dict[str, Any]) -> str:
+        return str(a.get(semconv.DB_CLIENT_CONNECTION_POOL_NAME, "?"))
+
+    pools = _gauges(
+        observed.points,
+        semconv.DB_CLIENT_CONNECTION_COUNT.name,
+        lambda a: f"{pool(a)} {a.get(semconv.DB_CLIENT_CONNECTION_STATE, '?')}",
+    ) + _gauges(observed.points, semconv.DB_CLIENT_CONNECTION_MAX.name, lambda a: f"{pool(a)} max")
+    pools.sort(key=lambda g: g.what)
+    server = _gauges(
+        observed.points,
+        semconv.POSTGRESQL_BACKENDS.name,
+        lambda a: (
+            f"{a.get(semconv.DB_NAMESPACE, '?')} backends "
+            f"{a.get(semconv.POSTGRESQL_BACKEND_STATE) or '?'}, application "
+            f"{a.get(semconv.POSTGRESQL_APPLICATION_NAME) or '(none)'}"
+        ),
+    ) + _gauges(
+        observed.points,
+        semconv.POSTGRESQL_CONNECTION_MAX.name,
+        lambda a: f"{a.get(semconv.DB_NAMESPACE, '?')} max_connections",
+    )
+    return Connections(pools, server)
 
 
 def _token(observed: Observed) -> TokenCheck:
@@ -577,212 +611,10 @@ def _token(observed: Observed) -> TokenCheck:
     )
 
 
-# --------------------------------------------------------------------------- problems
-
-
-def _n_plus_one(traces: Traces) -> Problem:
-    best: tuple[float, str, str, float] | None = None
-    for handler, roots in traces.by_handler().items():
-        repeats, totals, statement = [], [], Counter[str]()
-        for root in roots:
-            texts = Counter(
-                str(s.attributes.get(semconv.DB_QUERY_TEXT, s.name))
-                for s in traces.children(root)
-                if _is_sql(s)
-            )
-            totals.append(sum(texts.values()))
-            if texts:
-                text, n = texts.most_common(1)[0]
-                repeats.append(n)
-                statement[text] += n
-        if not repeats:
-            continue
-        mean_repeat = statistics.fmean(repeats)
-        if mean_repeat >= 5 and (best is None or mean_repeat > best[0]):
-            best = (mean_repeat, handler, statement.most_common(1)[0][0], statistics.fmean(totals))
-    if best is None:
-        return Problem(N_PLUS_ONE, False)
-    repeat, handler, text, total = best
-    return Problem(
-        N_PLUS_ONE,
-        True,
-        handler,
-        f"{total:.0f} SQL queries per update on average; `{text}` runs "
-        f"{repeat:.0f}x in one update (one query per row: fetch them in one query "
-        "with a JOIN or `= ANY($1)`)",
-    )
-
-
-def _index_problem(
-    key: str,
-    event: str,
-    findings: list[FindingRow],
-    traces: Traces,
-    statements: list[Statement],
-    operations: set[str] | None,
-) -> Problem:
-    rows = [f for f in findings if f.event == event]
-    if not rows:
-        return Problem(key, False)
-    f = rows[0]
-    table = f.table or f.object
-    handlers = traces.handlers_touching(table, operations)
-    handler = handlers[0] if handlers else "(no handler touches it)"
-    evidence = f"agent: {f.evidence}. Suggested: {f.suggestion}"
-    if key == MISSING_INDEX:
-        slow = [s for s in statements if table in s.text and s.text.upper().startswith("SELECT")]
-        if slow:
-            evidence = f"`{slow[0].text}` p95 {_ms(slow[0].p95)}; " + evidence
-            column = _WHERE_COLUMN.search(slow[0].text)
-            if column:
-                evidence += (
-                    f". The traced statement filters on {column.group(1)}: "
-                    f"CREATE INDEX CONCURRENTLY ON {table} ({column.group(1)});"
-                )
-    else:
-        evidence = f"{handler} writes {table}, maintaining {f.object} on every write; " + evidence
-    return Problem(key, True, handler, evidence)
-
-
-def _blocking(traces: Traces, runtime: Runtime) -> Problem:
-    best: tuple[float, str, int] | None = None
-    for handler, roots in traces.by_handler().items():
-        # Waiting out a flood wait (asyncio.sleep) is not blocking: leave those traces out.
-        own = [
-            traces.self_time(r) for r in roots if not any(_flooded(s) for s in traces.children(r))
-        ]
-        if len(own) < 1:
-            continue
-        median = statistics.median(own)
-        if median >= 0.05 and (best is None or median > best[0]):
-            best = (median, handler, len(own))
-    if best is None:
-        return Problem(BLOCKING, False)
-    median, handler, n = best
-    lag = f"; event-loop lag up to {runtime.loop_lag_max:.2f} s" if runtime.loop_lag_max else ""
-    return Problem(
-        BLOCKING,
-        True,
-        handler,
-        f"median {_ms(median)} per update in the handler's own code with no SQL, "
-        f"Redis or Bot API call under way ({n} updates){lag}: a blocking call stalls "
-        "every other update",
-    )
-
-
-def _cache_problem(traces: Traces, cache: list[CacheLine], minimum: int) -> Problem:
-    per_handler = _handler_cache(traces)
-    candidates = [
-        (misses / reads, reads, misses, h)
-        for h, (reads, misses) in per_handler.items()
-        if reads >= minimum
-    ]
-    if not candidates:
-        return Problem(CACHE_MISS, False)
-    ratio, reads, misses, handler = max(candidates)
-    if ratio < 0.95:
-        return Problem(CACHE_MISS, False)
-    overall = next((c for c in cache if c.what in ("all reads", "GET")), None)
-    total = (
-        f"; cache hit ratio overall {overall.ratio:.0%} (otelbot.cache.requests)"
-        if overall is not None and overall.ratio is not None
-        else ""
-    )
-    others = ", ".join(
-        f"{h} {1 - m / r:.0%} hits"
-        for h, (r, m) in per_handler.items()
-        if h != handler and r >= minimum
-    )
-    return Problem(
-        CACHE_MISS,
-        True,
-        handler,
-        f"{misses} of {reads} cache reads missed (GET, then a database read and a "
-        f"SET in the same update, every time: the key it writes is not the key it "
-        f"reads){total}" + (f"; compare {others}" if others else ""),
-    )
-
-
-def _flood(traces: Traces, api: list[ApiMethod]) -> Problem:
-    per_handler: Counter[str] = Counter()
-    retry: list[float] = []
-    methods: Counter[str] = Counter()
-    for root in traces.roots:
-        for s in traces.children(root):
-            if _flooded(s):
-                per_handler[traces.handler(root)] += 1
-                methods[s.name[len(API_PREFIX) :]] += 1
-                retry.append(float(s.attributes.get(semconv.TELEGRAM_API_RETRY_AFTER, 0)))
-    if not per_handler:
-        return Problem(FLOOD, False)
-    handler, n = per_handler.most_common(1)[0]
-    counted = sum(a.flood_waits for a in api)
-    return Problem(
-        FLOOD,
-        True,
-        handler,
-        f"{n} Bot API calls ({', '.join(methods)}) refused with 429 Too Many "
-        f"Requests, retry_after {max(retry):.0f} s; telegram.api.flood_waits counted "
-        f"{counted}: a burst into one chat, send at most ~1 message/s per chat",
-    )
-
-
-def _lower_quartile(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 4]
-
-
-def _memory_problem(traces: Traces, memory: MemoryTrend | None) -> Problem:
-    best: tuple[float, str, float, float] | None = None
-    grew = memory is not None and memory.growth > 0
-    # Growing by at least 5% over the run: a heap that keeps something.
-    growing = memory is not None and memory.growth >= 0.05 * memory.first
-    # A handler whose own time rose by half a millisecond and by half of its early time is
-    # the likely cause. With the bot's memory growing, a rise of a millisecond or more is
-    # enough even when it is only a quarter of the early time (the work it does every call,
-    # GC included, can be most of that early time in a short run on a slow machine); on a
-    # fast machine the same leak doubles a short early time by less than a millisecond, so
-    # the first rule still applies then.
-    rules = ((0.0005, 1.5), (0.001, 1.25)) if growing else ((0.0005, 1.5),)
-    for handler, roots in traces.by_handler().items():
-        ordered = sorted(roots, key=lambda r: r.start_ns)
-        if len(ordered) < 9:
-            continue
-        third = len(ordered) // 3
-        # The lower quartile of each third: time an update spends waiting behind a blocked
-        # event loop only ever adds to its own time, so the low end shows the handler's own
-        # cost; a median is pulled up whenever a few updates overlapped a stall.
-        early = _lower_quartile([traces.self_time(r) for r in ordered[:third]])
-        late = _lower_quartile([traces.self_time(r) for r in ordered[-third:]])
-        growth = late - early
-        rose = any(
-            growth >= min_growth and late >= min_ratio * early for min_growth, min_ratio in rules
-        )
-        if rose and (best is None or growth > best[0]):
-            best = (growth, handler, early, late)
-    if best is None:
-        return Problem(MEMORY, False)
-    _, handler, early, late = best
-    mem = (
-        f"bot memory grew {memory.first / MB:.0f} -> {memory.last / MB:.0f} MB "
-        f"({memory.per_minute / MB:+.1f} MB/min, process.memory.usage); "
-        if memory is not None and grew
-        else ""
-    )
-    return Problem(
-        MEMORY,
-        True,
-        handler,
-        f"{mem}{handler} slows down as the bot runs: own time (lower quartile) "
-        f"{_ms(early)} in the first third of its updates -> {_ms(late)} in the last "
-        "third (it walks a structure that only grows; bound it or use a dict/set)",
-    )
-
-
 # --------------------------------------------------------------------------- entry point
 
 
-def analyse(observed: Observed, min_cache_reads: int = 5) -> Report:
+def analyse(observed: Observed) -> Report:
     spans = observed.spans
     traces = Traces(spans)
     limited = None
@@ -809,28 +641,9 @@ def analyse(observed: Observed, min_cache_reads: int = 5) -> Report:
     report.runtime = _runtime(observed)
     report.memory = _memory(observed)
     report.findings, report.other_findings = _findings(observed)
-    report.problems = [
-        _n_plus_one(traces),
-        _index_problem(
-            MISSING_INDEX,
-            semconv.EVENT_MISSING_INDEX,
-            report.findings,
-            traces,
-            report.statements,
-            {"SELECT"},
-        ),
-        _index_problem(
-            UNUSED_INDEX,
-            semconv.EVENT_UNUSED_INDEX,
-            report.findings,
-            traces,
-            report.statements,
-            {"INSERT", "UPDATE", "DELETE"},
-        ),
-        _blocking(traces, report.runtime),
-        _cache_problem(traces, report.cache, min_cache_reads),
-        _flood(traces, report.api),
-        _memory_problem(traces, report.memory),
-    ]
+    report.users = _users(observed)
+    report.connections = _connections(observed)
+    report.settings = dict(observed.settings)
+    report.agent_settings = dict(observed.agent_settings)
     report.token = _token(observed)
     return report

@@ -55,20 +55,36 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     if report.limited:
         yield Text(report.limited, style="yellow")
 
-    yield _section("Problems found")
-    problems = Table(show_lines=True, expand=True)
-    problems.add_column("problem", style="bold", no_wrap=True)
-    problems.add_column("handler", style="magenta", no_wrap=True)
-    problems.add_column("evidence (from the telemetry)", ratio=1)
-    missing = (
-        "[dim]look for it in your backend: the telemetry went there[/]"
-        if report.limited
-        else "[dim]not visible in this run's telemetry[/]"
-    )
-    for p in report.problems:
-        mark = "[green]✓[/]" if p.found else ("[yellow]?[/]" if report.limited else "[red]✗[/]")
-        problems.add_row(f"{mark} {p.key}", p.handler or "—", p.evidence or missing)
-    yield problems
+    settings = ", ".join(f"{k}={v}" for k, v in report.settings.items()) or "none (defaults)"
+    yield Text(f"demo settings: {settings}", style="dim")
+    if report.agent_settings:
+        agent = ", ".join(f"{k} {v}" for k, v in report.agent_settings.items())
+        yield Text(f"demo agent.yaml: {agent}", style="dim")
+
+    yield _section("Problems found (findings from the bot's detectors and the agent)")
+    if report.findings:
+        problems = Table(show_lines=True, expand=True)
+        problems.add_column("finding", style="bold", no_wrap=True)
+        problems.add_column("handler", style="magenta", no_wrap=True)
+        problems.add_column("object", overflow="fold", ratio=2)
+        problems.add_column("evidence", overflow="fold", ratio=4)
+        problems.add_column("suggestion", style="green", overflow="fold", ratio=3)
+        problems.add_column("code", no_wrap=True)
+        for f in report.findings:
+            problems.add_row(
+                f.kind, f.handler or "—", f.object, f.evidence, f.suggestion, f.code or "—"
+            )
+        yield problems
+    elif report.limited:
+        yield Text("look for the findings in your backend: the telemetry went there", style="dim")
+    else:
+        yield Text("no findings received", style="dim")
+    if report.other_findings:
+        yield Text(
+            f"({report.other_findings} findings about other schemas of the same "
+            "database not shown)",
+            style="dim",
+        )
 
     yield _section("Update latency per handler (telegram.update spans)")
     latency = Table()
@@ -163,24 +179,32 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     else:
         yield Text("no memory samples received", style="dim")
 
-    yield _section("Agent findings (otelbot-agent, as OTel log records)")
-    if report.findings:
-        findings = Table(show_lines=True, expand=True)
-        findings.add_column("finding", no_wrap=True)
-        findings.add_column("object", style="magenta")
-        findings.add_column("evidence", ratio=2)
-        findings.add_column("suggested statement", style="green", ratio=2)
-        for f in report.findings:
-            findings.add_row(f.event.rsplit(".", 1)[-1], f.object, f.evidence, f.suggestion)
-        yield findings
+    yield _section("Active users (telegram.users.active)")
+    if report.users:
+        users = Table()
+        for col in ("window", "now", "most"):
+            users.add_column(col, justify="left" if col == "window" else "right")
+        for g in report.users:
+            users.add_row(g.what, f"{g.last:.0f}", f"{g.max:.0f}")
+        yield users
     else:
-        yield Text("no findings received", style="dim")
-    if report.other_findings:
-        yield Text(
-            f"({report.other_findings} findings about other schemas of the same "
-            "database not shown)",
-            style="dim",
-        )
+        yield Text("no active-user metrics received", style="dim")
+
+    yield _section("Database connections")
+    conns = report.connections
+    if conns.pool or conns.server:
+        table = Table()
+        table.add_column("connections")
+        table.add_column("source", style="dim")
+        table.add_column("now", justify="right")
+        table.add_column("most", justify="right")
+        for g in conns.pool:
+            table.add_row(g.what, "db.client.connection.* (bot)", f"{g.last:.0f}", f"{g.max:.0f}")
+        for g in conns.server:
+            table.add_row(g.what, "postgresql.* (agent)", f"{g.last:.0f}", f"{g.max:.0f}")
+        yield table
+    else:
+        yield Text("no connection metrics received", style="dim")
 
     token = report.token
     if token is not None:

@@ -53,13 +53,50 @@ class Sizes:
     users: int
     missing_index_min_seq_scans: int
     unused_index_window: float
-    min_cache_reads: int
+    #: The bot's detector settings the demo changes (documented OTELBOT_* settings, see
+    #: docs/findings.md), so that a run of seconds, not hours, shows every finding.
+    bot_settings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_run(cls, small: bool) -> Sizes:
         if small:
-            return cls(200, 10, 20_000, 40, 5, 2.0, 3)
-        return cls(500, 20, 60_000, 60, 20, 6.0, 10)
+            # The unused-index window outlasts the quiet seconds at the end of a run (no
+            # load, so no scans): only indexes no query uses are named.
+            return cls(200, 10, 20_000, 40, 5, 5.0, _SMALL_BOT_SETTINGS)
+        return cls(500, 20, 60_000, 60, 20, 6.0, _BOT_SETTINGS)
+
+    def agent_settings(self) -> dict[str, str]:
+        """The agent.yaml keys the demo sizes to its data (``agent_config`` writes them)."""
+        return {
+            "intervals": "fast 1s, slow 2s, advice 3s",
+            "unused_index_window": f"{self.unused_index_window:g}s",
+            "missing_index_min_seq_scans": str(self.missing_index_min_seq_scans),
+            "missing_index_min_rows": str(self.promo_codes // 4),
+        }
+
+
+# Memory: judged over seconds, not ten minutes (the demo bot leaks about 2 MB/s), so
+# that a run of 15 s names the leak too.
+_BOT_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("OTELBOT_MEMORY_WINDOW", "8"),
+    ("OTELBOT_MEMORY_GROWTH_MB", "8"),
+    ("OTELBOT_MEMORY_TRACE_SECONDS", "2"),
+)
+# A 10 s run: a 4 s memory window, and a cache judged after 20 reads (a 10 s run has 40).
+_SMALL_BOT_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("OTELBOT_MEMORY_WINDOW", "4"),
+    ("OTELBOT_MEMORY_GROWTH_MB", "4"),
+    ("OTELBOT_MEMORY_TRACE_SECONDS", "1"),
+    ("OTELBOT_CACHE_MIN_READS", "20"),
+)
+
+
+def documented_settings() -> set[str]:
+    """Every OTELBOT_* setting of the bot's detectors in the catalogue (docs/findings.md)."""
+    names = {semconv.FINDINGS_SETTING.name, semconv.FINDINGS_INTERVAL_SETTING.name}
+    for f in semconv.all_findings():
+        names.update(s.name for s in f.settings)
+    return names
 
 
 @dataclass
@@ -182,9 +219,9 @@ process: {{enabled: true, pid: {pid}}}
 runtime: {{enabled: true, dir: {runtime_dir}, frozen_after: 10s}}
 postgresql:
   databases: [{{name: demo, dsn: "{opts.pg_dsn}"}}]
-  unused_index_window: {sizes.unused_index_window}s
-  missing_index_min_seq_scans: {sizes.missing_index_min_seq_scans}
-  missing_index_min_rows: {sizes.promo_codes // 4}
+  unused_index_window: {sizes.agent_settings()["unused_index_window"]}
+  missing_index_min_seq_scans: {sizes.agent_settings()["missing_index_min_seq_scans"]}
+  missing_index_min_rows: {sizes.agent_settings()["missing_index_min_rows"]}
 redis:
   instances: [{{name: cache, url: "{opts.redis_url}"}}]
 health: {{enabled: false}}
@@ -275,7 +312,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             receiver = OtlpReceiver(grpc_port=None).start()
             stack.callback(receiver.stop)
             endpoint = receiver.http_endpoint
-        api = FloodControlledBotApi(token, max_poll_wait=0.5)
+        api = FloodControlledBotApi(token, groups_only=True, max_poll_wait=0.5)
         api.start()
         stack.callback(api.stop)
         view.step(
@@ -291,6 +328,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             "PG_DSN": opts.pg_dsn,
             "REDIS_URL": opts.redis_url,
             "OTELBOT_RUNTIME_DIR": str(runtime_dir),
+            **dict(sizes.bot_settings),
         }
         bot_dir = copy_bot(opts.bot_dir, work)
         bot = stack.enter_context(
@@ -359,6 +397,8 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             outputs={"bot": bot.output, "agent": agent.output},
             token=token,
             otlp_endpoint=opts.otlp_endpoint,
+            settings=dict(sizes.bot_settings),
+            agent_settings=sizes.agent_settings(),
         )
 
 

@@ -1,108 +1,99 @@
-"""The demo report's growing-memory rule on update spans as the receiver decodes them."""
+"""The demo report's problem table and gauges, from records and points as the OTLP receiver
+decodes them."""
 
 from __future__ import annotations
 
-import itertools
+from typing import Any
 
 from otelbot import semconv
-from otelbot.demo.analysis import MemoryTrend, Traces, _memory_problem
-from otelbot.testing.otlp_receiver import ReceivedSpan
-
-MB = 2**20
-_ids = itertools.count(1)
+from otelbot.demo.analysis import Observed, analyse
+from otelbot.testing.otlp_receiver import ReceivedLog, ReceivedPoint
 
 
-def _updates(handler: str, own_ms: list[float]) -> list[ReceivedSpan]:
-    """One update span per value, no children: the handler's own time is the whole span."""
-    spans = []
-    for i, ms in enumerate(own_ms):
-        start = i * 100_000_000
-        n = next(_ids)  # every update its own trace
-        spans.append(
-            ReceivedSpan(
-                name="telegram.update message",
-                kind="SERVER",
-                trace_id=f"{n:032x}",
-                span_id=f"{n:016x}",
-                parent_span_id="",
-                start_ns=start,
-                end_ns=start + int(ms * 1e6),
-                attributes={semconv.TELEGRAM_HANDLER: "handlers." + handler},
-                events=[],
-                status_code=0,
-                status_message="",
-                resource={},
-                scope="otelbot",
-            )
-        )
-    return spans
+def _log(event: str, time_ns: int, evidence: str = "e", **attributes: Any) -> ReceivedLog:
+    a = {
+        semconv.FINDING_EVIDENCE: evidence,
+        semconv.FINDING_SUGGESTION: "s",
+        semconv.FINDING_OBJECT: attributes.pop("object", ""),
+        **attributes,
+    }
+    return ReceivedLog(f"{event}: {evidence}", event, "WARN", a, {}, "", time_ns)
 
 
-def _memory(first_mb: float, last_mb: float) -> MemoryTrend:
-    return MemoryTrend([(0.0, first_mb * MB), (10.0, last_mb * MB)])
+def _point(name: str, value: float, time_ns: int, **attributes: Any) -> ReceivedPoint:
+    return ReceivedPoint(name, "", "gauge", attributes, value, {}, time_ns=time_ns)
 
 
-# A 10 s demo run on a fast machine: the leaking handler's own time doubles, by < 1 ms.
-FAST_LEAK = [
-    0.5,
-    0.9,
-    0.7,
-    1.1,
-    1.0,
-    1.2,
-    1.3,
-    1.0,
-    0.8,
-    1.2,
-    1.0,
-    0.9,
-    1.2,
-    1.0,
-    1.1,
-    1.0,
-    1.1,
-    1.1,
-    1.2,
-    1.4,
-    1.4,
-    1.7,
-    1.4,
-    1.8,
-    1.6,
-    1.7,
-    1.6,
-    1.7,
-    1.8,
-    1.6,
-    1.8,
-    1.7,
-    1.9,
-    2.2,
-    1.8,
-    2.0,
-    2.3,
-    2.0,
-    2.1,
-    2.2,
-    2.3,
-]
-STEADY = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 0.9, 1.1, 1.0, 1.0, 1.1, 0.9, 1.0, 1.2, 1.0]
+def _observed(logs: list[ReceivedLog], points: list[ReceivedPoint] | None = None) -> Observed:
+    return Observed(10, [], points or [], logs, b"", 0, [], 0, {}, {}, "123:abc")
 
 
-def test_leaking_handler_named_when_its_time_doubles_by_under_a_millisecond() -> None:
-    traces = Traces(_updates("remember_visit", FAST_LEAK) + _updates("chat", STEADY))
-    problem = _memory_problem(traces, _memory(194, 210))
-    assert problem.found
-    assert problem.handler == "remember_visit"
+def test_one_row_per_event_handler_and_object_newest_text_bot_findings_first() -> None:
+    h = semconv.TELEGRAM_HANDLER
+    logs = [
+        _log(semconv.EVENT_UNUSED_INDEX, 1, object="otelbot_demo.orders_note_idx"),
+        _log(semconv.EVENT_FLOOD_WAIT, 2, "old", object="sendMessage", **{h: "handlers.b"}),
+        _log(
+            semconv.EVENT_FLOOD_WAIT,
+            3,
+            "new",
+            object="sendMessage",
+            **{
+                h: "handlers.b",
+                semconv.CODE_FILE_PATH: "/tmp/x/demo_bot/handlers.py",
+                semconv.CODE_LINE_NUMBER: 42,
+            },
+        ),
+        _log(semconv.EVENT_FLOOD_WAIT, 4, object="sendMessage", **{h: "handlers.a"}),
+        _log(semconv.EVENT_UNUSED_INDEX, 5, object="public.someone_elses_idx"),
+        _log("some.other.event", 6),
+    ]
+    report = analyse(_observed(logs))
+    rows = [
+        (f.source, f.kind, f.handler, f.object, f.evidence, f.code, f.records)
+        for f in report.findings
+    ]
+    assert rows == [
+        ("bot", "flood_wait", "a", "sendMessage", "e", "", 1),
+        ("bot", "flood_wait", "b", "sendMessage", "new", "handlers.py:42", 2),
+        ("postgresql", "unused_index", "", "otelbot_demo.orders_note_idx", "e", "", 1),
+    ]
+    assert report.other_findings == 1
 
 
-def test_slow_machine_rise_of_a_quarter_counts_only_with_memory_growing() -> None:
-    # Early own time ~4 ms, rising by ~1.2 ms (x1.3): a slow machine's short run.
-    slow = [4.0 + 0.06 * i for i in range(30)]
-    assert _memory_problem(Traces(_updates("remember_visit", slow)), _memory(190, 260)).found
-    assert not _memory_problem(Traces(_updates("remember_visit", slow)), _memory(190, 191)).found
-
-
-def test_steady_handlers_are_not_named() -> None:
-    traces = Traces(_updates("chat", STEADY * 3))
-    assert not _memory_problem(traces, _memory(194, 260)).found
+def test_connections_and_users_newest_and_most_per_series() -> None:
+    pool = {semconv.DB_CLIENT_CONNECTION_POOL_NAME: "db:5432/test"}
+    points = [
+        _point(
+            semconv.DB_CLIENT_CONNECTION_COUNT.name,
+            3,
+            1,
+            **pool,
+            **{semconv.DB_CLIENT_CONNECTION_STATE: "used"},
+        ),
+        _point(
+            semconv.DB_CLIENT_CONNECTION_COUNT.name,
+            1,
+            2,
+            **pool,
+            **{semconv.DB_CLIENT_CONNECTION_STATE: "used"},
+        ),
+        _point(semconv.DB_CLIENT_CONNECTION_MAX.name, 10, 2, **pool),
+        _point(semconv.TELEGRAM_USERS_ACTIVE.name, 4, 1, **{semconv.TELEGRAM_USERS_WINDOW: "5m"}),
+        _point(semconv.TELEGRAM_USERS_ACTIVE.name, 9, 2, **{semconv.TELEGRAM_USERS_WINDOW: "5m"}),
+        _point(
+            semconv.POSTGRESQL_BACKENDS.name,
+            2,
+            1,
+            **{semconv.DB_NAMESPACE: "test", semconv.POSTGRESQL_BACKEND_STATE: "idle"},
+        ),
+    ]
+    report = analyse(_observed([], points))
+    assert [(g.what, g.last, g.max) for g in report.users] == [("5m window", 9, 9)]
+    assert [(g.what, g.last, g.max) for g in report.connections.pool] == [
+        ("db:5432/test max", 10, 10),
+        ("db:5432/test used", 1, 3),
+    ]
+    assert [(g.what, g.last) for g in report.connections.server] == [
+        ("test backends idle, application (none)", 2)
+    ]

@@ -1,5 +1,6 @@
-"""The demo bot's handlers. Most are fine; seven have a typical performance problem built in,
-one problem per handler, for `otelbot demo` to find in the telemetry:
+"""The demo bot's handlers. Seven have a typical performance problem built in, one problem per
+handler, for otelbot's detectors and agent to name in their findings; start, show_profile
+and chat are healthy (no finding may name them, tests/demo/test_demo.py):
 
 | handler | update | problem |
 |---|---|---|
@@ -7,9 +8,9 @@ one problem per handler, for `otelbot demo` to find in the telemetry:
 | redeem_promo | /promo CODE | a frequent lookup on a column without an index (seq scan) |
 | buy_product | callback buy:N | writes a table that carries an index no query uses |
 | build_report | /report | a blocking call in async code stalls the event loop |
-| get_price | /price N | a cache that always misses (reads one key, writes another) |
+| get_price | /price N | a cache that always misses (its entries expire after 300 ms, not 300 s) |
 | broadcast | /broadcast | a burst of sends into one chat: flood control (429) |
-| remember_visit | /visit PAGE | an in-memory structure that only grows (and is scanned) |
+| remember_visit | /visit PAGE | keeps every page it renders in a list that is never trimmed |
 
 There is no otelbot code here: `opentelemetry-instrument` does it all.
 """
@@ -34,9 +35,10 @@ cache: redis.Redis
 #: The announcements group /broadcast posts into.
 ANNOUNCEMENTS_CHAT = -1001234567890
 BROADCAST_PARTS = 12
-#: Every visit ever seen, with a rendered page snapshot. Never trimmed: the leak.
-_visits: list[tuple[int, str, int]] = []
-_snapshots: list[bytes] = []
+#: Every page /visit ever rendered, kept "for the history view". Never trimmed: the leak.
+_rendered_pages: list[bytes] = []
+#: Visits per (user, page): bounded by users x pages, not a leak.
+_visit_counts: dict[tuple[int, str], int] = {}
 
 
 def setup(pool: asyncpg.Pool, redis_client: redis.Redis) -> None:
@@ -130,14 +132,16 @@ async def build_report(message: Message) -> None:
 
 @router.message(Command("price"))
 async def get_price(message: Message, command: CommandObject) -> None:
-    """Problem: a cache that always misses: it reads ``price:`` keys but writes ``prices:``."""
+    """Problem: a cache that always misses: it meant to keep prices for 300 seconds, but
+    ``px`` is milliseconds, so every entry is gone before the next read of it."""
     product = int(command.args or 1)
-    cached = await cache.get(f"otelbot_demo:price:{product}")
+    key = f"otelbot_demo:price:{product}"
+    cached = await cache.get(key)
     if cached is None:
         cents = await db.fetchval(
             "SELECT price_cents FROM otelbot_demo.products WHERE id = $1", product
         )
-        await cache.set(f"otelbot_demo:prices:{product}", cents or 0, ex=300)
+        await cache.set(key, cents or 0, px=300)
     else:
         cents = int(cached)
     await message.answer(f"{(cents or 0) / 100:.2f} EUR")
@@ -162,13 +166,12 @@ async def broadcast(message: Message, bot: Bot) -> None:
 
 @router.message(Command("visit"))
 async def remember_visit(message: Message, command: CommandObject) -> None:
-    """Problem: remembers every visit in a module-level list that is never trimmed, and
-    scans it on each call, so the bot grows and this handler slows down as it runs."""
+    """Problem: keeps every page it renders (about 512 kB each) in a module-level list that
+    is never trimmed, so the bot's memory grows with every visit."""
     user, page = _user(message), (command.args or "home")
-    seen = sum(1 for u, p, _ in _visits if u == user and p == page)
-    _visits.extend((user, page, i) for i in range(3000))
-    _snapshots.append(b"<html>" + page.encode() * 16 * 1024)
-    await message.answer(f"You have been on {page} {seen // 3000 + 1} time(s).")
+    _rendered_pages.append(b"<html>" + page.encode() * 128 * 1024)
+    seen = _visit_counts[(user, page)] = _visit_counts.get((user, page), 0) + 1
+    await message.answer(f"You have been on {page} {seen} time(s).")
 
 
 @router.message(F.text)
