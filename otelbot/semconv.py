@@ -1132,6 +1132,7 @@ EVENT_POOL_STARVATION = "otelbot.bot.pool_starvation"
 EVENT_SLOW_HANDLER = "otelbot.bot.slow_handler"
 EVENT_BLOCKED_LOOP = "otelbot.bot.blocked_loop"
 EVENT_FLOOD_WAIT = "otelbot.bot.flood_wait"
+EVENT_MEMORY_GROWTH = "otelbot.bot.memory_growth"
 
 FINDINGS: tuple[Finding, ...] = (
     # The agent's (otelbot-agent); their settings are agent.yaml keys, each also an
@@ -1275,6 +1276,46 @@ FINDINGS: tuple[Finding, ...] = (
         "per chat, 20 per minute per group, 30 per second overall) instead of a burst; "
         "honour `retry_after` before retrying.",
         (Setting("OTELBOT_FLOOD_MIN", "1", "429 answers in one update that make a finding."),),
+    ),
+    Finding(
+        EVENT_MEMORY_GROWTH,
+        "Memory keeps growing, and the line that holds it",
+        "bot",
+        "resident memory grew by `OTELBOT_MEMORY_GROWTH_MB` over the last "
+        "`OTELBOT_MEMORY_WINDOW` seconds, in at least three of the window's quarters (a "
+        "rise that levels off does not count); then allocations are traced with "
+        "`tracemalloc` for `OTELBOT_MEMORY_TRACE_SECONDS`, and one line of the bot's own "
+        "code holds at least half of the traced growth, grew in both halves of the traced "
+        "window, at a quarter of the threshold's rate or more. Short-lived garbage and a "
+        "cache filled once make no finding.",
+        "resident memory growth in MB and MB/min, and the line's growth while traced (MB, "
+        "blocks, share of the traced growth); the line, its function and the handler it "
+        "ran in (also when called from the handler). Only sizes and code locations are "
+        "recorded, never the objects.",
+        "keep the structure that holds these objects bounded (`collections.deque(maxlen=...)`, "
+        "an LRU or TTL cache, a size check) or drop the references once they are no longer "
+        "needed.",
+        (
+            Setting(
+                "OTELBOT_MEMORY_GROWTH_MB",
+                "10",
+                "Megabytes of resident-memory growth over the window that start a traced "
+                "window; `0` turns this detector off.",
+            ),
+            Setting(
+                "OTELBOT_MEMORY_WINDOW",
+                "600",
+                "Seconds of memory samples judged (one sample every window/40 s, at most "
+                "every 15 s).",
+            ),
+            Setting(
+                "OTELBOT_MEMORY_TRACE_SECONDS",
+                "10",
+                "Seconds tracemalloc traces allocations (10 frames) once growth is seen; "
+                "allocation is slower meanwhile. The next traced window waits a window, "
+                "then twice as long each time, up to an hour.",
+            ),
+        ),
     ),
     Finding(
         EVENT_BLOCKED_LOOP,

@@ -40,6 +40,7 @@ DETECTORS: tuple[str, ...] = (
     "otelbot.diagnosis.repeated:RepeatedStatements",
     "otelbot.diagnosis.transaction:TransactionsHeldOpen",
     "otelbot.diagnosis.pool:PoolStarvation",
+    "otelbot.diagnosis.memory:MemoryGrowth",
     "otelbot.diagnosis.cache:CacheRarelyHits",
 )
 
@@ -114,6 +115,11 @@ def diagnosis(meter: Any) -> Diagnosis | None:
         except Exception as exc:
             internal_error("findings: start", exc)
             return None
+    return _instance
+
+
+def running() -> Diagnosis | None:
+    """The process's detectors if they have been made (for a detector's own thread)."""
     return _instance
 
 
