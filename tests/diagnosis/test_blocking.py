@@ -6,7 +6,7 @@ import pytest
 
 from otelbot import semconv
 from otelbot.testing.fake_bot_api import FakeBotApi
-from otelbot.testing.otlp_receiver import OtlpReceiver
+from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.diagnosis._harness import BOTS, findings_bot
 from tests.diagnosis._settle import findings_counted
 
@@ -26,16 +26,23 @@ def test_a_handler_sleeping_on_the_loop_is_named_with_its_line_and_its_victims_a
         run.send(*["/ok"] * 6)
         run.wait_handled()
         # Six /block updates, each holding the loop 0.3 s, handled concurrently with six
-        # /victim updates: a victim waits up to 1.8 s for the loop.
-        run.send(*["/block", "/victim"] * 6)
+        # /victim updates (a victim waits up to 1.8 s for the loop) and six /sync updates
+        # sleeping as long in a thread.
+        run.send(*["/block", "/victim", "/sync"] * 6)
         run.wait_handled()
         otlp_receiver.wait_for(lambda r: run.findings(semconv.EVENT_BLOCKED_LOOP), 20)
         counted = findings_counted(run)
-    victims = [
-        s
-        for s in otlp_receiver.spans("telegram.update message")
-        if str(s.attributes.get("telegram.handler", "")).endswith(".victim")
-    ]
+
+    def updates(handler: str) -> list[ReceivedSpan]:
+        return [
+            s
+            for s in otlp_receiver.spans("telegram.update message")
+            if s.attributes.get("telegram.handler") == handler
+        ]
+
+    victims = updates("__main__.victim")
+    assert len(victims) == 6
+    assert len(updates("__main__.sync_sleep")) == 6
     # The victims were stalled past the slow-handler threshold: without the stall
     # accounting they would be judged slow.
     assert max(s.duration for s in victims) > 1.0
@@ -53,5 +60,5 @@ def test_a_handler_sleeping_on_the_loop_is_named_with_its_line_and_its_victims_a
     assert "time.sleep(0.3)" in line
     assert "longest step" in a[semconv.FINDING_EVIDENCE]
     assert "asyncio.to_thread" in a[semconv.FINDING_SUGGESTION]
-    for handler in ("victim", ".ok"):
+    for handler in ("victim", ".ok", "sync_sleep"):
         assert not [f for f in run.findings(handler=handler) if f.event_name in mine]

@@ -1,6 +1,7 @@
 """Blocked event loop: /block sleeps 0.3 s on the loop (time.sleep in an async handler);
 /victim runs one quick query and replies, and is stalled whenever a /block runs; /ok only
-replies (the control)."""
+replies (the control); /sync sleeps 0.3 s in a sync handler, which aiogram runs in a
+thread, off the loop (a control too)."""
 
 import time
 
@@ -23,6 +24,11 @@ async def block(message: Message) -> None:
 async def victim(message: Message) -> None:
     await _common.pool.fetchval("SELECT 1 AS blocking_victim")
     await message.answer("quick")
+
+
+@router.message(Command("sync"))
+def sync_sleep(message: Message) -> None:
+    time.sleep(0.3)  # in aiogram's worker thread: the loop goes on
 
 
 @router.message(Command("ok"))
