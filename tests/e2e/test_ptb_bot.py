@@ -65,14 +65,20 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
         otlp_receiver.wait_for(
             lambda r: [f for f in r.logs() if f.event_name == semconv.EVENT_FLOOD_WAIT], 30
         )
-        # A server error and a timeout-free 5xx on a plain message: the bot goes on.
-        api.script("sendMessage", [Fault.server_error(500)])
-        api.push_updates([api.message_update("after the burst", user_id=7106)])
-        otlp_receiver.wait_for(lambda r: len(r.spans(UPDATE)) >= 6, 30)
+        # A server error, then a reply that never comes (PTB gives up after its 5 s read
+        # timeout): the error handler gets them, the bot goes on.
+        api.script("sendMessage", [Fault.server_error(500), Fault.hang()])
+        api.push_updates(
+            [
+                api.message_update("after the burst", user_id=7106),
+                api.message_update("no answer", user_id=7107),
+            ]
+        )
+        otlp_receiver.wait_for(lambda r: len(r.spans(UPDATE)) >= 7, 40)
         otlp_receiver.wait_for(lambda r: r.points(semconv.OTELBOT_FINDINGS.name), 20)
     spans = otlp_receiver.spans()
     updates = otlp_receiver.spans(UPDATE)
-    assert len(updates) == 6
+    assert len(updates) == 7
     by_handler = {handler(u): u for u in updates}
 
     # A plain message: the root of its own trace, SQL, Redis and the Bot API call under it.
@@ -94,7 +100,11 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
     # one span per Bot API call (contrib's httpx is installed: the distro skipped it)
     assert not [s for s in spans if s.name in ("POST", "GET")]
     assert not [s for s in spans if s.name == "telegram.api getUpdates"]
-    assert len({u.trace_id for u in updates}) == 6
+    assert len({u.trace_id for u in updates}) == 7
+    # contrib's httpx instrumentation is installed: the distro skipped it, and said so (in
+    # the exported logs, OTel logging being on)
+    (skipped,) = [r for r in otlp_receiver.logs() if "skipped the contrib" in str(r.body)]
+    assert "httpx" in str(skipped.body)
 
     # The error handler swallowed /fail's exception; the update span still has it.
     failed = by_handler["fail"]
@@ -128,6 +138,13 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
     server_error = [s for s in spans if s.attributes.get("http.response.status_code") == 500]
     assert len(server_error) == 1
     assert server_error[0].attributes["error.type"] == "telegram.error.NetworkError"
+    timed_out = [s for s in spans if s.attributes.get("error.type") == "telegram.error.TimedOut"]
+    # the call, and its update (the handler let the error through to the error handler)
+    assert sorted(s.name for s in timed_out) == ["telegram.api sendMessage", UPDATE]
+    call = next(s for s in timed_out if s.name != UPDATE)
+    assert "telegram.api.error_code" not in call.attributes
+    assert call.parent_span_id == next(s for s in timed_out if s.name == UPDATE).span_id
+    assert "update failed: TimedOut" in [str(r.body) for r in otlp_receiver.logs()]
 
     for metric in (
         "telegram.updates",
