@@ -12,16 +12,18 @@ its steps on the update's notes: ``running`` (their total), ``steps``, ``longest
 ``longest_step_at``. The coroutine's results, exceptions and cancellation pass through
 unchanged.
 
-A step longer than ``OTELBOT_BLOCKING_MS`` is located: a watcher thread, woken every half
-threshold while a step runs, reads the loop thread's stack once the step is over the
-threshold (the innermost frame of the bot's own code there is the line holding the loop);
-when the step ends before the watcher looked, the place where it ended (the innermost
-bot frame of the suspended coroutine chain) stands in. Steps of at least a tenth of the
-threshold go to :data:`recent`, a bounded process-wide record, so a detector can tell
-time an update was stalled by another update's step.
+A step longer than ``OTELBOT_BLOCKING_MS`` is located: a watcher thread (one per process,
+started with the first timed update, woken every half threshold) reads the loop thread's
+stack when the step running is over the threshold; the innermost frame of the bot's own
+code there is the line holding the loop. When the step ends before the watcher looked,
+the place where it ended (the innermost bot frame of the suspended coroutine chain)
+stands in. Steps of at least a tenth of the threshold go to :data:`recent`, a bounded
+process-wide record, so a detector can tell the time an update was stalled by another
+update's step.
 
-Cost per step: two ``perf_counter`` calls and a few attribute writes; the stack is read
-only for a step already over the threshold.
+Cost per step: two ``perf_counter`` calls and a few attribute writes, about 1-3 µs with
+the proxy's Python frames (``python -m bench.steps``); the stack is read only for a step
+already over the threshold.
 """
 
 from __future__ import annotations
