@@ -164,8 +164,8 @@ class MemoryGrowth(Detector):
             where,
             f"Memory keeps growing with objects allocated in {name} at {where}{called}:",
             f"resident memory grew {grew / MB:.1f} MB in {window:.0f} s "
-            f"({grew / MB * 60 / window:.1f} MB/min); while allocations were traced for "
-            f"{traced:.1f} s, memory held by objects allocated at {where} grew by "
+            f"({grew / MB * 60 / window:.1f} MB/min); over {traced:.1f} s of traced "
+            f"allocations, memory held by objects allocated at {where} grew by "
             f"{site.size / MB:.2f} MB in {site.blocks} blocks ({share:.0%} of the traced "
             "growth)",
             "keep the structure that holds these objects bounded (collections.deque with "
