@@ -8,7 +8,9 @@ up to 512 within a minute), only when an update itself waited at least
 Who is blamed: the handlers holding connections the most, by total time from acquire to
 release. A :class:`PoolUse` is the POOL_WAIT op's extra and the asyncpg instrumentation
 marks it released; a hold given back after its update ended counts when it ends. Both
-windows are bounded.
+windows are bounded. Time during which another update's step held the event loop
+(``otelbot.diagnosis.steps``) is taken off waits and holds: while the loop is blocked no
+one can give a connection back, and the handler that blocked it gets its own finding.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import NamedTuple
 
 from otelbot import semconv
 from otelbot.core import config
+from otelbot.diagnosis import steps
 from otelbot.diagnosis.engine import Detector, Found
 from otelbot.diagnosis.notes import POOL_WAIT, CodeLocation, UpdateNotes, bot_code_location
 from otelbot.diagnosis.report import Finding
@@ -55,7 +58,7 @@ class PoolUse:
     """One connection taken from a pool during a sampled update (the POOL_WAIT op's
     extra). The asyncpg instrumentation calls :meth:`release` when it goes back."""
 
-    __slots__ = ("acquired", "code", "handler", "max_size", "pool", "released")
+    __slots__ = ("acquired", "code", "handler", "max_size", "owner", "pool", "released")
 
     def __init__(self, pool: str, max_size: int | None, acquired: float) -> None:
         self.pool = pool
@@ -64,20 +67,34 @@ class PoolUse:
         self.released: float | None = None
         self.code: CodeLocation | None = None
         self.handler: str | None = None  # set when its update ended before the release
+        self.owner = 0  # id() of its update's notes, set with handler
 
     def release(self, now: float) -> None:
         self.released = now
         if now - self.acquired >= long_hold:
             self.code = bot_code_location(2)
         if self.handler is not None:
-            _held(self, self.handler, None)
+            _held(self, self.handler, None, self.owner)
 
 
-def _held(use: PoolUse, handler: str, handler_code: CodeLocation | None) -> None:
+def stalled(owner: int, start: float, end: float) -> float:
+    """Seconds of ``start``..``end`` during which another update's step held the event
+    loop (otelbot.diagnosis.steps): a wait or a hold that only grew because the loop was
+    blocked by someone else is not this update's doing."""
+    total = 0.0
+    for step in reversed(steps.recent):  # appended as they end
+        if step.end <= start:
+            break
+        if step.start < end and step.owner != owner:
+            total += min(end, step.end) - max(start, step.start)
+    return min(total, end - start)
+
+
+def _held(use: PoolUse, handler: str, handler_code: CodeLocation | None, owner: int) -> None:
     released = use.released or use.acquired
-    holds.append(
-        Hold(released, use.pool, handler, released - use.acquired, use.code or handler_code)
-    )
+    seconds = released - use.acquired
+    seconds -= stalled(owner, use.acquired, released)
+    holds.append(Hold(released, use.pool, handler, seconds, use.code or handler_code))
 
 
 class _Holder:
@@ -132,10 +149,11 @@ class PoolStarvation(Detector):
             if not isinstance(use, PoolUse):
                 continue
             if use.released is not None:
-                _held(use, update.handler, update.handler_code)
+                _held(use, update.handler, update.handler_code, id(update))
             else:
+                use.owner = id(update)
                 use.handler = update.handler
-            waited = op.end - op.start
+            waited = op.end - op.start - stalled(id(update), op.start, op.end)
             window = self.waits.get(op.shape)
             if window is None:
                 if len(self.waits) >= _POOLS_KEPT:

@@ -46,10 +46,9 @@ def test_a_handler_sleeping_on_the_loop_is_named_with_its_line_and_its_victims_a
     # The victims were stalled past the slow-handler threshold: without the stall
     # accounting they would be judged slow.
     assert max(s.duration for s in victims) > 1.0
-    mine = (semconv.EVENT_BLOCKED_LOOP, semconv.EVENT_SLOW_HANDLER)
-    assert [key for key in counted if key[0] in mine] == [
-        (semconv.EVENT_BLOCKED_LOOP, "__main__.block")
-    ]
+    # The one finding of any kind: the stalled victims are neither slow nor starving the
+    # pool (their waits and holds during another update's step do not count).
+    assert list(counted) == [(semconv.EVENT_BLOCKED_LOOP, "__main__.block")]
     found = run.findings(semconv.EVENT_BLOCKED_LOOP)
     assert len(found) == 1, [f.body for f in found]
     a = found[0].attributes
@@ -60,5 +59,5 @@ def test_a_handler_sleeping_on_the_loop_is_named_with_its_line_and_its_victims_a
     assert "time.sleep(0.3)" in line
     assert "longest step" in a[semconv.FINDING_EVIDENCE]
     assert "asyncio.to_thread" in a[semconv.FINDING_SUGGESTION]
-    for handler in ("victim", ".ok", "sync_sleep"):
-        assert not [f for f in run.findings(handler=handler) if f.event_name in mine]
+    for handler in ("victim", "ok", "sync_sleep"):
+        assert not run.findings(handler=handler)
