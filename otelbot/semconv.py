@@ -1311,9 +1311,10 @@ FINDINGS: tuple[Finding, ...] = (
             Setting(
                 "OTELBOT_MEMORY_TRACE_SECONDS",
                 "10",
-                "Seconds tracemalloc traces allocations (10 frames) once growth is seen; "
-                "allocation is slower meanwhile. The next traced window waits a window, "
-                "then twice as long each time, up to an hour.",
+                "Seconds tracemalloc traces allocations (10 frames) once growth is seen "
+                "(a quiet bot longer, up to 10x, so that about 15 sampled updates fall in "
+                "it); allocation is slower meanwhile. The next traced window waits a "
+                "window, then twice as long each time, up to an hour.",
             ),
         ),
     ),

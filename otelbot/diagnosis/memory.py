@@ -5,15 +5,16 @@ memory every ``OTELBOT_MEMORY_WINDOW / 40`` seconds (at most every 15 s; one rea
 ``/proc/self/statm``). When memory has grown by ``OTELBOT_MEMORY_GROWTH_MB`` over the
 last ``OTELBOT_MEMORY_WINDOW`` seconds, and grew in at least three of the window's four
 quarters (a one-off rise, such as a cache filled at start, does not count), it turns
-``tracemalloc`` on (10 frames) for ``OTELBOT_MEMORY_TRACE_SECONDS``, takes a snapshot at
-a third, two thirds and the end of it, turns tracemalloc off again (unless the bot had
-turned it on itself) and tallies each snapshot by the innermost frame of the bot's own
-code. A line is named when, from the first snapshot to the last, it holds at least half
-of the traced growth, at a quarter of the threshold's rate or more, and grew by a
+``tracemalloc`` on (10 frames) for ``OTELBOT_MEMORY_TRACE_SECONDS`` (a quiet bot longer,
+up to 10x, so that the traced window holds about 15 sampled updates), takes a snapshot
+at a third, two thirds and the end of it, turns tracemalloc off again (unless the bot
+had turned it on itself) and tallies each snapshot by the innermost frame of the bot's
+own code. A line is named when, from the first snapshot to the last, it holds at least
+half of the traced growth, at a quarter of the threshold's rate or more, and grew by a
 quarter of that in each half (short-lived garbage alive at one snapshot, or a bounded
-structure that turns over within the window, does not). The finding names the line, its
-function and the handler it ran in, with the example trace of that handler's latest
-update.
+structure that turns over within the window, does not). The finding names the line,
+its function and the handler it ran in, with the example trace of that handler's
+latest update.
 
 Cost: the check is one file read per interval on its own thread (~20 µs of CPU, so
 well under a millisecond per minute). While traced, every allocation of the process
@@ -74,14 +75,14 @@ class GrowthTrigger:
     def __init__(self, window: float, growth: float) -> None:
         self.window = window
         self.growth = growth
-        self.samples: deque[tuple[float, int]] = deque()
+        self.samples: deque[tuple[float, int, int]] = deque()  # (time, rss, updates)
 
     def clear(self) -> None:
         self.samples.clear()
 
-    def add(self, now: float, rss: int) -> bool:
+    def add(self, now: float, rss: int, updates: int = 0) -> bool:
         samples = self.samples
-        samples.append((now, rss))
+        samples.append((now, rss, updates))
         start = now - self.window
         while len(samples) > 1 and samples[1][0] <= start:
             samples.popleft()
@@ -108,6 +109,12 @@ class GrowthTrigger:
         rising = sum(1 for a, b in itertools.pairwise(quarters) if b - a >= self.growth / 16)
         return total if rising >= 3 else None
 
+    def update_rate(self) -> float:
+        """Sampled updates per second across the samples held."""
+        first, last = self.samples[0], self.samples[-1]
+        span = last[0] - first[0]
+        return (last[2] - first[2]) / span if span > 0 else 0.0
+
 
 class MemoryGrowth(Detector):
     """Remembers which handler each function is (for naming the culprit's handler) and
@@ -124,10 +131,12 @@ class MemoryGrowth(Detector):
         self.examples: dict[str, Any] = {}  # handler -> span context of its latest update
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
+        self.updates = 0  # sampled updates seen (the traced window's length follows them)
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
         if not self.growth:
             return
+        self.updates += 1
         code = update.handler_code
         if code is not None and update.handler:
             key = (code.file, code.line)
@@ -224,19 +233,21 @@ class MemoryWatch(threading.Thread):
 
     def check(self) -> None:
         now = time.monotonic()
-        if not self.trigger.add(now, self.probe.memory()[0]) or now < self.next_trace:
+        detector = self.detector
+        rss = self.probe.memory()[0]
+        if not self.trigger.add(now, rss, detector.updates) or now < self.next_trace:
             return
         grew = self.trigger.grew() or 0
         window = self.trigger.samples[-1][0] - self.trigger.samples[0][0]
-        detector = self.detector
+        seconds = trace_seconds(detector.trace_seconds, self.trigger.update_rate())
         log.info(
-            "otelbot: resident memory grew %.1f MB in %.0f s; tracing allocations for %g s "
+            "otelbot: resident memory grew %.1f MB in %.0f s; tracing allocations for %.0f s "
             "to find the line",
             grew / MB,
             window,
-            detector.trace_seconds,
+            seconds,
         )
-        found = self.trace(detector.trace_seconds, detector.growth / detector.window / 4)
+        found = self.trace(seconds, detector.growth / detector.window / 4)
         self.traces += 1
         self.trigger.clear()  # tracemalloc's own memory is not the bot's growth
         self.next_trace = time.monotonic() + self.cooldown
@@ -266,6 +277,14 @@ class MemoryWatch(threading.Thread):
         traced = snapshots[-1][0] - snapshots[0][0]
         del snapshots
         return culprit(first, middle, last, traced, rate)
+
+
+def trace_seconds(setting: float, update_rate: float) -> float:
+    """The traced window: ``setting``, longer for a quiet bot (up to 10x) so that each
+    third of it holds about five sampled updates; a quiet bot allocates little, so its
+    tracing costs little."""
+    wanted = 15 / update_rate if update_rate > 0 else float("inf")
+    return min(max(setting, wanted), setting * 10)
 
 
 def culprit(

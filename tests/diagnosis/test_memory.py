@@ -16,7 +16,14 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan
 
 from otelbot import semconv
 from otelbot.diagnosis.allocations import Allocations, Site, function_at, grown
-from otelbot.diagnosis.memory import MB, GrowthTrigger, MemoryGrowth, MemoryWatch, culprit
+from otelbot.diagnosis.memory import (
+    MB,
+    GrowthTrigger,
+    MemoryGrowth,
+    MemoryWatch,
+    culprit,
+    trace_seconds,
+)
 from otelbot.diagnosis.notes import UpdateNotes
 from otelbot.runtime.process import ProcessProbe
 from otelbot.testing.fake_bot_api import FakeBotApi
@@ -217,6 +224,17 @@ def test_the_trigger_ignores_a_rise_that_levels_off() -> None:
     assert not any(feed(one_jump, [100.0 if i < 30 else 150.0 for i in range(120)]))
     small = GrowthTrigger(window=40, growth=10 * MB)
     assert not any(feed(small, [100 + 0.2 * i for i in range(120)]))  # 8 MB per window
+
+
+def test_a_quiet_bot_is_traced_longer_so_that_the_window_holds_its_updates() -> None:
+    assert trace_seconds(10, 20.0) == 10  # busy: the setting
+    assert trace_seconds(10, 0.5) == 30  # 15 updates at 0.5 a second
+    assert trace_seconds(10, 0.01) == 100  # at most 10x
+    assert trace_seconds(10, 0.0) == 100  # no updates: growth from background work
+    trigger = GrowthTrigger(window=10, growth=MB)
+    for i in range(11):
+        trigger.add(float(i), 100 * MB, updates=3 * i)
+    assert trigger.update_rate() == 3.0
 
 
 # ---------------------------------------------------------------- end to end
