@@ -184,7 +184,8 @@ class MemoryGrowth(Detector):
         )
 
     def report(self, finding: Finding) -> None:
-        """Send from the bot's event loop (where the reporter runs); directly without one."""
+        """Send from the bot's event loop (where the reporter runs); directly when it is
+        not running (a bot on threads, or shutting down)."""
         context = self.examples.get(finding.handler or "")
         span = NonRecordingSpan(context) if context is not None else None
 
@@ -194,7 +195,7 @@ class MemoryGrowth(Detector):
                 diagnosis.reporter.report(finding, span)
 
         loop = self.loop
-        if loop is not None and not loop.is_closed():
+        if loop is not None and loop.is_running():
             try:
                 loop.call_soon_threadsafe(send)
                 return
@@ -215,7 +216,6 @@ class MemoryWatch(threading.Thread):
         self.cooldown = detector.window
         self.next_trace = 0.0
         self.stopping = threading.Event()
-        self.traces = 0
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
@@ -248,7 +248,6 @@ class MemoryWatch(threading.Thread):
             seconds,
         )
         found = self.trace(seconds, detector.growth / detector.window / 4)
-        self.traces += 1
         self.trigger.clear()  # tracemalloc's own memory is not the bot's growth
         self.next_trace = time.monotonic() + self.cooldown
         self.cooldown = min(self.cooldown * 2, max(MAX_COOLDOWN, detector.window))
@@ -323,12 +322,14 @@ _lock = threading.Lock()
 
 
 def watch(detector: MemoryGrowth) -> MemoryWatch | None:
-    """Start the process's watch thread for ``detector`` (or point the running one at it)."""
+    """Start the process's watch thread for ``detector``; one that served an earlier
+    detector (findings reset, instrumented again) is stopped."""
     global _watch
     with _lock:
-        if _watch is not None and _watch.is_alive():
-            _watch.detector = detector
-            return _watch
+        if _watch is not None:
+            if _watch.detector is detector and _watch.is_alive():
+                return _watch
+            _watch.stop()
         probe = ProcessProbe.create()
         if probe is None:
             log_once(
@@ -339,13 +340,3 @@ def watch(detector: MemoryGrowth) -> MemoryWatch | None:
         _watch = MemoryWatch(detector, probe)
         _watch.start()
         return _watch
-
-
-def stop_watch() -> None:
-    """Stop the process's watch thread (tests; uninstrument)."""
-    global _watch
-    with _lock:
-        current, _watch = _watch, None
-    if current is not None:
-        current.stop()
-        current.join(5)
