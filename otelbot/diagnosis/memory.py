@@ -32,6 +32,7 @@ still filling up when the growth was seen, can be named: widen the window then.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -39,6 +40,8 @@ import threading
 import time
 import tracemalloc
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.trace import NonRecordingSpan
@@ -266,16 +269,32 @@ class MemoryWatch(threading.Thread):
             for _ in range(3):
                 if self.stopping.wait(seconds / 3):
                     return None
-                snapshots.append((time.monotonic(), tracemalloc.take_snapshot()))
+                with _no_gc():
+                    snapshots.append((time.monotonic(), tracemalloc.take_snapshot()))
         finally:
             if started:
                 # Tallied once tracing is off: under tracemalloc the tally's own
                 # allocations would be traced too, making it ~50x slower.
                 tracemalloc.stop()
-        first, middle, last = (Allocations.of(snapshot) for _, snapshot in snapshots)
-        traced = snapshots[-1][0] - snapshots[0][0]
-        del snapshots
+        with _no_gc():
+            first, middle, last = (Allocations.of(snapshot) for _, snapshot in snapshots)
+            traced = snapshots[-1][0] - snapshots[0][0]
+            del snapshots
         return culprit(first, middle, last, traced, rate)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The garbage collector off meanwhile: a snapshot and its tally make hundreds of
+    thousands of tuples (no cycles, freed by reference counting), which would otherwise
+    set off full collections of the whole heap that stall the bot's event loop."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def trace_seconds(setting: float, update_rate: float) -> float:
