@@ -86,7 +86,7 @@ _BOT_SETTINGS: tuple[tuple[str, str], ...] = (
 _SMALL_BOT_SETTINGS: tuple[tuple[str, str], ...] = (
     ("OTELBOT_MEMORY_WINDOW", "4"),
     ("OTELBOT_MEMORY_GROWTH_MB", "4"),
-    ("OTELBOT_MEMORY_TRACE_SECONDS", "1"),
+    ("OTELBOT_MEMORY_TRACE_SECONDS", "2"),
     ("OTELBOT_CACHE_MIN_READS", "20"),
 )
 
