@@ -4,7 +4,9 @@
     OTEL_SERVICE_NAME=my-bot opentelemetry-instrument python bot.py
 
 The distro sets otelbot's defaults (OTLP over HTTP/protobuf for traces, metrics and logs)
-without overriding anything the user set in ``OTEL_*``, loads otelbot's instrumentors,
+without overriding anything the user set in ``OTEL_*``, picks the trace export path by the
+CPUs the process may use (``otelbot.export.cpus``: the export helper process from two CPUs
+on, the SDK's in-process exporter below), loads otelbot's instrumentors,
 and skips the contrib instrumentations of the same libraries (they would make duplicate
 spans), saying so once in the log. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otelbot_redis``
 disables one of otelbot's instrumentors, and the contrib one is then used if installed.
@@ -24,6 +26,7 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk._logs import LogRecordProcessor
 
 from otelbot.core.redaction import redact_text
+from otelbot.export import cpus
 
 logger = logging.getLogger("otelbot")
 
@@ -36,17 +39,37 @@ CONTRIB_EQUIVALENTS = {
     "otelbot_httpx": "httpx",
 }
 
+#: OTEL_TRACES_EXPORTER when unset: OTLP all the same, encoded and sent by a helper process
+#: off the bot's GIL (otelbot.export.offload) where the process may use two CPUs or more,
+#: else by the SDK's exporter in the bot's process (cheaper in total on one CPU).
+HELPER_EXPORTER = "otelbot_offload"
+IN_PROCESS_EXPORTER = "otlp"
+
 DEFAULTS = {
-    # OTLP all the same: the spans are encoded and sent by a helper process, off the bot's
-    # GIL (otelbot.export.offload). OTEL_TRACES_EXPORTER=otlp chooses the SDK's
-    # exporter in the bot's process.
-    "OTEL_TRACES_EXPORTER": "otelbot_offload",
     "OTEL_METRICS_EXPORTER": "otlp",
     "OTEL_LOGS_EXPORTER": "otlp",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
 }
 
 _skipped_contrib: list[str] = []
+
+#: Why the trace exporter is what it is (also logged once, at INFO, on the otelbot logger).
+trace_exporter_reason = ""
+
+
+def choose_trace_exporter() -> str:
+    """The trace exporter otelbot's default picks, by the CPUs this process may use."""
+    global trace_exporter_reason
+    budget = cpus.budget()
+    if cpus.helper_pays(budget.cpus):
+        chosen, how = HELPER_EXPORTER, "the export helper process"
+    else:
+        chosen, how = IN_PROCESS_EXPORTER, "the SDK's OTLP exporter in the bot's process"
+    trace_exporter_reason = (
+        f"OTEL_TRACES_EXPORTER={chosen} ({how}): {budget.describe()}; the helper is used "
+        f"from {cpus.HELPER_MIN_CPUS:g} CPUs on"
+    )
+    return chosen
 
 
 def _disabled() -> set[str]:
@@ -58,8 +81,15 @@ class OtelbotDistro(BaseDistro):
     """Configures defaults and decides which instrumentors load."""
 
     def _configure(self, **kwargs: Any) -> None:
+        global trace_exporter_reason
         for key, value in DEFAULTS.items():
             os.environ.setdefault(key, value)
+        chosen = os.environ.get("OTEL_TRACES_EXPORTER", "").strip()
+        if chosen:  # the user's choice always wins
+            trace_exporter_reason = f"OTEL_TRACES_EXPORTER={chosen} (set in the environment)"
+        else:
+            os.environ["OTEL_TRACES_EXPORTER"] = choose_trace_exporter()
+        logger.info("otelbot: traces: %s", trace_exporter_reason)
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         name = entry_point.name
