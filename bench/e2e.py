@@ -21,7 +21,7 @@ from otelbot.testing.processes import Child, instrument_command
 #: Every otelbot instrumentor entry point: naming them all lets the contrib ones load.
 OTELBOT_ENTRY_POINTS = (
     "otelbot_aiohttp_client,otelbot_aiohttp_server,otelbot_asyncpg,"
-    "otelbot_redis,otelbot_aiogram,otelbot_runtime"
+    "otelbot_redis,otelbot_aiogram,otelbot_runtime,otelbot_ptb,otelbot_httpx,otelbot_telebot"
 )
 SAMPLE_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 #: The SDK's own OTLP exporter in the bot's process (otelbot's default is otelbot_offload).
@@ -35,6 +35,9 @@ class Config:
     instrumented: bool
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    #: The workload bot's module; run by default (``make bench``) or only when named.
+    module: str = "bench.workload_bot"
+    default: bool = True
 
 
 CONFIGS = [
@@ -65,6 +68,22 @@ CONFIGS = [
     ),
     Config("otelbot 10%", True, SAMPLE_10, "otelbot as shipped, parentbased_traceidratio 0.1"),
     Config("contrib 10%", True, {**CONTRIB, **SAMPLE_10}, "contrib, parentbased_traceidratio 0.1"),
+    Config(
+        "bare (PTB)",
+        False,
+        {},
+        "the python-telegram-bot workload bot, no OpenTelemetry",
+        module="bench.workload_ptb_bot",
+        default=False,
+    ),
+    Config(
+        "otelbot (PTB)",
+        True,
+        {},
+        "the python-telegram-bot workload bot, otelbot as shipped",
+        module="bench.workload_ptb_bot",
+        default=False,
+    ),
 ]
 
 
@@ -117,7 +136,7 @@ def run_once(
     config: Config, receiver: Receiver, updates: int, work_ms: float, timeout: float = 300.0
 ) -> RunResult:
     api = FakeApi(updates)
-    cmd = [sys.executable, "-m", "bench.workload_bot"]
+    cmd = [sys.executable, "-m", config.module]
     if config.instrumented:
         cmd = [instrument_command(), *cmd]
     spans_before = receiver.spans()
