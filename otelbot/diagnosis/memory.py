@@ -261,6 +261,10 @@ class MemoryWatch(threading.Thread):
     def trace(self, seconds: float, rate: float) -> tuple[Site, float, float] | None:
         """Trace for ``seconds``; the line that grew steadily at ``rate`` bytes/s or more
         and holds most of the growth, with the traced seconds and its share."""
+        with _no_gc():
+            return self._trace(seconds, rate)
+
+    def _trace(self, seconds: float, rate: float) -> tuple[Site, float, float] | None:
         started = not tracemalloc.is_tracing()
         if started:
             tracemalloc.start(FRAMES)
@@ -269,25 +273,26 @@ class MemoryWatch(threading.Thread):
             for _ in range(3):
                 if self.stopping.wait(seconds / 3):
                     return None
-                with _no_gc():
-                    snapshots.append((time.monotonic(), tracemalloc.take_snapshot()))
+                snapshots.append((time.monotonic(), tracemalloc.take_snapshot()))
         finally:
             if started:
                 # Tallied once tracing is off: under tracemalloc the tally's own
                 # allocations would be traced too, making it ~50x slower.
                 tracemalloc.stop()
-        with _no_gc():
-            first, middle, last = (Allocations.of(snapshot) for _, snapshot in snapshots)
-            traced = snapshots[-1][0] - snapshots[0][0]
-            del snapshots
+        first, middle, last = (Allocations.of(snapshot) for _, snapshot in snapshots)
+        traced = snapshots[-1][0] - snapshots[0][0]
+        del snapshots
         return culprit(first, middle, last, traced, rate)
 
 
 @contextmanager
 def _no_gc() -> Iterator[None]:
-    """The garbage collector off meanwhile: a snapshot and its tally make hundreds of
-    thousands of tuples (no cycles, freed by reference counting), which would otherwise
-    set off full collections of the whole heap that stall the bot's event loop."""
+    """The garbage collector off while allocations are traced and tallied: under
+    tracemalloc a full collection is several times slower (every object it frees is
+    looked up in the trace table), and the snapshots' hundreds of thousands of tuples (no
+    cycles: reference counting frees them) would set off full collections; either stalls
+    the bot's event loop for hundreds of milliseconds. Cycles made meanwhile are
+    collected once it is back on."""
     enabled = gc.isenabled()
     gc.disable()
     try:
