@@ -1,12 +1,16 @@
 """``otelbot``: the project's command line.
 
     otelbot demo [--duration 60] [--html out/demo-report.html] [--otlp-endpoint URL]
+    otelbot watch [--otlp-http HOST:PORT] [--otlp-grpc HOST:PORT] [--ui HOST:PORT] ...
 
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
 it, drives updates at it and prints what the telemetry shows (docs/demo.md).
 Exit codes: 0 ok, 1 no finding arrived or the token leaked, 2 the demo
 could not run (one line says why), e.g. without its packages:
 ``otelbot demo: the demo needs extra packages (missing: …): pip install 'otelbot[demo]'``.
+
+``watch`` receives OTLP from a bot (and an agent) on this machine and serves a live page
+with handlers, traces and findings (docs/watch.md).
 
 Nothing optional is imported before a subcommand has checked that its extra is installed.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from otelbot.scripts import check_extra, report_missing_module
 from otelbot.testing import defaults
+from otelbot.watch.options import add_arguments as add_watch_arguments
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -71,6 +76,16 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if complete and clean else EXIT_INCOMPLETE
 
 
+def _watch(args: argparse.Namespace) -> int:
+    if not check_extra("otelbot watch", "watch", "watch"):
+        return EXIT_CANNOT_RUN
+    try:
+        from otelbot.watch.cli import run
+    except ModuleNotFoundError as exc:
+        return report_missing_module("otelbot watch", "watch", "watch", exc)
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="otelbot",
@@ -108,7 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="small data and agent thresholds, for a run of a few seconds",
     )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    watch = sub.add_parser(
+        "watch",
+        help="a local OTLP receiver with a live page: handlers, traces and findings, no backend",
+    )
+    add_watch_arguments(watch)
     args = parser.parse_args(argv)
+    if args.command == "watch":
+        return _watch(args)
     if args.command == "demo":
         if args.duration <= 0:
             parser.error("--duration must be positive")

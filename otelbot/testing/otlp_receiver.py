@@ -183,21 +183,18 @@ class OtlpReceiver:
     def ingest(self, signal: str, body: bytes) -> None:
         """Decode one export request body (protobuf) of the given signal."""
         if signal == "traces":
-            req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-            spans = list(self._decode_spans(req))
+            spans = decode_spans(body)
             with self._cond:
                 self._spans.extend(spans)
                 self.span_count += len(spans)
                 self._store(body)
         elif signal == "metrics":
-            mreq = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
-            points = list(self._decode_metrics(mreq))
+            points = decode_metrics(body)
             with self._cond:
                 self._points.extend(points)
                 self._store(body)
         elif signal == "logs":
-            lreq = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
-            logs = list(self._decode_logs(lreq))
+            logs = decode_logs(body)
             with self._cond:
                 self._logs.extend(logs)
                 self._store(body)
@@ -431,6 +428,26 @@ class OtlpReceiver:
         self.grpc_port = server.add_insecure_port(f"{self.grpc_host}:{self._grpc_port}")
         server.start()
         self._grpc = server
+
+
+# --------------------------------------------------------------------------- decoding
+# Shared with otelbot.watch: one export request body (protobuf) in, decoded records out.
+# A body that is not a valid request raises google.protobuf.message.DecodeError.
+
+
+def decode_spans(body: bytes) -> list[ReceivedSpan]:
+    req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+    return list(OtlpReceiver._decode_spans(req))
+
+
+def decode_metrics(body: bytes) -> list[ReceivedPoint]:
+    req = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+    return list(OtlpReceiver._decode_metrics(req))
+
+
+def decode_logs(body: bytes) -> list[ReceivedLog]:
+    req = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+    return list(OtlpReceiver._decode_logs(req))
 
 
 # --------------------------------------------------------------------------- command line
