@@ -1,6 +1,6 @@
-"""End to end: the real pyTelegramBotAPI example bot (threaded ``TeleBot``) under the real
-``opentelemetry-instrument`` command, long polling the fake Bot API (telebot's
-``apihelper.API_URL``), exporting OTLP to the receiver."""
+"""End to end: the real pyTelegramBotAPI example bots (threaded ``TeleBot``, and
+``AsyncTeleBot``) under the real ``opentelemetry-instrument`` command, long polling the fake
+Bot API (telebot's ``API_URL``), exporting OTLP to the receiver."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.e2e._run import ROOT, otel_env, run_instrumented
 from tests.e2e._scan import assert_token_nowhere
 
-BOT = ROOT / "examples" / "telebot_bot.py"
+BOTS = {
+    "TeleBot": ROOT / "examples" / "telebot_bot.py",
+    "AsyncTeleBot": ROOT / "examples" / "telebot_async_bot.py",
+}
 UPDATE = "telegram.update message"
 pytestmark = pytest.mark.e2e
 
@@ -25,11 +28,13 @@ def handler(span: ReceivedSpan) -> str:
     return str(span.attributes.get("telegram.handler", "")).rsplit(".", 1)[-1]
 
 
+@pytest.mark.parametrize("kind", sorted(BOTS))
 def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
     fake_bot_api: FakeBotApi,
     otlp_receiver: OtlpReceiver,
     bot_token: str,
     redis_url: str,
+    kind: str,
 ) -> None:
     env = otel_env(
         otlp_receiver,
@@ -39,7 +44,7 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
         REDIS_URL=redis_url,
     )
     api = fake_bot_api
-    with run_instrumented(BOT, env) as bot:
+    with run_instrumented(BOTS[kind], env) as bot:
         bot.wait_for_line("polling", 60)
         api.push_updates(
             [
@@ -90,7 +95,7 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
     (finding,) = [f for f in otlp_receiver.logs() if f.event_name == semconv.EVENT_FLOOD_WAIT]
     assert finding.attributes["telegram.handler"] == "__main__.burst"
     assert finding.attributes[semconv.CODE_FUNCTION_NAME] == "burst"
-    assert finding.attributes[semconv.CODE_FILE_PATH].endswith("telebot_bot.py")
+    assert finding.attributes[semconv.CODE_FILE_PATH] == str(BOTS[kind])
     assert (finding.trace_id, finding.span_id) == (
         by_handler["burst"].trace_id,
         by_handler["burst"].span_id,
@@ -118,5 +123,13 @@ def test_polling_bot_one_trace_per_update_flood_wait_and_finding(
     }
     assert {"getUpdates", "sendMessage"} <= api_methods
     bodies = [str(r.body) for r in otlp_receiver.logs()]
-    assert "update failed: RuntimeError" in bodies, bodies
+    if kind == "TeleBot":  # the bot's exception handler logged it
+        assert "update failed: RuntimeError" in bodies, bodies
+    else:  # telebot logged it and went on
+        assert "the handler failed on purpose" in bodies, bodies
+        # the aiohttp request joined the Bot API call: its HTTP details, no second span
+        send = next(k for k in kids(spans, echo) if k.name == "telegram.api sendMessage")
+        assert send.attributes["url.full"].endswith("/bot123456789:REDACTED/sendMessage")
+        assert send.attributes["http.response.status_code"] == 200
+        assert not [s for s in spans if s.name in ("POST", "GET")]
     assert_token_nowhere(otlp_receiver, bot.output, bot_token)
