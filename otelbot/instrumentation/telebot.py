@@ -217,14 +217,16 @@ class _Telemetry:
         if self.diagnosis is not None:
             state.notes = self.diagnosis.begin(span, update_type)
         self.active.add(1, self.attrs(update_type))
-        stats_file.update_started()
+        with self._lock:  # TeleBot's worker threads: the stats file's counters are plain ints
+            stats_file.update_started()
         return state
 
     def end_update(self, state: _UpdateState, result: Any, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - state.started
         _current_update.reset(state.state_token)
         context.detach(state.context_token)
-        stats_file.update_ended()
+        with self._lock:
+            stats_file.update_ended()
         error = exc or state.exc
         if error is not None:
             outcome = OUTCOME_ERROR
