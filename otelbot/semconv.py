@@ -115,7 +115,8 @@ class Span:
 SPANS: tuple[Span, ...] = (
     Span(
         "telegram.update {type}",
-        "SERVER (polling: root) / INTERNAL (webhook: child of the server span)",
+        "SERVER (a root: polling, and updates PTB or telebot take from their own queue or "
+        "webhook server) / INTERNAL (a child of the webhook's server span)",
         "One Telegram update, from arrival to the end of its handler.",
         (
             TELEGRAM_UPDATE_TYPE,
