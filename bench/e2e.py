@@ -8,13 +8,23 @@ shared by all runs. Throughput is read from the fake API's call log: the times o
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.procs import ROOT, FakeApi, Receiver, cpu_seconds, rss_bytes
+from bench.procs import (
+    ROOT,
+    FakeApi,
+    Receiver,
+    pinned,
+    tree_cpu_seconds,
+    tree_peak_rss_bytes,
+    wait_exited,
+)
 from otelbot.testing.defaults import BOT_TOKEN, pg_dsn, redis_url
 from otelbot.testing.processes import Child, instrument_command
 
@@ -87,13 +97,40 @@ CONFIGS = [
 ]
 
 
+def split_names(text: str, known: list[str]) -> list[str]:
+    """Configuration names from a comma-separated list; a known name may hold a comma
+    ("otelbot, findings off"), so the longest known run of pieces is taken first."""
+    pieces = [p.strip() for p in text.split(",") if p.strip()]
+    names, i = [], 0
+    while i < len(pieces):
+        for j in range(len(pieces), i, -1):
+            name = ", ".join(pieces[i:j])
+            if name in known or j == i + 1:
+                names.append(name)
+                i = j
+                break
+    return names
+
+
 @dataclass
 class RunResult:
+    """One run. CPU and memory cover the bot's whole process tree (the bot and the export
+    helper it starts) and each part; per-update CPU is from the "polling" line to the last
+    reply (a helper started meanwhile has its start-up in it); the totals run from process
+    start to exit (after the bot's final flush), for slopes over two run lengths."""
+
     config: str
     updates_per_s: float
     spans_per_update: float
-    cpu_us_per_update: float
-    peak_rss_mb: float
+    cpu_us_per_update: float  # bot + helper
+    peak_rss_mb: float  # bot's peak + helper's peak
+    bot_cpu_us_per_update: float = 0.0
+    helper_cpu_us_per_update: float = 0.0
+    bot_peak_rss_mb: float = 0.0
+    helper_peak_rss_mb: float = 0.0
+    updates: int = 0
+    bot_cpu_total_s: float = math.nan
+    helper_cpu_total_s: float = math.nan
 
 
 def bot_env(config: Config, api: FakeApi, receiver: Receiver, work_ms: float) -> dict[str, str]:
@@ -133,17 +170,28 @@ def steady_rate(times: list[float], trim: float = 0.1) -> float:
 
 
 def run_once(
-    config: Config, receiver: Receiver, updates: int, work_ms: float, timeout: float = 300.0
+    config: Config,
+    receiver: Receiver,
+    updates: int,
+    work_ms: float,
+    timeout: float = 300.0,
+    bot_cpus: str | None = None,
+    api_cpus: str | None = None,
 ) -> RunResult:
-    api = FakeApi(updates)
+    """``bot_cpus`` / ``api_cpus`` ("0", "1"): pin the bot (and all it starts) and the fake
+    Bot API to those CPUs."""
+    api = FakeApi(updates, api_cpus)
     cmd = [sys.executable, "-m", config.module]
     if config.instrumented:
         cmd = [instrument_command(), *cmd]
+    cmd = pinned(cmd, bot_cpus)
     spans_before = receiver.spans()
     bot = Child(cmd, env=bot_env(config, api, receiver, work_ms), cwd=ROOT, name=config.name)
+    pid = bot.proc.pid
+    totals = (math.nan, math.nan)
     try:
         bot.wait_for_line("polling", 60)
-        cpu_start = cpu_seconds(bot.proc.pid)
+        bot_start, helper_start = tree_cpu_seconds(pid)
         deadline = time.monotonic() + timeout
         while True:
             status = api.get("/_control/status")
@@ -156,8 +204,11 @@ def run_once(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{config.name}: {updates} updates not handled in time")
             time.sleep(0.25)
-        cpu = cpu_seconds(bot.proc.pid) - cpu_start
-        _, peak = rss_bytes(bot.proc.pid)
+        bot_end, helper_end = tree_cpu_seconds(pid)
+        bot_peak, helper_peak = tree_peak_rss_bytes(pid)
+        bot.proc.send_signal(signal.SIGTERM)
+        if wait_exited(pid):  # exited, not yet reaped: final CPU times, the helper's included
+            totals = tree_cpu_seconds(pid)
     finally:
         code = bot.stop()
         api.stop()
@@ -172,12 +223,19 @@ def run_once(
         if now != spans:
             spans, stable_since = now, time.monotonic()
         time.sleep(0.1)
+    bot_cpu, helper_cpu = bot_end - bot_start, helper_end - helper_start
     return RunResult(
         config.name,
         steady_rate([c["at"] for c in sent]),
         spans / updates,
-        cpu / updates * 1e6,
-        peak / 2**20,
+        (bot_cpu + helper_cpu) / updates * 1e6,
+        (bot_peak + helper_peak) / 2**20,
+        bot_cpu / updates * 1e6,
+        helper_cpu / updates * 1e6,
+        bot_peak / 2**20,
+        helper_peak / 2**20,
+        updates,
+        *totals,
     )
 
 

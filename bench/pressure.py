@@ -2,8 +2,9 @@
 
 Updates are fed to the fake Bot API at a fixed rate (below the bot's capacity, so the bot
 is in steady state); the receiver process stops listening for ``down`` seconds and comes
-back. Reported per phase (before, down, after): updates handled per second and the bot's
-RSS; memory must stay bounded (the batch processor's queue is bounded and drops spans)
+back. Reported per phase (before, down, after): updates handled per second and the highest
+RSS of the bot's whole process tree (the bot plus the export helper it starts), and of
+each part; memory must stay bounded (the batch processor's queue is bounded and drops spans)
 and throughput must not collapse.
 """
 
@@ -16,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from bench import e2e
-from bench.procs import ROOT, FakeApi, Receiver, rss_bytes
+from bench.procs import ROOT, FakeApi, Receiver, descendants, rss_bytes
 from otelbot.testing.processes import Child, instrument_command
 
 
@@ -25,7 +26,8 @@ class PressureResult:
     config: str
     rate: float
     handled: dict[str, float]  # phase -> updates/s
-    rss_mb: dict[str, float]  # phase -> highest RSS seen in the phase
+    rss_mb: dict[str, float]  # phase -> highest RSS of bot + helper seen in the phase
+    parts_mb: dict[str, tuple[float, float]]  # phase -> highest RSS of (bot, helper)
     spans_received: int
 
 
@@ -42,6 +44,17 @@ def _feed(api: FakeApi, rate: float, stop: threading.Event) -> None:
         urllib.request.urlopen(request, timeout=10).read()
         next_at += batch / rate
         stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """Current RSS of (the bot, its live descendants: the export helper) in MB."""
+    others = 0
+    for child in descendants(pid):
+        try:
+            others += rss_bytes(child)[0]
+        except OSError:
+            pass
+    return rss_bytes(pid)[0] / 2**20, others / 2**20
 
 
 def run_pressure(
@@ -63,6 +76,7 @@ def run_pressure(
     )
     stop = threading.Event()
     rss: dict[str, float] = {}
+    parts: dict[str, tuple[float, float]] = {}
     marks: dict[str, float] = {}
     try:
         bot.wait_for_line("polling", 60)
@@ -79,12 +93,17 @@ def run_pressure(
                 receiver.up()
             marks[phase] = time.time()
             end = time.monotonic() + seconds
-            peak = 0.0
+            peak, bot_peak, helper_peak = 0.0, 0.0, 0.0
             while time.monotonic() < end:
-                peak = max(peak, rss_bytes(bot.proc.pid)[0] / 2**20)
+                own, helper = _rss_mb(bot.proc.pid)
+                peak = max(peak, own + helper)
+                bot_peak, helper_peak = max(bot_peak, own), max(helper_peak, helper)
                 time.sleep(0.5)
-            rss[phase] = peak
-            log(f"  pressure {config.name:<16} {phase:<6} peak RSS {peak:5.0f} MB")
+            rss[phase], parts[phase] = peak, (bot_peak, helper_peak)
+            log(
+                f"  pressure {config.name:<16} {phase:<6} peak RSS {peak:5.0f} MB "
+                f"(bot {bot_peak:.0f}, helper {helper_peak:.0f})"
+            )
         marks["end"] = time.time()
         stop.set()
         feeder.join(5)
@@ -105,20 +124,23 @@ def run_pressure(
     for phase, start, end in bounds:
         start += 2.0 if phase == "before" else 0.0  # skip start-up
         handled[phase] = sum(1 for t in sent if start <= t < end) / (end - start)
-    return PressureResult(config.name, rate, handled, rss, spans)
+    return PressureResult(config.name, rate, handled, rss, parts, spans)
 
 
 def table(results: list[PressureResult], down: float) -> str:
     rows = [
         "| configuration | fed updates/s | handled/s before | handled/s endpoint down "
-        "| handled/s after | peak RSS MB before / down / after | spans received |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| handled/s after | peak RSS MB bot + helper, before / down / after "
+        "| of which helper | spans received |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rows.append(
             f"| {r.config} | {r.rate:.0f} | {r.handled['before']:.0f} | "
             f"{r.handled['down']:.0f} | {r.handled['after']:.0f} | "
             f"{r.rss_mb['before']:.0f} / {r.rss_mb['down']:.0f} / "
-            f"{r.rss_mb['after']:.0f} | {r.spans_received} |"
+            f"{r.rss_mb['after']:.0f} | "
+            f"{' / '.join(f'{r.parts_mb[p][1]:.0f}' for p in ('before', 'down', 'after'))} | "
+            f"{r.spans_received} |"
         )
     return "\n".join(rows)

@@ -4,7 +4,8 @@
     python -m bench.run --quick               # tiny sizes (what the smoke test runs)
     python -m bench.run --only e2e --configs bare,otelbot --repeats 3
 
-Parts: ``e2e`` (the workload bot per configuration, interleaved rounds), ``ops`` (added
+Parts: ``e2e`` (the workload bot per configuration, interleaved rounds), ``onecpu`` (the
+bot pinned to one CPU with no handler work, process-tree CPU per update by slope), ``ops`` (added
 µs per aiohttp request / asyncpg query / Redis command, otelbot vs contrib), ``pressure``
 (the OTLP endpoint down during load), ``agent`` (one agent collection on a large schema
 beside prometheus-postgres-exporter, when both are available).
@@ -20,7 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import agent, e2e, ops, pressure
+from bench import agent, e2e, onecpu, ops, pressure
 from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -48,8 +49,8 @@ def e2e_table(summaries: list[e2e.Summary]) -> str:
     bares = {s.config.module: s.median for s in summaries if not s.config.instrumented}
     rows = [
         "| configuration | updates/s (median) | min-max | ratio to bare | spans/update "
-        "| bot CPU µs/update | bot peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| CPU µs/update, bot + helper | bot / helper | peak RSS MB, bot + helper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         bare = bares.get(s.config.module)
@@ -59,7 +60,8 @@ def e2e_table(summaries: list[e2e.Summary]) -> str:
         rows.append(
             f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | "
             f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
-            f"{s.med('peak_rss_mb'):.0f} |"
+            f"{s.med('bot_cpu_us_per_update'):.0f} / {s.med('helper_cpu_us_per_update'):.0f} | "
+            f"{s.med('bot_peak_rss_mb'):.0f} + {s.med('helper_peak_rss_mb'):.0f} |"
         )
     return "\n".join(rows)
 
@@ -69,7 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", default="e2e,ops,pressure,agent", help="comma-separated parts to run"
+        "--only", default="e2e,onecpu,ops,pressure,agent", help="comma-separated parts to run"
+    )
+    parser.add_argument(
+        "--onecpu-configs",
+        default=",".join(onecpu.DEFAULT_CONFIGS),
+        help="configurations of the one-CPU part",
+    )
+    parser.add_argument("--onecpu-rounds", type=int, default=3)
+    parser.add_argument(
+        "--onecpu-updates",
+        default="1000,3000",
+        help="the two run lengths of the one-CPU part (CPU per update is the slope)",
     )
     parser.add_argument(
         "--configs",
@@ -97,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.updates, args.ops_n, args.pressure_down = 1, 60, 50, 3.0
+        args.onecpu_rounds, args.onecpu_updates = 1, "30,90"
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
-    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     known = {c.name: c for c in e2e.CONFIGS}
+    wanted = e2e.split_names(args.configs, list(known))
     configs = [known[name] for name in dict.fromkeys(wanted) if name in known]  # in that order
     unknown = set(wanted) - set(known)
     if unknown:
@@ -128,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             f"## End to end: the workload bot (aiogram; python-telegram-bot in the (PTB) rows), "
             f"{args.updates} updates, {args.repeats} interleaved "
             f"rounds\n\nPer update: one asyncpg pool SELECT, one Redis INCR, one sendMessage, "
-            f"{args.work_ms} ms of Python work.\n\n{table}\n"
+            f"{args.work_ms} ms of Python work: a fixed part of every update, which the ratios "
+            f"depend on (the one-CPU part has none). CPU (from the first poll to the last "
+            f"reply) and peak RSS cover the bot's process tree, the bot and the export helper "
+            f"it starts (with its start-up), and each part.\n\n{table}\n"
         )
         data["e2e"] = [
             {
@@ -140,6 +157,31 @@ def main(argv: list[str] | None = None) -> int:
             for s in summaries
         ]
 
+    if "onecpu" in parts:
+        chosen = onecpu.configs(e2e.split_names(args.onecpu_configs, onecpu.NAMES))
+        short, long = (int(n) for n in args.onecpu_updates.split(","))
+        print(
+            f"onecpu: {len(chosen)} configurations x {args.onecpu_rounds} rounds, the bot "
+            f"pinned to CPU {onecpu.BOT_CPU}, {short} and {long} updates, no handler work",
+            flush=True,
+        )
+        slopes = onecpu.run(
+            chosen, args.onecpu_rounds, short, long, log=lambda m: print(m, flush=True)
+        )
+        sections.append(
+            f"## One CPU: the bot and all it starts pinned to one CPU, no handler work\n\n"
+            f"Per update: one asyncpg pool SELECT, one Redis INCR, one sendMessage, nothing "
+            f"else. The bot, the export helper it starts, pinned to CPU {onecpu.BOT_CPU}; the "
+            f"fake Bot API and the OTLP receiver to CPU {onecpu.OTHER_CPU}; PostgreSQL and "
+            f"Redis not pinned. CPU per update: the whole process tree's CPU time (bot and "
+            f"helper, process start to exit) as the slope between runs of {short} and {long} "
+            f"updates; median of {args.onecpu_rounds} interleaved rounds (min-max). "
+            f"Throughput: the {long}-update runs. On one CPU `otelbot` as shipped exports "
+            f"with the SDK's exporter; `otelbot (export helper)` forces `otelbot_offload`.\n\n"
+            f"{onecpu.table(slopes)}\n"
+        )
+        data["onecpu"] = onecpu.data(slopes)
+
     if "ops" in parts:
         print(
             f"ops: bare / otelbot / contrib, {args.ops_n} operations, {args.repeats} rounds",
@@ -147,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         medians = ops.run_all(args.ops_n, args.repeats, log=lambda m: print(m, flush=True))
         sections.append(
-            "## Per operation: CPU time added (all threads of the process), same SDK setup\n\n"
-            f"{args.ops_n} sequential operations under a parent span, against the fake Bot "
+            "## Per operation: CPU time added, each mode as it ships\n\n"
+            "bare: no OpenTelemetry; otelbot: its instrumentors, the SDK and the trace export "
+            "path its distro picks on this machine (the export helper on 2+ CPUs); contrib: "
+            "the contrib instrumentations, the SDK's batch processor and OTLP exporter. Spans "
+            "go to the OTLP receiver; CPU of all threads plus the export helper's, the span "
+            f"processors flushed before each reading. {args.ops_n} sequential operations "
+            "under a parent span, against the fake Bot "
             "API (another process), PostgreSQL and Redis; lowest of "
             f"{args.repeats} interleaved rounds.\n\n{ops.table(medians)}\n"
         )

@@ -44,3 +44,34 @@ def test_e2e_bench_runs_every_kind_of_configuration(tmp_path: Path) -> None:
         assert r["updates_per_s"] > 0, name
         assert r["cpu_us_per_update"] > 0, name
         assert r["peak_rss_mb"] > 10, name  # a Python process with aiogram loaded
+        assert r["bot_cpu_total_s"] > 0, name  # read at exit, before the bot was reaped
+    # The whole process tree: the export helper's CPU is counted (it is started at the
+    # first batch, at the latest at the final flush, and waited for by the bot); the bot
+    # exporting in its own process has no helper.
+    assert runs["otelbot"]["helper_cpu_total_s"] > 0
+    assert runs["otelbot (SDK exporter)"]["helper_cpu_total_s"] == 0
+    assert runs["bare"]["helper_cpu_total_s"] == 0
+
+
+def test_one_cpu_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "latest.md"
+    configs = "bare,otelbot,otelbot (export helper)"
+    code = run.main(["--quick", "--only", "onecpu", "--onecpu-configs", configs, "--out", str(out)])
+    assert code == 0
+    text = out.read_text()
+    assert "## One CPU" in text
+    for name in configs.split(","):
+        assert f"| {name} |" in text
+    data = {
+        row["config"]: row for row in json.loads(out.with_suffix(".json").read_text())["onecpu"]
+    }
+    for name, row in data.items():
+        short, long = row["runs"][0]
+        assert (short["updates"], long["updates"]) == (30, 90), name
+        assert row["updates_per_s"] > 0, name
+    # On one CPU otelbot as shipped exports from the bot's process; the helper row forces
+    # the helper, whose CPU is counted with the bot's.
+    assert data["otelbot"]["runs"][0][1]["helper_cpu_total_s"] == 0
+    assert data["otelbot (export helper)"]["runs"][0][1]["helper_cpu_total_s"] > 0
+    assert data["otelbot"]["runs"][0][1]["spans_per_update"] >= 4
+    assert data["otelbot (export helper)"]["runs"][0][1]["spans_per_update"] >= 4
