@@ -1,26 +1,30 @@
-"""watch's OTLP intake: OTLP/HTTP (protobuf) as an aiohttp app and OTLP/gRPC on ``grpc.aio``,
-both on the event loop that serves the page, both decoding with
+"""watch's OTLP intake: OTLP/HTTP (protobuf, or JSON) as an aiohttp app and OTLP/gRPC on
+``grpc.aio``, both on the event loop that serves the page, both decoding with
 :mod:`otelbot.testing.otlp_receiver`'s functions into a :class:`WatchStore`::
 
     intake = Intake(store, forward=Forwarder("http://collector:4318"), token=None)
-    app = intake.http_app()                          # POST /v1/traces|metrics|logs
+    app = intake.http_app()                               # POST /v1/traces|metrics|logs
     server, port = intake.grpc_server("127.0.0.1:4317")   # then: await server.start()
 
 Bad input never takes watch down: a body that is not a valid export request gets 400
-(gRPC INVALID_ARGUMENT), another content type 415, a body (or a decompressed body) over
-``MAX_BODY`` 413 (gRPC RESOURCE_EXHAUSTED), a missing token 401 (UNAUTHENTICATED).
+(gRPC INVALID_ARGUMENT), a content type other than protobuf or JSON 415, a body (or a
+decompressed body) over ``MAX_BODY`` 413 (gRPC RESOURCE_EXHAUSTED), a missing token 401
+(UNAUTHENTICATED). A JSON export is read (and forwarded) as its protobuf equivalent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
+import json
 import logging
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -34,6 +38,7 @@ log = logging.getLogger("otelbot.watch")
 #: Largest export body accepted, compressed or not (the SDK batches stay far below it).
 MAX_BODY = 16 * 1024 * 1024
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
+JSON_TYPE = "application/json"
 SIGNALS = ("traces", "metrics", "logs")
 _RESPONSES: dict[str, bytes] = {
     "traces": trace_service_pb2.ExportTraceServiceResponse().SerializeToString(),
@@ -49,6 +54,38 @@ _GRPC_SERVICES = {
 
 class BodyTooLarge(ValueError):
     pass
+
+
+_HEX_IDS = frozenset({"traceId", "spanId", "parentSpanId"})
+_REQUESTS: dict[str, Any] = {
+    "traces": trace_service_pb2.ExportTraceServiceRequest,
+    "metrics": metrics_service_pb2.ExportMetricsServiceRequest,
+    "logs": logs_service_pb2.ExportLogsServiceRequest,
+}
+
+
+def _ids_to_base64(node: Any) -> None:
+    """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping reads base64."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _HEX_IDS and isinstance(value, str):
+                node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            else:
+                _ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _ids_to_base64(item)
+
+
+def json_to_protobuf(signal: str, body: bytes) -> bytes:
+    """An OTLP/JSON export body as the protobuf one (ValueError when it is not one)."""
+    try:
+        data = json.loads(body)
+        _ids_to_base64(data)
+        request = json_format.ParseDict(data, _REQUESTS[signal](), ignore_unknown_fields=True)
+    except (json_format.ParseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+    return bytes(request.SerializeToString())
 
 
 def inflate(body: bytes, encoding: str) -> bytes:
@@ -164,19 +201,25 @@ class Intake:
     async def _export(self, signal: str, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request.headers.get("Authorization")):
             raise web.HTTPUnauthorized(text="watch: a bearer token is required\n")
-        if request.content_type not in PROTOBUF_TYPES:
+        as_json = request.content_type == JSON_TYPE
+        if request.content_type not in PROTOBUF_TYPES and not as_json:
             raise web.HTTPUnsupportedMediaType(
-                text=f"watch: OTLP/HTTP takes application/x-protobuf, not "
-                f"{request.content_type!r} (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)\n"
+                text=f"watch: OTLP/HTTP takes application/x-protobuf or application/json, "
+                f"not {request.content_type!r}\n"
             )
         body = await request.read()  # over client_max_size: aiohttp answers 413
         try:
             body = inflate(body, (request.headers.get("Content-Encoding") or "").lower())
+            if as_json:
+                self.ingest(signal, json_to_protobuf(signal, body))
+                return web.Response(text="{}", content_type=JSON_TYPE)
             self.ingest(signal, body)
         except BodyTooLarge as exc:
             raise web.HTTPRequestEntityTooLarge(MAX_BODY, len(body), text=f"watch: {exc}\n")
         except (DecodeError, ValueError, zlib.error) as exc:
             raise web.HTTPBadRequest(text=f"watch: not an OTLP {signal} export: {exc}\n")
+        except Exception as exc:  # valid protobuf the decoder cannot read (a metric with no data)
+            raise web.HTTPBadRequest(text=f"watch: cannot read this {signal} export: {exc!r}\n")
         return web.Response(body=_RESPONSES[signal], content_type="application/x-protobuf")
 
     # ------------------------------------------------------------------ gRPC
@@ -196,7 +239,7 @@ class Intake:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a token is required")
                 try:
                     intake.ingest(signal, body)
-                except (DecodeError, ValueError) as exc:
+                except Exception as exc:  # not protobuf, or nothing the decoder can read
                     intake.store.rejected += 1
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP {signal} export: {exc}"

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import json
 import urllib.error
 import urllib.request
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics, ScopeMetrics
 
 from otelbot.watch.options import WatchOptions
 from otelbot.watch.receiver import MAX_BODY
@@ -21,9 +26,9 @@ def test_bad_http_bodies_get_4xx_and_watch_keeps_receiving(watch: RunningWatch) 
     valid = updates(2)
     assert watch.post("traces", valid[:-3]) == 400  # truncated protobuf
     assert watch.post("logs", b"\xff\xff\xff\xff") == 400  # not protobuf at all
-    assert (
-        watch.post("traces", b'{"resourceSpans": []}', {"Content-Type": "application/json"}) == 415
-    )
+    as_json = {"Content-Type": "application/json"}
+    assert watch.post("traces", b'{"resourceSpans": [', as_json) == 400  # truncated JSON
+    assert watch.post("logs", b'{"resourceLogs": 7}', as_json) == 400  # not an export
     assert watch.post("metrics", valid, {"Content-Type": "text/plain"}) == 415
     assert watch.post("traces", b"\0" * (MAX_BODY + 1)) == 413  # huge
     bomb = gzip.compress(b"\0" * (MAX_BODY * 2))  # small on the wire, huge inflated
@@ -32,13 +37,17 @@ def test_bad_http_bodies_get_4xx_and_watch_keeps_receiving(watch: RunningWatch) 
     assert watch.post("traces", gzip.compress(valid)[:-8], {"Content-Encoding": "gzip"}) == 400
     assert watch.post("traces", valid, {"Content-Encoding": "br"}) == 400
     assert watch.post("profiles", valid) in (404, 405)
+    no_data = ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(metrics=[Metric(name="x")])])]
+    )  # valid protobuf, but a metric without data points of any kind
+    assert watch.post("metrics", no_data.SerializeToString()) == 400
     assert watch.call(lambda: watch.store.span_count) == 0
 
     assert watch.post("traces", gzip.compress(valid), {"Content-Encoding": "gzip"}) == 200
     assert watch.post("traces", valid) == 200
     assert watch.call(lambda: watch.store.span_count) == 8
     health = watch.get("/api/health")
-    assert health["watch"]["rejected_requests"] == 8
+    assert health["watch"]["rejected_requests"] == 10
     assert [b["service"] for b in health["bots"]] == ["mem-bot"]
 
 
@@ -89,3 +98,29 @@ def test_remote_addresses_need_the_flag_and_a_token() -> None:
         urllib.request.urlopen("http://127.0.0.1:1/", timeout=1)
     assert main(["watch", "--no-tui", "--ui", "0.0.0.0:0"]) == 2
     assert main(["watch", "--no-tui", "--ui", "0.0.0.0:0", "--allow-remote"]) == 2
+
+
+def test_otlp_json_with_hex_ids_is_read_like_protobuf(watch: RunningWatch) -> None:
+    trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    span = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": "telegram.update message",
+        "kind": 2,
+        "startTimeUnixNano": "1544712660000000000",
+        "endTimeUnixNano": "1544712660250000000",
+        "attributes": [{"key": "telegram.handler", "value": {"stringValue": "__main__.start"}}],
+    }
+    service = [{"key": "service.name", "value": {"stringValue": "json-bot"}}]
+    body = {
+        "resourceSpans": [{"resource": {"attributes": service}, "scopeSpans": [{"spans": [span]}]}]
+    }
+    as_json = {"Content-Type": "application/json"}
+    assert watch.post("traces", json.dumps(body).encode(), as_json) == 200
+    [row] = watch.get("/api/traces?service=json-bot")
+    assert (row["trace_id"], row["handler"], row["duration_ms"]) == (
+        trace_id,
+        "__main__.start",
+        250.0,
+    )
+    assert watch.get(f"/api/traces/{trace_id}")["spans"][0]["span_id"] == span_id
