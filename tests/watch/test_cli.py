@@ -3,6 +3,7 @@ when it cannot listen, and --forward teeing exports unchanged to a collector."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -119,3 +120,47 @@ def test_forward_tees_each_export_unchanged_to_a_collector() -> None:
             collector.wait_for(lambda r: len(r.raw) >= 3, timeout=30)
         assert sorted(collector.raw) == sorted(bodies)
         assert len(collector.spans("telegram.update message")) == 6
+
+
+def test_with_no_flags_it_receives_what_the_sdk_sends_with_no_endpoint_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK's default endpoints (OTLP/HTTP localhost:4318, OTLP/gRPC localhost:4317) are
+    watch's defaults. Skips when something else on this machine holds those ports."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcSpanExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_EXPORTER_OTLP"):
+            monkeypatch.delenv(name)
+    with Child(
+        [sys.executable, "-m", "otelbot.cli", "watch", "--no-tui"], cwd=ROOT, name="watch"
+    ) as watch:
+        try:
+            watch.wait_for_line("listening", 30)
+        except Exception:
+            if "cannot listen" in watch.output:
+                pytest.skip(f"the default ports are in use here: {watch.tail(2)}")
+            raise
+        for exporter, service in (
+            (OTLPSpanExporter(), "default-http"),
+            (GrpcSpanExporter(insecure=True), "default-grpc"),
+        ):
+            provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            attributes = {"telegram.handler": "__main__.start"}
+            provider.get_tracer("t").start_span(
+                "telegram.update message", attributes=attributes
+            ).end()
+            provider.shutdown()
+        with urllib.request.urlopen("http://127.0.0.1:4320/api/handlers", timeout=10) as r:
+            rows = json.loads(r.read())
+    assert sorted((row["service"], row["count"]) for row in rows) == [
+        ("default-grpc", 1),
+        ("default-http", 1),
+    ]
