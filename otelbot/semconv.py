@@ -1367,8 +1367,10 @@ FINDINGS: tuple[Finding, ...] = (
             ),
             Setting(
                 "OTELBOT_SLOW_HANDLER_MIN_UPDATES",
-                "5",
-                "Sampled updates of a handler before its p95 is judged.",
+                "20",
+                "Sampled updates of a handler before its p95 is judged (with fewer, a p95 is "
+                "only the slowest update: one cold start or one busy second would name a "
+                "healthy handler).",
             ),
         ),
     ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from otelbot import semconv
-from otelbot.diagnosis import steps
+from otelbot.diagnosis import memory, steps
 from otelbot.diagnosis.engine import Detector, Found
 from otelbot.diagnosis.notes import UpdateNotes
 from otelbot.diagnosis.report import Finding
@@ -27,8 +27,8 @@ class BlockedLoop(Detector):
         self.handlers: dict[str, list[float]] = {}
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
-        if update.running is None:
-            return
+        if update.running is None or memory.distorted(update.started, update.ended):
+            return  # not timed, or allocations were being traced (all code ran slower)
         counts = self.handlers.get(update.handler)
         if counts is None:
             if len(self.handlers) >= _MAX_HANDLERS:
@@ -53,7 +53,13 @@ class BlockedLoop(Detector):
                 f"{_ms(update.running)} on the loop in {update.steps} step(s) of a "
                 f"{_ms(update.duration)} update; {int(counts[1])} of {int(counts[0])} timed "
                 f"updates of this handler blocked the loop since the bot started, the longest "
-                f"step {_ms(counts[2])}",
+                f"step {_ms(counts[2])}"
+                + (
+                    f"; {_ms(update.gc_in_steps)} of garbage collection in its long steps "
+                    "not counted"
+                    if update.gc_in_steps >= 0.001
+                    else ""
+                ),
                 "move the blocking work off the loop: `await asyncio.to_thread(...)` or "
                 "`loop.run_in_executor(...)` for blocking calls (time.sleep, requests, sync "
                 "database or file I/O), an async client instead of a sync one, or CPU work "

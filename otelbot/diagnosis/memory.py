@@ -261,8 +261,14 @@ class MemoryWatch(threading.Thread):
     def trace(self, seconds: float, rate: float) -> tuple[Site, float, float] | None:
         """Trace for ``seconds``; the line that grew steadily at ``rate`` bytes/s or more
         and holds most of the growth, with the traced seconds and its share."""
-        with _no_gc():
-            return self._trace(seconds, rate)
+        global tracing_since
+        tracing_since = time.perf_counter()
+        try:
+            with _no_gc():
+                return self._trace(seconds, rate)
+        finally:
+            traced_windows.append((tracing_since, time.perf_counter()))
+            tracing_since = 0.0
 
     def _trace(self, seconds: float, rate: float) -> tuple[Site, float, float] | None:
         started = not tracemalloc.is_tracing()
@@ -283,6 +289,20 @@ class MemoryWatch(threading.Thread):
         traced = snapshots[-1][0] - snapshots[0][0]
         del snapshots
         return culprit(first, middle, last, traced, rate)
+
+
+#: perf_counter when the traced window running now began (0.0: none), and the recent
+#: windows (start, end). Everything in the bot runs several times slower while allocations
+#: are traced: the timing detectors leave updates that overlap a window out.
+tracing_since = 0.0
+traced_windows: deque[tuple[float, float]] = deque(maxlen=16)
+
+
+def distorted(start: float, end: float) -> bool:
+    """Whether ``start``..``end`` (perf_counter) overlapped a traced window."""
+    if tracing_since and tracing_since < end:
+        return True
+    return any(begun < end and start < ended for begun, ended in traced_windows)
 
 
 @contextmanager

@@ -46,6 +46,7 @@ class UpdateNotes:
 
     __slots__ = (
         "ended",
+        "gc_in_steps",
         "handler",
         "handler_code",
         "longest_step",
@@ -79,6 +80,8 @@ class UpdateNotes:
         self.steps = 0
         self.longest_step = 0.0
         self.longest_step_at: CodeLocation | None = None
+        # Garbage-collector pauses inside its long steps, taken off longest_step.
+        self.gc_in_steps = 0.0
         self.token: Any = None
 
     @property

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from otelbot import semconv
 from otelbot.core import config
-from otelbot.diagnosis import steps
+from otelbot.diagnosis import memory, steps
 from otelbot.diagnosis.engine import Detector, Found
 from otelbot.diagnosis.notes import POOL_WAIT, CodeLocation, UpdateNotes, bot_code_location
 from otelbot.diagnosis.report import Finding
@@ -142,6 +142,8 @@ class PoolStarvation(Detector):
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
         starved: dict[str, tuple[float, PoolUse]] = {}  # pool -> longest wait here
+        # While allocations are traced everything runs slower: no waits judged from it.
+        traced = memory.distorted(update.started, update.ended)
         for op in update.ops:
             if op.kind != POOL_WAIT:
                 continue
@@ -153,6 +155,8 @@ class PoolStarvation(Detector):
             else:
                 use.owner = id(update)
                 use.handler = update.handler
+            if traced:
+                continue
             waited = op.end - op.start - stalled(id(update), op.start, op.end)
             window = self.waits.get(op.shape)
             if window is None:

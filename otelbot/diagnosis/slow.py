@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from otelbot import semconv
 from otelbot.core import config
-from otelbot.diagnosis import steps
+from otelbot.diagnosis import memory, steps
 from otelbot.diagnosis.engine import Detector, Found
 from otelbot.diagnosis.notes import API, HTTP, POOL_WAIT, REDIS, SQL, UpdateNotes
 from otelbot.diagnosis.report import Finding
@@ -87,13 +87,15 @@ class SlowHandlers(Detector):
 
     def __init__(self) -> None:
         self.threshold = config.number(_THRESHOLD_SETTING, 1000.0, minimum=1.0) / 1000.0
-        self.minimum = int(config.number(_MIN_SETTING, 5, minimum=1))
+        self.minimum = int(config.number(_MIN_SETTING, 20, minimum=1))
         # handler -> its last updates: (judged duration, split of a slow one or None)
         self.handlers: dict[str, deque[tuple[float, _Split | None]]] = {}
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
         if update.outcome == "unhandled":
             return
+        if memory.distorted(update.started, update.ended):
+            return  # allocations were being traced: everything ran slower
         window = self.handlers.get(update.handler)
         if window is None:
             if len(self.handlers) >= _MAX_HANDLERS:

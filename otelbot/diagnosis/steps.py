@@ -28,6 +28,7 @@ already over the threshold.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -63,6 +64,31 @@ recent: deque[LongStep] = deque(maxlen=512)
 
 _perf_counter = time.perf_counter
 
+#: Recent garbage-collector pauses (start, end), oldest first: a collection that runs
+#: during a step is the interpreter's, not the handler's code, and is taken off the step.
+gc_pauses: deque[tuple[float, float]] = deque(maxlen=64)
+_gc_started = 0.0
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = _perf_counter()
+    elif _gc_started:
+        gc_pauses.append((_gc_started, _perf_counter()))
+        _gc_started = 0.0
+
+
+def gc_during(start: float, end: float) -> float:
+    """Seconds of ``start``..``end`` the garbage collector held the interpreter."""
+    total = 0.0
+    for paused, resumed in reversed(gc_pauses):
+        if resumed <= start:
+            break
+        if paused < end:
+            total += min(end, resumed) - max(start, paused)
+    return total
+
 
 class _Watcher:
     """Reads the loop thread's stack during a step that is over the threshold."""
@@ -79,6 +105,8 @@ class _Watcher:
 
     def start(self) -> None:
         self.running = True
+        if _on_gc not in gc.callbacks:
+            gc.callbacks.append(_on_gc)
         thread = threading.Thread(target=self._run, name="otelbot-step-watch", daemon=True)
         thread.start()
 
@@ -211,6 +239,10 @@ class TimedCoroutine:
     def _long(self, started: float, elapsed: float) -> None:
         notes = self._notes
         recent.append(LongStep(started, started + elapsed, id(notes), self._handler))
+        collecting = gc_during(started, started + elapsed)
+        if collecting:
+            notes.gc_in_steps += collecting
+            elapsed -= collecting
         if elapsed <= notes.longest_step:
             return
         notes.longest_step = elapsed

@@ -31,6 +31,7 @@ def test_slow_handlers_are_named_with_the_slow_call_or_statement_and_the_fast_on
         pg_dsn,
         redis_url,
         POOL_MAX="12",
+        OTELBOT_SLOW_HANDLER_MIN_UPDATES="5",  # the default (20) is tested below
     ) as run:
         run.send(*["/fast"] * 6)
         run.wait_handled()
@@ -104,15 +105,16 @@ def test_a_handler_slow_only_while_another_held_the_loop_is_not_found() -> None:
     detector = slow.SlowHandlers()
     found: list[Finding] = []
     base = 1_000_000.0  # far from the real steps other tests recorded
-    for i in range(6):
+    for i in range(25):
         start = base + 10 * i
         victim = _update("bot.victim", start, start + 1.5, 0.01)
         # another update's step held the loop for 1.4 s of it
         steps.recent.append(steps.LongStep(start + 0.05, start + 1.45, id(object()), "bot.block"))
         detector.on_update(victim, found.append)
     assert found == []
-    for i in range(6):
-        start = base + 100 + 10 * i
+    for i in range(20):
+        start = base + 1000 + 10 * i
         detector.on_update(_update("bot.slow", start, start + 1.5, 1.4), found.append)
+        assert bool(found) == (i == 19), "judged from the 20th update on (the default)"
     assert {f.handler for f in found} == {"bot.slow"}
     assert "goes to its own code on the event loop" in found[0].summary

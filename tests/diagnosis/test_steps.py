@@ -172,3 +172,30 @@ def test_time_stalled_by_another_updates_long_step_is_counted_for_the_other_one_
 
     asyncio.run(main())
     assert victim.longest_step < 0.02
+
+
+def test_a_garbage_collection_inside_a_step_is_not_the_handlers_blocking() -> None:
+    import gc
+
+    heap = [[i] for i in range(1_500_000)]  # a big heap: a full collection takes a while
+
+    async def collects() -> None:
+        await asyncio.sleep(0)
+        gc.collect()  # stands in for a collection the interpreter starts in the step
+        await asyncio.sleep(0)
+
+    async def sleeps() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.12)  # the handler's own blocking call
+        await asyncio.sleep(0)
+
+    collected, slept = _notes(), _notes()
+    _run(steps.timed(collects(), collected, "h"))
+    _run(steps.timed(sleeps(), slept, "h"))
+    del heap
+    assert collected.running is not None
+    assert collected.gc_in_steps >= 0.02, "the collection was too quick to tell"
+    # The step lasted the collection; what is left of it is the handler's own few µs.
+    assert collected.running >= collected.gc_in_steps
+    assert collected.longest_step < collected.gc_in_steps / 2
+    assert slept.longest_step >= 0.12 and slept.gc_in_steps == 0.0
