@@ -118,3 +118,26 @@ def test_a_handler_slow_only_while_another_held_the_loop_is_not_found() -> None:
         assert bool(found) == (i == 19), "judged from the 20th update on (the default)"
     assert {f.handler for f in found} == {"bot.slow"}
     assert "goes to its own code on the event loop" in found[0].summary
+
+
+def test_updates_while_allocations_were_traced_are_not_judged() -> None:
+    from otelbot.diagnosis import blocking, memory
+
+    detector, blocked = slow.SlowHandlers(), blocking.BlockedLoop()
+    found: list[Finding] = []
+    base = 2_000_000.0
+    memory.traced_windows.append((base, base + 1000.0))
+    try:
+        for i in range(25):
+            start = base + 10 * i
+            update = _update("bot.traced", start, start + 1.5, 1.4)
+            update.longest_step = 0.5
+            detector.on_update(update, found.append)
+            blocked.on_update(update, found.append)
+        assert found == []
+    finally:
+        memory.traced_windows.clear()
+    update = _update("bot.traced", base + 2000, base + 2001.5, 1.4)
+    update.longest_step = 0.5
+    blocked.on_update(update, found.append)  # outside the window: judged
+    assert [f.event for f in found] == [semconv.EVENT_BLOCKED_LOOP]
