@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 PRECISION = 10
 REGISTERS = 1 << PRECISION
@@ -112,8 +113,12 @@ class ActiveUsers:
         self._windows = {name: _Window(step, size) for name, (step, size) in WINDOWS.items()}
         self._list = list(self._windows.values())
         self._next_rotation = 0.0
+        #: Whether any user was added: an instrumentation whose library handled no
+        #: update reports nothing, rather than zeros beside the one that did.
+        self.seen = False
 
     def add(self, user_id: int) -> None:
+        self.seen = True
         now = self._clock()
         if now >= self._next_rotation:
             self._rotate(now)
@@ -139,3 +144,23 @@ class ActiveUsers:
     @property
     def memory_bytes(self) -> int:
         return sum(len(s.registers) for w in self._list for s in w.ring)
+
+
+def observations(users: ActiveUsers, window_attribute: str) -> list[Any]:
+    """The ``telegram.users.active`` gauge's observations: one per window, none before the
+    first user (several bot libraries may be instrumented in one process; only the one
+    that handles updates speaks)."""
+    from opentelemetry.metrics import Observation
+
+    try:
+        if not users.seen:
+            return []
+        return [
+            Observation(value, {window_attribute: window})
+            for window, value in users.estimates().items()
+        ]
+    except Exception as exc:
+        from otelbot.core.errors import internal_error
+
+        internal_error("active users gauge", exc)
+        return []

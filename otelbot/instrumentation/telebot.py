@@ -43,6 +43,7 @@ from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
 from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
+from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
 from otelbot.diagnosis import notes
 from otelbot.diagnosis.notes import CodeLocation, code_of
@@ -146,16 +147,7 @@ class _Telemetry:
         self._handler_names: dict[int, tuple[str, CodeLocation | None]] = {}
 
     def _observe_users(self, options: Any) -> Any:
-        from opentelemetry.metrics import Observation
-
-        try:
-            return [
-                Observation(value, {TELEGRAM_USERS_WINDOW: window})
-                for window, value in self.users.estimates().items()
-            ]
-        except Exception as exc:
-            internal_error("active users gauge", exc)
-            return []
+        return users_observations(self.users, TELEGRAM_USERS_WINDOW)
 
     def attrs(
         self,

@@ -58,3 +58,15 @@ def test_hll_merge() -> None:
         b.add(i)
     a.merge(b)
     assert abs(a.estimate() - 5000) / 5000 < 0.06
+
+
+def test_the_gauge_says_nothing_before_the_first_user_then_one_value_per_window() -> None:
+    from otelbot.core.users import observations
+
+    users = ActiveUsers(clock=lambda: 1_000_000.0)
+    assert observations(users, "w") == []  # a library that handled no update: silent
+    for user in range(3):
+        users.add(7000 + user)
+    seen = {o.attributes["w"]: o.value for o in observations(users, "w")}
+    assert set(seen) == {"5m", "1h", "24h"}
+    assert all(2.5 < v < 3.5 for v in seen.values())
