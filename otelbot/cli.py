@@ -1,6 +1,7 @@
 """``otelbot``: the project's command line.
 
     otelbot demo [--duration 60] [--html out/demo-report.html] [--otlp-endpoint URL]
+                 [--ui HOST:PORT] [--keep]
     otelbot watch [--otlp-http HOST:PORT] [--otlp-grpc HOST:PORT] [--ui HOST:PORT] ...
 
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
@@ -25,6 +26,7 @@ from pathlib import Path
 from otelbot.scripts import check_extra, report_missing_module
 from otelbot.testing import defaults
 from otelbot.watch.options import add_arguments as add_watch_arguments
+from otelbot.watch.options import address
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -41,7 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         from otelbot.demo.analysis import analyse
         from otelbot.demo.render import print_report, write_html
-        from otelbot.demo.run import DemoError, DemoOptions, run_demo
+        from otelbot.demo.run import DemoError, DemoOptions, close_watch, run_demo
     except ModuleNotFoundError as exc:
         return report_missing_module("otelbot demo", "the demo", "demo", exc)
 
@@ -53,6 +55,8 @@ def _demo(args: argparse.Namespace) -> int:
         html=Path(args.html),
         otlp_endpoint=args.otlp_endpoint,
         progress=not args.no_progress,
+        ui=args.ui,
+        keep=args.keep,
     )
     if args.pg_dsn:
         opts.pg_dsn = args.pg_dsn
@@ -71,6 +75,7 @@ def _demo(args: argparse.Namespace) -> int:
     print_report(report, console)
     write_html(report, opts.html)
     console.print(f"\nHTML report: [bold]{opts.html.resolve()}[/]", highlight=False)
+    close_watch(observed, console, keep=opts.keep)
     complete = bool(report.findings) or report.limited is not None
     clean = report.token is None or report.token.clean
     return EXIT_OK if complete and clean else EXIT_INCOMPLETE
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--otlp-endpoint",
         metavar="URL",
         help="send the telemetry to this OTLP/HTTP endpoint (a real collector, "
-        "e.g. http://localhost:4318) instead of the embedded receiver",
+        "e.g. http://localhost:4318) instead of the demo's own otelbot watch",
     )
     demo.add_argument(
         "--pg-dsn",
@@ -123,6 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="small data and agent thresholds, for a run of a few seconds",
     )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    demo.add_argument(
+        "--ui",
+        type=address,
+        metavar="HOST:PORT",
+        help="the live page (otelbot watch) on this loopback address "
+        "(default 127.0.0.1:4320, or a free port when that is taken)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the report, leave the live page up until Ctrl+C",
+    )
     watch = sub.add_parser(
         "watch",
         help="a local OTLP receiver with a live page: handlers, traces and findings, no backend",
@@ -134,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         if args.duration <= 0:
             parser.error("--duration must be positive")
+        if args.keep and args.otlp_endpoint:
+            parser.error("--keep keeps the demo's own page; with --otlp-endpoint there is none")
         return _demo(args)
     return EXIT_CANNOT_RUN
 

@@ -1,7 +1,11 @@
-"""The demo report's numbers, computed from what arrived on the wire (spans, metric points,
-log records). The problems it lists are the findings the bot's detectors and the agent sent
-(``otelbot.bot.*`` and ``otelbot.postgresql.*`` log records); nothing here detects a
-problem itself or knows which handler has which.
+"""The demo report's numbers, from what the demo's embedded ``otelbot watch`` received: its
+store (handler latency, the slowest trace, Bot API calls, statements, cache, GC, findings,
+the summary figures) and, where a section needs a series over time (memory trend, the most
+users or connections at once, event-loop lag), the metric points decoded from the export
+bodies watch's tap kept, since watch keeps only a series' newest point. The problems it
+lists are the findings the bot's detectors and the agent sent (``otelbot.bot.*`` and
+``otelbot.postgresql.*`` log records); nothing here detects a problem itself or knows which
+handler has which.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from typing import Any
 
 from otelbot import semconv
 from otelbot.testing.fake_bot_api import Call
-from otelbot.testing.otlp_receiver import ReceivedLog, ReceivedPoint, ReceivedSpan
+from otelbot.testing.otlp_receiver import ReceivedPoint, ReceivedSpan
 from otelbot.testing.scan import token_leaks
+from otelbot.watch import views
+from otelbot.watch.embedded import EmbeddedWatch
+from otelbot.watch.store import Finding, WatchStore
 
 DEMO_SCHEMA = "otelbot_demo"
 UPDATE_PREFIX = semconv.SPAN_TELEGRAM_UPDATE + " "
@@ -26,13 +33,13 @@ WATERFALL_ROWS = 24
 
 @dataclass
 class Observed:
-    """Everything the demo saw: the receiver's data, the fake API's log, the processes."""
+    """Everything the demo saw: watch's store, the metric points and raw bytes of its tap,
+    the fake API's log, the processes."""
 
     duration: float
-    spans: list[ReceivedSpan]
-    points: list[ReceivedPoint]
-    logs: list[ReceivedLog]
-    raw: bytes
+    store: WatchStore
+    points: list[ReceivedPoint]  # every point received, not only each series' newest
+    raw: bytes  # every export body, for the token scan
     requests: int
     api_calls: list[Call]
     api_floods: int
@@ -43,6 +50,10 @@ class Observed:
     #: What the demo changed from the defaults: the bot's OTELBOT_* settings, the agent's keys.
     settings: dict[str, str] = field(default_factory=dict)
     agent_settings: dict[str, str] = field(default_factory=dict)
+    #: The running watch the store belongs to (read it on its loop); None in tests.
+    watch: EmbeddedWatch | None = None
+    page_url: str | None = None
+    service: str = ""  # the demo bot's service.name
 
 
 @dataclass
@@ -188,6 +199,9 @@ class Report:
     points: int
     logs: int
     limited: str | None
+    page_url: str | None = None
+    #: watch's summary figures for the demo bot (views.service_summary), {} without it.
+    summary: dict[str, Any] = field(default_factory=dict)
     latency: list[HandlerLatency] = field(default_factory=list)
     slowest: list[WaterfallRow] = field(default_factory=list)
     slowest_handler: str = ""
@@ -221,84 +235,52 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def _latest(points: Iterable[ReceivedPoint]) -> list[ReceivedPoint]:
-    """The newest point of every series (cumulative sums and histograms: the totals)."""
-    newest: dict[tuple[Any, ...], ReceivedPoint] = {}
-    for p in points:
-        key = (
-            tuple(sorted((k, str(v)) for k, v in p.attributes.items())),
-            tuple(sorted((k, str(v)) for k, v in p.resource.items())),
-        )
-        if key not in newest or p.time_ns >= newest[key].time_ns:
-            newest[key] = p
-    return list(newest.values())
-
-
 def _is_sql(span: ReceivedSpan) -> bool:
     return span.attributes.get(semconv.DB_SYSTEM_NAME) == semconv.DB_SYSTEM_POSTGRESQL
 
 
-class Traces:
-    """Spans grouped into update traces: root ``telegram.update`` span plus descendants."""
+class UpdateTraces:
+    """The traces of the updates watch keeps: each trace's handler, and all their spans."""
 
-    def __init__(self, spans: list[ReceivedSpan]) -> None:
-        by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
-        for s in spans:
-            by_trace[s.trace_id].append(s)
-        self.roots: list[ReceivedSpan] = []
-        self.members: dict[str, list[ReceivedSpan]] = {}
-        for trace_id, members in by_trace.items():
-            roots = [s for s in members if s.name.startswith(UPDATE_PREFIX)]
-            if not roots:
+    def __init__(self, store: WatchStore) -> None:
+        self.handler_of: dict[str, str] = {}
+        self.spans: list[ReceivedSpan] = []
+        for update in store.updates():
+            trace = store.trace(update.trace_id)
+            if trace is None or update.trace_id in self.handler_of:
                 continue
-            root = roots[0]
-            self.roots.append(root)
-            self.members[trace_id] = sorted(
-                (s for s in members if s is not root), key=lambda s: s.start_ns
-            )
-
-    def handler(self, root: ReceivedSpan) -> str:
-        return short(str(root.attributes.get(semconv.TELEGRAM_HANDLER, "")))
-
-    def children(self, root: ReceivedSpan) -> list[ReceivedSpan]:
-        return self.members.get(root.trace_id, [])
-
-    def by_handler(self) -> dict[str, list[ReceivedSpan]]:
-        out: dict[str, list[ReceivedSpan]] = defaultdict(list)
-        for root in self.roots:
-            out[self.handler(root)].append(root)
-        return out
+            self.handler_of[update.trace_id] = short(update.handler)
+            self.spans.extend(trace.spans)
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _latency(traces: Traces) -> list[HandlerLatency]:
-    out = []
-    for handler, roots in traces.by_handler().items():
-        durations = [r.duration for r in roots]
-        errors = sum(
-            1 for r in roots if r.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME) == "error"
+def _latency(store: WatchStore) -> list[HandlerLatency]:
+    out = [
+        HandlerLatency(
+            short(str(row["handler"])),
+            int(row["count"]),
+            int(row["errors"]),
+            row["p50_ms"] / 1000,
+            row["p95_ms"] / 1000,
+            row["p99_ms"] / 1000,
+            row["max_ms"] / 1000,
         )
-        out.append(
-            HandlerLatency(
-                handler,
-                len(roots),
-                errors,
-                percentile(durations, 50),
-                percentile(durations, 95),
-                percentile(durations, 99),
-                max(durations),
-            )
-        )
+        for row in views.handlers(store)
+    ]
     return sorted(out, key=lambda h: h.p95, reverse=True)
 
 
-def _detail(span: ReceivedSpan) -> str:
-    a = span.attributes
+def _detail(name: str, a: dict[str, Any]) -> str:
+    if name.startswith(UPDATE_PREFIX):
+        return (
+            f"handler {short(str(a.get(semconv.TELEGRAM_HANDLER, '')))}, outcome "
+            f"{a.get(semconv.TELEGRAM_UPDATE_OUTCOME, '?')}"
+        )
     if semconv.DB_QUERY_TEXT in a:
         return str(a[semconv.DB_QUERY_TEXT])
-    if span.name.startswith(API_PREFIX):
+    if name.startswith(API_PREFIX):
         if semconv.TELEGRAM_API_ERROR_CODE in a:
             text = (
                 f"HTTP {a.get(semconv.HTTP_RESPONSE_STATUS_CODE, '?')}, error "
@@ -311,50 +293,40 @@ def _detail(span: ReceivedSpan) -> str:
     return ""
 
 
-def _waterfall(traces: Traces) -> tuple[list[WaterfallRow], str]:
-    if not traces.roots:
+def _waterfall(store: WatchStore) -> tuple[list[WaterfallRow], str]:
+    """The slowest update's trace as watch's trace view draws it (spans in tree order)."""
+    slowest = views.traces(store, slowest=True, limit=1)
+    found = views.trace(store, slowest[0]["trace_id"]) if slowest else None
+    if found is None or not found["spans"]:
         return [], ""
-    root = max(traces.roots, key=lambda r: r.duration)
-    members = traces.children(root)
-    by_id = {s.span_id: s for s in members}
-
-    def depth(s: ReceivedSpan) -> int:
-        d, parent = 1, s.parent_span_id
-        while parent in by_id and d < 10:
-            d, parent = d + 1, by_id[parent].parent_span_id
-        return d
-
+    spans = found["spans"]
     rows = [
         WaterfallRow(
-            0,
-            root.name,
-            0.0,
-            root.duration,
-            f"handler {traces.handler(root)}, outcome "
-            f"{root.attributes.get(semconv.TELEGRAM_UPDATE_OUTCOME, '?')}",
+            s["depth"],
+            s["name"],
+            s["offset_ms"] / 1000,
+            s["duration_ms"] / 1000,
+            _detail(s["name"], s["attributes"]),
         )
+        for s in spans[: WATERFALL_ROWS + 1]
     ]
-    for s in members[:WATERFALL_ROWS]:
-        rows.append(
-            WaterfallRow(
-                depth(s), s.name, (s.start_ns - root.start_ns) / 1e9, s.duration, _detail(s)
-            )
-        )
-    if len(members) > WATERFALL_ROWS:
-        rest = members[WATERFALL_ROWS:]
-        end = max(s.end_ns for s in rest)
+    rest = spans[WATERFALL_ROWS + 1 :]
+    if rest:
+        start = min(s["offset_ms"] for s in rest)
+        end = max(s["offset_ms"] + s["duration_ms"] for s in rest)
         rows.append(
             WaterfallRow(
                 1,
                 f"... {len(rest)} more spans",
-                (rest[0].start_ns - root.start_ns) / 1e9,
-                (end - rest[0].start_ns) / 1e9,
+                start / 1000,
+                (end - start) / 1000,
                 ", ".join(
-                    f"{n} x {name}" for name, n in Counter(s.name for s in rest).most_common(3)
+                    f"{n} x {name}"
+                    for name, n in Counter(str(s["name"]) for s in rest).most_common(3)
                 ),
             )
         )
-    return rows, traces.handler(root)
+    return rows, short(str(slowest[0]["handler"]))
 
 
 def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
@@ -365,9 +337,10 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
     calls: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     floods: Counter[str] = Counter()
-    points = [p for p in observed.points if p.name == semconv.TELEGRAM_API_DURATION.name]
+    store = observed.store
+    points = store.points(semconv.TELEGRAM_API_DURATION.name)  # each series' totals
     if points:
-        for p in _latest(points):
+        for p in points:
             method = str(p.attributes.get(semconv.TELEGRAM_API_METHOD, "?"))
             calls[method] += p.count
             if (
@@ -375,9 +348,7 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
                 or semconv.ERROR_TYPE in p.attributes
             ):
                 errors[method] += p.count
-        for p in _latest(
-            x for x in observed.points if x.name == semconv.TELEGRAM_API_FLOOD_WAITS.name
-        ):
+        for p in store.points(semconv.TELEGRAM_API_FLOOD_WAITS.name):
             floods[str(p.attributes.get(semconv.TELEGRAM_API_METHOD, "?"))] += int(p.value or 0)
     else:  # no metrics (telemetry sent elsewhere): what the fake Bot API logged
         for call in observed.api_calls:
@@ -395,16 +366,15 @@ def _api(observed: Observed, spans: list[ReceivedSpan]) -> list[ApiMethod]:
     return sorted(out, key=lambda a: a.calls, reverse=True)
 
 
-def _statements(traces: Traces, spans: list[ReceivedSpan]) -> list[Statement]:
-    handler_of = {r.trace_id: traces.handler(r) for r in traces.roots}
+def _statements(traces: UpdateTraces) -> list[Statement]:
     groups: dict[str, list[ReceivedSpan]] = defaultdict(list)
-    for s in spans:
+    for s in traces.spans:
         if _is_sql(s) and semconv.DB_QUERY_TEXT in s.attributes:
             groups[str(s.attributes[semconv.DB_QUERY_TEXT])].append(s)
     out = []
     for text, members in groups.items():
         durations = [s.duration for s in members]
-        handlers = Counter(handler_of.get(s.trace_id, "(no update)") for s in members)
+        handlers = Counter(traces.handler_of.get(s.trace_id, "?") for s in members)
         out.append(
             Statement(
                 text,
@@ -418,9 +388,9 @@ def _statements(traces: Traces, spans: list[ReceivedSpan]) -> list[Statement]:
     return sorted(out, key=lambda s: s.total, reverse=True)[:10]
 
 
-def _cache(observed: Observed) -> list[CacheLine]:
+def _cache(store: WatchStore) -> list[CacheLine]:
     by_op: dict[str, CacheLine] = {}
-    for p in _latest(x for x in observed.points if x.name == semconv.OTELBOT_CACHE_REQUESTS.name):
+    for p in store.points(semconv.OTELBOT_CACHE_REQUESTS.name):
         op = str(p.attributes.get(semconv.DB_OPERATION_NAME, "?"))
         line = by_op.setdefault(op, CacheLine(op, 0, 0))
         if p.attributes.get(semconv.CACHE_RESULT) == semconv.CACHE_HIT:
@@ -437,7 +407,9 @@ def _cache(observed: Observed) -> list[CacheLine]:
 
 def _runtime(observed: Observed) -> Runtime:
     lag_source, lag = "", None
-    in_process = [p for p in observed.points if p.name == semconv.OTELBOT_ASYNCIO_LOOP_LAG.name]
+    store = observed.store
+    in_process = store.points(semconv.OTELBOT_ASYNCIO_LOOP_LAG.name)
+    # The agent's gauge: the largest over the run, so every point the tap kept.
     agent = [
         p
         for p in observed.points
@@ -451,7 +423,7 @@ def _runtime(observed: Observed) -> Runtime:
     elif in_process:
         lag = max((p.max or 0.0) for p in in_process)
         lag_source = "otelbot.asyncio.loop.lag (bot)"
-    pauses = _latest(p for p in observed.points if p.name == semconv.OTELBOT_GC_PAUSE_DURATION.name)
+    pauses = store.points(semconv.OTELBOT_GC_PAUSE_DURATION.name)
     collections = sum(p.count for p in pauses)
     total = sum(p.sum for p in pauses)
     maxima = [p.max for p in pauses if p.max is not None]
@@ -504,37 +476,30 @@ def _code(attributes: dict[str, Any]) -> str:
     return f"{name}:{line}" if line is not None else name
 
 
-def _findings(observed: Observed) -> tuple[list[FindingRow], int]:
-    """One row per (event, handler, object), the newest record's text, grouped by kind."""
+def _findings(found: Iterable[Finding]) -> tuple[list[FindingRow], int]:
+    """One row per (event, handler, object) of the findings watch keeps, the newest record's
+    text, grouped by kind."""
     rows: dict[tuple[str, str, str], FindingRow] = {}
     others = set()
-    for record in sorted(observed.logs, key=lambda r: r.time_ns):
-        if not record.event_name.startswith("otelbot."):
-            continue
-        a = record.attributes
-        obj = str(a.get(semconv.FINDING_OBJECT, ""))
-        table = str(a.get(semconv.DB_COLLECTION_NAME, ""))
+    for f in sorted(found, key=lambda f: f.time_ns):
+        table = str(f.attributes.get(semconv.DB_COLLECTION_NAME, ""))
         if (
-            record.event_name.startswith("otelbot.postgresql.")
-            and record.event_name != semconv.EVENT_IDLE_IN_TRANSACTION
-            and not (_in_demo(obj) or _in_demo(table))
+            f.event.startswith("otelbot.postgresql.")
+            and f.event != semconv.EVENT_IDLE_IN_TRANSACTION
+            and not (_in_demo(f.object) or _in_demo(table))
         ):
-            others.add((record.event_name, obj))  # another schema in the same database
+            others.add((f.event, f.object))  # another schema in the same database
             continue
-        handler = (
-            short(str(a.get(semconv.TELEGRAM_HANDLER, "")))
-            if a.get(semconv.TELEGRAM_HANDLER)
-            else ""
-        )
-        key = (record.event_name, handler, obj)
+        handler = short(f.handler) if f.handler else ""
+        key = (f.event, handler, f.object)
         seen = rows.get(key)
         rows[key] = FindingRow(
-            record.event_name,
+            f.event,
             handler,
-            obj,
-            str(a.get(semconv.FINDING_EVIDENCE, record.body)),
-            str(a.get(semconv.FINDING_SUGGESTION, "")),
-            _code(a) or (seen.code if seen else ""),
+            f.object,
+            f.evidence or f.body,
+            f.suggestion,
+            _code(f.attributes) or (seen.code if seen else ""),
             table,
             seen.records + 1 if seen else 1,
         )
@@ -615,8 +580,15 @@ def _token(observed: Observed) -> TokenCheck:
 
 
 def analyse(observed: Observed) -> Report:
-    spans = observed.spans
-    traces = Traces(spans)
+    """The report; with a running watch, computed on watch's loop (the store's owner)."""
+    if observed.watch is not None:
+        return observed.watch.call(lambda: _analyse(observed))
+    return _analyse(observed)
+
+
+def _analyse(observed: Observed) -> Report:
+    store = observed.store
+    traces = UpdateTraces(store)
     limited = None
     if observed.otlp_endpoint:
         limited = (
@@ -627,20 +599,23 @@ def analyse(observed: Observed) -> Report:
     report = Report(
         duration=observed.duration,
         updates_sent=sum(observed.sent.values()),
-        updates_traced=len(traces.roots),
-        spans=len(spans),
-        points=len(observed.points),
-        logs=len(observed.logs),
+        updates_traced=store.update_count,
+        spans=store.received["spans"],
+        points=store.received["points"],
+        logs=store.received["logs"],
         limited=limited,
+        page_url=observed.page_url,
     )
-    report.latency = _latency(traces)
-    report.slowest, report.slowest_handler = _waterfall(traces)
-    report.api = _api(observed, spans)
-    report.statements = _statements(traces, spans)
-    report.cache = _cache(observed)
+    if observed.service in store.services:
+        report.summary = views.service_summary(store, observed.service)
+    report.latency = _latency(store)
+    report.slowest, report.slowest_handler = _waterfall(store)
+    report.api = _api(observed, traces.spans)
+    report.statements = _statements(traces)
+    report.cache = _cache(store)
     report.runtime = _runtime(observed)
     report.memory = _memory(observed)
-    report.findings, report.other_findings = _findings(observed)
+    report.findings, report.other_findings = _findings(store.findings)
     report.users = _users(observed)
     report.connections = _connections(observed)
     report.settings = dict(observed.settings)

@@ -45,12 +45,36 @@ def _section(title: str) -> Rule:
     return Rule(f"[bold]{title}", align="left", style="blue")
 
 
+def _summary_figures(report: Report) -> str:
+    """The dashboard figures watch's /api/summary gives for the demo bot, in one line."""
+    s = report.summary
+    if not s:
+        return ""
+    parts = [f"{s['updates_processed']} updates processed"]
+    if s.get("avg_response_ms") is not None:
+        parts.append(
+            f"average response {s['avg_response_ms']:.1f} ms, p95 {s['p95_response_ms']:.1f} ms"
+        )
+    if s.get("memory_bytes"):
+        parts.append(f"memory {s['memory_bytes'] / MB:.0f} MB")
+    ratio = (s.get("cache") or {}).get("hit_ratio")
+    if ratio is not None:
+        parts.append(f"cache hit ratio {ratio:.0%}")
+    parts.append(f"{s['findings']} findings")
+    return ", ".join(parts)
+
+
 def renderables(report: Report) -> Iterator[RenderableType]:
     summary = (
         f"{report.duration:.0f} s of load: {report.updates_sent} updates sent, "
         f"{report.updates_traced} traced; received {report.spans} spans, "
         f"{report.points} metric points, {report.logs} log records"
     )
+    figures = _summary_figures(report)
+    if figures:
+        summary += f"\nwatch's summary: {figures}"
+    if report.page_url:
+        summary += f"\nlive page (otelbot watch): {report.page_url}"
     yield Panel(summary, title="[bold]otelbot demo report", border_style="green")
     if report.limited:
         yield Text(report.limited, style="yellow")

@@ -31,12 +31,20 @@ from otelbot.demo.analysis import Observed
 from otelbot.demo.fake_api import FloodControlledBotApi
 from otelbot.demo.load import LoadDriver, update_mix
 from otelbot.testing import defaults
-from otelbot.testing.otlp_receiver import OtlpReceiver
+from otelbot.testing.otlp_receiver import ReceivedPoint, decode_metrics
 from otelbot.testing.processes import Child, ChildError, sibling_command
+from otelbot.watch.embedded import EmbeddedWatch
+from otelbot.watch.options import Address, WatchOptions, is_loopback
+from otelbot.watch.store import WatchStore
 
 #: The demo bot ships inside the package (package data), so a wheel install has it too.
 BOT_DIR = Path(__file__).resolve().parent / "bot"
 SERVICE_NAME = "otelbot-demo-bot"
+#: Where the live page is served unless --ui says otherwise (a free port if taken).
+DEFAULT_UI: Address = ("127.0.0.1", 4320)
+#: The run's telemetry stays on the page as long as it is up (--keep).
+WATCH_RETENTION = 24 * 3600.0
+WATCH_MAX_SPANS = 500_000
 
 
 class DemoError(Exception):
@@ -109,6 +117,10 @@ class DemoOptions:
     redis_url: str = field(default_factory=defaults.redis_url)
     bot_dir: Path = BOT_DIR
     progress: bool = True
+    #: The live page's address; None: DEFAULT_UI, or a free port when that is taken.
+    ui: Address | None = None
+    #: Leave the page (and watch) up after the report, until Ctrl+C.
+    keep: bool = False
 
 
 def _where(url: str) -> str:
@@ -290,6 +302,11 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
     instrument = _command("opentelemetry-instrument")
     agent_cmd = _command("otelbot-agent")
     view = ProgressView(console, opts.duration, opts.progress)
+    if opts.ui is not None and not is_loopback(opts.ui[0]):
+        raise DemoError(
+            f"--ui {opts.ui[0]}:{opts.ui[1]} is not a loopback address; the demo's page "
+            "binds to loopback only (from another machine: ssh -L 4320:127.0.0.1:4320)"
+        )
 
     load_schema(opts, sizes)
     view.step(
@@ -305,19 +322,20 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otelbot-demo-")))
         runtime_dir = work / "runtime"
         runtime_dir.mkdir()
-        receiver: OtlpReceiver | None = None
+        watch: EmbeddedWatch | None = None
         if opts.otlp_endpoint:
             endpoint = opts.otlp_endpoint
         else:
-            receiver = OtlpReceiver(grpc_port=None).start()
-            stack.callback(receiver.stop)
-            endpoint = receiver.http_endpoint
+            watch = start_watch(opts)
+            stack.push(_stop_on_error(watch))  # after a good run it serves the report's data
+            endpoint = watch.http_endpoint
+            console.print(f"live page: {watch.ui_url}", highlight=False, soft_wrap=True)
         api = FloodControlledBotApi(token, groups_only=True, max_poll_wait=0.5)
         api.start()
         stack.callback(api.stop)
         view.step(
             f"fake Bot API on {api.base_url}; OTLP to "
-            f"{endpoint if opts.otlp_endpoint else 'the embedded receiver ' + endpoint}"
+            f"{endpoint if opts.otlp_endpoint else 'otelbot watch at ' + endpoint}"
         )
 
         env = _otel_env(endpoint)
@@ -361,10 +379,10 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
                 ("Bot API calls", str(len(api.state.calls))),
                 ("429s", str(api.floods)),
             ]
-            if receiver is not None:
+            if watch is not None:
                 out += [
-                    ("spans", str(receiver.span_count)),
-                    ("findings", str(len(receiver.logs()))),
+                    ("spans", str(watch.store.received["spans"])),
+                    ("findings", str(len(watch.store.findings))),
                 ]
             return out
 
@@ -376,8 +394,8 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             # Let queued and in-flight updates finish (a broadcast waits out its 429s).
             _wait_until(lambda: api.pending_updates == 0, 20)
             time.sleep(3.0)
-            if receiver is not None:
-                _wait_for_findings(receiver, 10)
+            if watch is not None:
+                _wait_for_findings(watch, 10)
         bot.stop()  # SIGTERM: the SDK flushes what it holds
         agent.stop()
         time.sleep(0.5)
@@ -386,11 +404,10 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
 
         return Observed(
             duration=opts.duration,
-            spans=receiver.spans() if receiver else [],
-            points=receiver.points() if receiver else [],
-            logs=receiver.logs() if receiver else [],
-            raw=receiver.raw_bytes() if receiver else b"",
-            requests=receiver.requests if receiver else 0,
+            store=watch.store if watch else WatchStore(),
+            points=tapped_points(watch) if watch else [],
+            raw=watch.call(watch.tap.raw) if watch else b"",
+            requests=watch.tap.requests if watch else 0,
             api_calls=api.calls(),
             api_floods=api.floods,
             sent=dict(driver.sent),
@@ -399,6 +416,9 @@ def run_demo(opts: DemoOptions, console: Console) -> Observed:
             otlp_endpoint=opts.otlp_endpoint,
             settings=dict(sizes.bot_settings),
             agent_settings=sizes.agent_settings(),
+            watch=watch,
+            page_url=watch.ui_url if watch else None,
+            service=SERVICE_NAME,
         )
 
 
@@ -439,6 +459,73 @@ def _check_alive(*children: Child) -> None:
             )
 
 
-def _wait_for_findings(receiver: OtlpReceiver, timeout: float) -> None:
+def _wait_for_findings(watch: EmbeddedWatch, timeout: float) -> None:
     wanted = {semconv.EVENT_MISSING_INDEX, semconv.EVENT_UNUSED_INDEX}
-    _wait_until(lambda: wanted <= {r.event_name for r in receiver.logs()}, timeout)
+    _wait_until(
+        lambda: wanted <= watch.call(lambda: {f.event for f in watch.store.findings}),
+        timeout,
+    )
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def start_watch(opts: DemoOptions) -> EmbeddedWatch:
+    """watch on a free OTLP/HTTP port and the page's address; DemoError when --ui's
+    address cannot be had (the default one falls back to a free port)."""
+    ui = opts.ui or DEFAULT_UI
+    options = WatchOptions(
+        otlp_http=("127.0.0.1", 0),
+        otlp_grpc=None,
+        ui=ui,
+        retention=WATCH_RETENTION,
+        max_spans=WATCH_MAX_SPANS,
+    )
+    try:
+        return EmbeddedWatch(options, ui_fallback=opts.ui is None).start()
+    except OSError as exc:
+        raise DemoError(
+            f"cannot serve the live page on {ui[0]}:{ui[1]} ({exc.strerror or exc}): "
+            "pick another address with --ui HOST:PORT"
+        ) from None
+
+
+def _stop_on_error(watch: EmbeddedWatch) -> Callable[..., bool]:
+    def exit_(exc_type: object, *_: object) -> bool:
+        if exc_type is not None:
+            watch.stop()
+        return False
+
+    return exit_
+
+
+def tapped_points(watch: EmbeddedWatch) -> list[ReceivedPoint]:
+    """Every metric point watch received (its store keeps each series' newest only)."""
+    bodies = watch.call(lambda: list(watch.tap.bodies["metrics"]))
+    points: list[ReceivedPoint] = []
+    for body in bodies:
+        try:
+            points.extend(decode_metrics(body))
+        except Exception:  # watch refused it too (400): nothing to count
+            continue
+    return points
+
+
+def close_watch(observed: Observed, console: Console, keep: bool = False) -> None:
+    """Stop the demo's watch; with ``keep``, first leave its page up until Ctrl+C."""
+    watch = observed.watch
+    if watch is None:
+        return
+    try:
+        if keep:
+            console.print(
+                f"the live page stays up at {watch.ui_url} with this run's data: Ctrl+C to stop",
+                highlight=False,
+                soft_wrap=True,
+            )
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watch.stop()

@@ -1,12 +1,14 @@
 """The page in a real browser: a real aiogram bot (tests/diagnosis/bots/flood_bot.py) under
 the real ``opentelemetry-instrument`` exports to a real ``otelbot watch`` process; headless
 Chromium (Debian's, driven by Playwright) shows its handlers, opens its flood-wait finding and
-sees that update's waterfall. The screenshot goes to docs/watch.png."""
+sees that update's waterfall. The screenshot goes to the test's temporary directory, and
+to docs/watch.png (the one in the docs) with OTELBOT_UPDATE_SCREENSHOT=1."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.request
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BOT = ROOT / "tests" / "diagnosis" / "bots" / "flood_bot.py"
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = ROOT / "docs" / "watch.png"
+DOCS_SCREENSHOT = ROOT / "docs" / "watch.png"
 SERVICE = "flood-bot"
 
 
@@ -64,8 +66,9 @@ def _bot_env(watch_http: int, fake_bot_api: FakeBotApi, token: str, pg: str, red
 
 
 def test_the_page_shows_handlers_and_a_finding_opens_its_trace_waterfall(
-    fake_bot_api: FakeBotApi, bot_token: str, pg_dsn: str, redis_url: str
+    fake_bot_api: FakeBotApi, bot_token: str, pg_dsn: str, redis_url: str, tmp_path: Path
 ) -> None:
+    screenshot = tmp_path / "watch.png"
     sync_api = module("playwright.sync_api", "pip install 'otelbot[dev]'")
     if not CHROMIUM.exists():
         missing(f"{CHROMIUM} is not installed (scripts/install-tools: apt-get install chromium)")
@@ -125,8 +128,9 @@ def test_the_page_shows_handlers_and_a_finding_opens_its_trace_waterfall(
                     assert finding["trace_id"] in page.locator("#trace-title").inner_text()
                     page.wait_for_timeout(500)  # the smooth scroll to the waterfall ends
                     page.evaluate("window.scrollTo(0, 0)")
-                    SCREENSHOT.parent.mkdir(exist_ok=True)
-                    page.screenshot(path=str(SCREENSHOT), full_page=True)
+                    page.screenshot(path=str(screenshot), full_page=True)
                 finally:
                     browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("OTELBOT_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
