@@ -2,6 +2,7 @@
 
     otelbot demo [--duration 60] [--html out/demo-report.html] [--otlp-endpoint URL]
                  [--ui HOST:PORT] [--keep]
+                 [--framework aiogram|ptb]
     otelbot watch [--otlp-http HOST:PORT] [--otlp-grpc HOST:PORT] [--ui HOST:PORT] ...
 
 ``demo`` runs the demo bot under ``opentelemetry-instrument`` with ``otelbot-agent`` beside
@@ -19,6 +20,7 @@ Nothing optional is imported before a subcommand has checked that its extra is i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +45,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         from otelbot.demo.analysis import analyse
         from otelbot.demo.render import print_report, write_html
-        from otelbot.demo.run import DemoError, DemoOptions, close_watch, run_demo
+        from otelbot.demo.run import BOT_DIRS, DemoError, DemoOptions, close_watch, run_demo
     except ModuleNotFoundError as exc:
         return report_missing_module("otelbot demo", "the demo", "demo", exc)
 
@@ -57,7 +59,16 @@ def _demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         ui=args.ui,
         keep=args.keep,
+        bot_dir=BOT_DIRS[args.framework],
     )
+    if args.framework == "ptb" and importlib.util.find_spec("telegram") is None:
+        console.print(
+            "[red]otelbot demo: --framework ptb needs python-telegram-bot: "
+            "pip install 'python-telegram-bot>=20'[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_CANNOT_RUN
     if args.pg_dsn:
         opts.pg_dsn = args.pg_dsn
     if args.redis_url:
@@ -139,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep",
         action="store_true",
         help="after the report, leave the live page up until Ctrl+C",
+    )
+    demo.add_argument(
+        "--framework",
+        choices=("aiogram", "ptb"),
+        default="aiogram",
+        help="the demo bot written with aiogram 3 (default) or python-telegram-bot 20+ (ptb)",
     )
     watch = sub.add_parser(
         "watch",

@@ -39,6 +39,9 @@ from otelbot.watch.store import WatchStore
 
 #: The demo bot ships inside the package (package data), so a wheel install has it too.
 BOT_DIR = Path(__file__).resolve().parent / "bot"
+#: The same bot per framework (`otelbot demo --framework`); both use bot/schema.sql.
+BOT_DIRS = {"aiogram": BOT_DIR, "ptb": BOT_DIR.parent / "bot_ptb"}
+SCHEMA = BOT_DIR / "schema.sql"
 SERVICE_NAME = "otelbot-demo-bot"
 #: Where the live page is served unless --ui says otherwise (a free port if taken).
 DEFAULT_UI: Address = ("127.0.0.1", 4320)
@@ -159,7 +162,7 @@ async def _load_schema(dsn: str, sql: str) -> None:
 
 
 def load_schema(opts: DemoOptions, sizes: Sizes) -> None:
-    path = opts.bot_dir / "schema.sql"
+    path = SCHEMA
     sql = Template(path.read_text()).substitute(
         customers=sizes.customers,
         orders_per_customer=sizes.orders_per_customer,

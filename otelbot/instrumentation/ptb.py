@@ -18,7 +18,9 @@ runs in a task of its own, and the update span ends when that task does.
 ``telegram.handler`` is the first handler callback that took the update ("module.qualname");
 an error a handler raises is recorded on the update even when an error handler swallows
 it. Each run of a ``JobQueue`` job is a trace of its own, ``telegram.job <callback>`` (named
-by the callback's qualified name: job names are often made per chat).
+by the callback's qualified name: job names are often made per chat). For a sampled update
+with findings on, each handler's coroutine runs under the step timer
+(``otelbot.diagnosis.steps``), so a handler that blocks the event loop is named.
 
 Bot API calls made through PTB's request classes (``HTTPXRequest`` by default) get one span
 ``telegram.api <method>``: the Bot API error code, ``telegram.api.retry_after`` and a
@@ -50,7 +52,7 @@ from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
 from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
-from otelbot.diagnosis import notes
+from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
@@ -530,6 +532,9 @@ def _wrap_update_fetcher(original: Any) -> Any:
 
 def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
     # A plain function returning PTB's coroutine: no coroutine layer for blocking handlers.
+    # For a sampled update with findings on, the handler's coroutine is driven through the
+    # step timer (otelbot.diagnosis.steps), inside a coroutine of ours (PTB awaits what this
+    # returns, or makes a task of it for a block=False handler).
     @functools.wraps(original)
     def handle_update(handler: Any, *args: Any, **kwargs: Any) -> Any:
         coroutine = original(handler, *args, **kwargs)
@@ -538,6 +543,10 @@ def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
             return coroutine
         try:
             telemetry.took_update(state, handler)
+            if state.notes is not None:
+                name = telemetry.handler_name(handler)
+                if name is not None:  # a ConversationHandler: the handler it picks is timed
+                    coroutine = _awaited(steps.timed(coroutine, state.notes, name))
             application = args[1] if len(args) > 1 else kwargs.get("application")
             if state.finish is None and telemetry.non_blocking(handler, application):
                 state.pending += 1
@@ -547,6 +556,10 @@ def _wrap_handle_update(original: Any, telemetry: _Telemetry) -> Any:
         return coroutine
 
     return handle_update
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _wrap_process_error(original: Any, telemetry: _Telemetry) -> Any:
