@@ -1,15 +1,18 @@
-"""Span export with the OTLP encoding in a helper process, off the bot's GIL (the default).
+"""Span export with the OTLP encoding in a helper process, off the bot's GIL (the default
+on two or more CPUs).
 
-    opentelemetry-instrument python bot.py                         # otelbot_offload
+    OTEL_TRACES_EXPORTER=otelbot_offload opentelemetry-instrument python bot.py
     OTEL_TRACES_EXPORTER=otlp opentelemetry-instrument python bot.py  # the SDK's exporter
+    opentelemetry-instrument python bot.py    # by the CPUs the process may use (cpus.py)
 
 The standard OTLP exporter turns every span into protobuf objects in the bot's process:
 ~24 µs of Python per span, in the batch processor's thread, holding the GIL the event
-loop needs. With ``otelbot_offload`` (what otelbot's distro picks unless
-``OTEL_TRACES_EXPORTER`` says otherwise) ``OffloadSpanProcessor`` flattens each ended span
-into a row (``otelbot.export.rows``) and writes batches, ``marshal``-ed, to a pipe; the
-helper process (``otelbot.export.helper``, started on first use) rebuilds the SDK's
-``ReadableSpan`` objects and sends them with the standard ``OTLPSpanExporter``.
+loop needs. With ``otelbot_offload`` (what otelbot's distro picks where the process may use
+two CPUs or more, unless ``OTEL_TRACES_EXPORTER`` says otherwise: ``otelbot.export.cpus``)
+``OffloadSpanProcessor`` flattens each ended span into a row (``otelbot.export.rows``) and
+writes batches, ``marshal``-ed, to a pipe; the helper process (``otelbot.export.helper``,
+started on first use) rebuilds the SDK's ``ReadableSpan`` objects and sends them with the
+standard ``OTLPSpanExporter``.
 
 Memory stays bounded: when the helper falls behind (collector down, retries) the pipe
 fills, the writer thread waits, and spans over the queue size are dropped, as the batch
