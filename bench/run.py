@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pressure-down", type=float, default=60.0, help="seconds the OTLP endpoint is down"
     )
+    parser.add_argument(
+        "--pressure-near",
+        type=float,
+        default=0.9,
+        help="also feed this share of otelbot's e2e throughput (near capacity; 0: no)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     parser.add_argument(
@@ -204,26 +210,38 @@ def main(argv: list[str] | None = None) -> int:
     if "pressure" in parts:
         chosen = [c for c in e2e.CONFIGS if c.name in ("otelbot", "otelbot (SDK exporter)")]
         before = after = 5.0 if args.quick else 15.0
+        rates = [args.pressure_rate]
+        # Near capacity too: a share of what otelbot handled in the e2e part of this run.
+        shipped = [r for r in data.get("e2e", []) if r["config"] == "otelbot"]
+        if shipped and args.pressure_near > 0 and not args.quick:
+            rates.append(round(args.pressure_near * shipped[0]["median"]))
         print(
             f"pressure: endpoint down {args.pressure_down:.0f} s at "
-            f"{args.pressure_rate:.0f} updates/s",
+            f"{', '.join(f'{r:.0f}' for r in rates)} updates/s",
             flush=True,
         )
         results = [
             pressure.run_pressure(
                 c,
-                args.pressure_rate,
+                rate,
                 before,
                 args.pressure_down,
                 after,
                 args.work_ms,
                 log=lambda m: print(m, flush=True),
             )
+            for rate in rates
             for c in chosen
         ]
+        near = (
+            f" and at {rates[1]:.0f}/s ({args.pressure_near:.0%} of otelbot's end-to-end "
+            "throughput above: near capacity)"
+            if len(rates) > 1
+            else ""
+        )
         sections.append(
             f"## Export under pressure: OTLP endpoint down for {args.pressure_down:.0f} s\n\n"
-            f"Updates fed at {args.pressure_rate:.0f}/s; {before:.0f} s up, "
+            f"Updates fed at {args.pressure_rate:.0f}/s{near}; {before:.0f} s up, "
             f"{args.pressure_down:.0f} s down, {after:.0f} s up again.\n\n"
             f"{pressure.table(results, args.pressure_down)}\n"
         )
