@@ -548,6 +548,7 @@ OTELBOT_SIGNAL = "otelbot.signal"  # metrics | logs
 FINDING_OBJECT = "otelbot.finding.object"
 FINDING_EVIDENCE = "otelbot.finding.evidence"
 FINDING_SUGGESTION = "otelbot.finding.suggestion"
+PROFILE_STACKS = "otelbot.profile.stacks"  # collapsed stacks of the hot code finding's handler
 
 # Agent findings: OTel log records carrying these event names.
 EVENT_UNUSED_INDEX = "otelbot.postgresql.unused_index"
@@ -574,6 +575,19 @@ OTELBOT_FINDINGS = Metric(
     "`otelbot.finding.kind` is the finding's event name; agent findings have no handler.",
     (FINDING_KIND, TELEGRAM_HANDLER),
     source="instrumentation, agent",
+)
+OTELBOT_PROFILE_SAMPLES = Metric(
+    "otelbot.profile.samples",
+    "counter",
+    "{sample}",
+    "Samples of the event loop thread's stack (`OTELBOT_PROFILE_HZ` a second) per owner and "
+    "function: `telegram.handler` is the handler whose step was running, or `idle` (the loop "
+    "waiting), `otelbot` (otelbot's and OpenTelemetry's own code) or `(loop)` (anything else "
+    "on the loop: polling, dispatch, unsampled updates, background tasks); "
+    "`code.function.name` is the innermost function of the bot's own code (the library "
+    "calls it made count for it), else the library's package in parentheses. The 10 "
+    "functions with the most samples of each owner are named, the rest are `(other)`.",
+    (TELEGRAM_HANDLER, CODE_FUNCTION_NAME),
 )
 
 _PG = (SERVER_ADDRESS, SERVER_PORT, DB_NAMESPACE)
@@ -1134,6 +1148,7 @@ EVENT_SLOW_HANDLER = "otelbot.bot.slow_handler"
 EVENT_BLOCKED_LOOP = "otelbot.bot.blocked_loop"
 EVENT_FLOOD_WAIT = "otelbot.bot.flood_wait"
 EVENT_MEMORY_GROWTH = "otelbot.bot.memory_growth"
+EVENT_HOT_CODE = "otelbot.bot.hot_code"
 
 FINDINGS: tuple[Finding, ...] = (
     # The agent's (otelbot-agent); their settings are agent.yaml keys, each also an
@@ -1338,7 +1353,59 @@ FINDINGS: tuple[Finding, ...] = (
                 "OTELBOT_BLOCKING_MS",
                 "100",
                 "Milliseconds one step may hold the loop; steps of a tenth of it count as "
-                "stalling other updates (see the slow handler finding).",
+                "stalling other updates (see the slow handler finding). "
+                "`OTELBOT_BLOCKED_LOOP_THRESHOLD` is the same setting under another name "
+                "(used when `OTELBOT_BLOCKING_MS` is not set).",
+            ),
+        ),
+    ),
+    Finding(
+        EVENT_HOT_CODE,
+        "A handler's own code dominates its latency (hot code)",
+        "bot",
+        "the low-rate profiler's samples of the handler's steps (samples times their interval: "
+        "its own code and the library calls it makes on the loop, not otelbot's) reach "
+        "`OTELBOT_HOT_CODE_SHARE` of its sampled updates' total time (less the time other "
+        "updates' long steps stalled them, as for slow handlers) and "
+        "`OTELBOT_HOT_CODE_MS` per update on average, over at least 5 sampled updates and "
+        "10 samples. Judged every `OTELBOT_PROFILE_INTERVAL` seconds on what was sampled "
+        "since the handler was last judged.",
+        "the handler's own time on the loop per update and its share of the update time, "
+        "the number of updates and samples, and its hottest lines of the bot's code "
+        "(function, file:line, the library or built-in call the line was making, share of "
+        "the handler's samples); the hottest line is the finding's `code.*`. The attribute "
+        f"`{PROFILE_STACKS}` holds the handler's stacks of the bot's frames as "
+        "collapsed-stack text (`handler;outer (file:line);inner (file:line);→ call count` a "
+        "line, at most 8 KB) for a flame graph tool. The profile of every handler, not only "
+        "a flagged one, is in the `otelbot.profile.samples` metric.",
+        "make the named lines cheaper (a better algorithm, caching or precomputing the "
+        "result), or move the work off the loop (`asyncio.to_thread` for code that releases "
+        "the GIL, a `ProcessPoolExecutor` for pure-Python CPU work), or cut it into chunks "
+        "with an `await asyncio.sleep(0)` between them so other updates can run.",
+        (
+            Setting(
+                "OTELBOT_PROFILE_HZ",
+                "67",
+                "Samples a second of the event loop thread's stack (taken by the step "
+                "watcher thread while findings are on); `0` turns the profiler, its metric "
+                "and this finding off.",
+            ),
+            Setting(
+                "OTELBOT_PROFILE_INTERVAL",
+                "60",
+                "Seconds between two exports of the profile (metric) and two judgements of "
+                "hot code.",
+            ),
+            Setting(
+                "OTELBOT_HOT_CODE_SHARE",
+                "0.5",
+                "Share (0 to 1) of the handler's update time its own code must take.",
+            ),
+            Setting(
+                "OTELBOT_HOT_CODE_MS",
+                "20",
+                "Milliseconds of own time on the loop per update, on average, below which a "
+                "handler is not judged hot however small its waits are.",
             ),
         ),
     ),

@@ -1,5 +1,7 @@
 """Blocked event loop: an async handler's step (its code between two awaits) held the loop
-longer than ``OTELBOT_BLOCKING_MS``, stalling every other update meanwhile.
+longer than ``OTELBOT_BLOCKING_MS``, stalling every other update meanwhile. The evidence
+names the line and, when it was in a call to a library or built-in function, that call:
+``render_report (bot.py:35) → time.sleep``.
 
 Reads what the step timer (``otelbot.diagnosis.steps``) put on the update's notes; sync
 handlers, which aiogram runs in a thread, are not timed and so never judged.
@@ -42,6 +44,11 @@ class BlockedLoop(Detector):
         counts[2] = max(counts[2], longest)
         where = update.longest_step_at
         at = f" at {os.path.basename(where.file)}:{where.line}" if where else ""
+        held = ""
+        if where is not None:
+            held = f"; held at {where.function} ({os.path.basename(where.file)}:{where.line})"
+            if update.longest_step_call:
+                held += f" → {update.longest_step_call}"
         found(
             Finding(
                 self.event,
@@ -54,6 +61,7 @@ class BlockedLoop(Detector):
                 f"{_ms(update.duration)} update; {int(counts[1])} of {int(counts[0])} timed "
                 f"updates of this handler blocked the loop since the bot started, the longest "
                 f"step {_ms(counts[2])}"
+                + held
                 + (
                     f"; {_ms(update.gc_in_steps)} of garbage collection in its long steps "
                     "not counted"

@@ -42,6 +42,7 @@ DETECTORS: tuple[str, ...] = (
     "otelbot.diagnosis.pool:PoolStarvation",
     "otelbot.diagnosis.memory:MemoryGrowth",
     "otelbot.diagnosis.cache:CacheRarelyHits",
+    "otelbot.diagnosis.hot_code:HotCode",
 )
 
 

@@ -51,6 +51,7 @@ class UpdateNotes:
         "handler_code",
         "longest_step",
         "longest_step_at",
+        "longest_step_call",
         "ops",
         "outcome",
         "repeated_at",
@@ -80,6 +81,7 @@ class UpdateNotes:
         self.steps = 0
         self.longest_step = 0.0
         self.longest_step_at: CodeLocation | None = None
+        self.longest_step_call: str | None = None  # the call it was making there (a library's)
         # Garbage-collector pauses inside its long steps, taken off longest_step.
         self.gc_in_steps = 0.0
         self.token: Any = None

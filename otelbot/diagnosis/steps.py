@@ -12,23 +12,29 @@ its steps on the update's notes: ``running`` (their total), ``steps``, ``longest
 ``longest_step_at``. The coroutine's results, exceptions and cancellation pass through
 unchanged.
 
-A step longer than ``OTELBOT_BLOCKING_MS`` is located: a watcher thread (one per process,
-started with the first timed update, woken every half threshold) reads the loop thread's
-stack when the step running is over the threshold; the innermost frame of the bot's own
-code there is the line holding the loop. When the step ends before the watcher looked,
+A step longer than ``OTELBOT_BLOCKING_MS`` (alias ``OTELBOT_BLOCKED_LOOP_THRESHOLD``) is
+located: a watcher thread (one per process, started with the first timed update, woken
+every half threshold, or at the profiler's rate when that is faster) reads the loop
+thread's stack when the step running is over the threshold; the innermost frame of the
+bot's own code there is the line holding the loop, and the call that line was making
+(``time.sleep``) is named too (``longest_step_call``). The same thread samples the stack
+for the profiler (``otelbot.diagnosis.profiler``): a step writes its handler on the
+watcher as it starts, so each sample is attributed. When the step ends before the watcher looked,
 the place where it ended (the innermost bot frame of the suspended coroutine chain)
 stands in. Steps of at least a tenth of the threshold go to :data:`recent`, a bounded
 process-wide record, so a detector can tell the time an update was stalled by another
 update's step.
 
 Cost per step: two ``perf_counter`` calls and a few attribute writes, about 1-3 µs with
-the proxy's Python frames (``python -m bench.steps``); the stack is read only for a step
-already over the threshold.
+the proxy's Python frames (``python -m bench.steps``); the stack is read for a step
+already over the threshold, and by the profiler at its own rate (``python -m
+bench.profiler``).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -39,15 +45,22 @@ from typing import Any, NamedTuple
 
 from otelbot.core import config
 from otelbot.core.errors import internal_error
+from otelbot.diagnosis import profiler
+from otelbot.diagnosis.callsite import called
 from otelbot.diagnosis.notes import CodeLocation, UpdateNotes, is_bot_code
 
 BLOCKING_SETTING = "OTELBOT_BLOCKING_MS"
+BLOCKING_ALIAS = "OTELBOT_BLOCKED_LOOP_THRESHOLD"  # the name issue 16 gave it; same meaning
 BLOCKING_DEFAULT_MS = 100.0
 
 
 def blocking_threshold() -> float:
-    """Seconds one step may hold the loop before it counts as blocking."""
-    return config.number(BLOCKING_SETTING, BLOCKING_DEFAULT_MS, minimum=1.0) / 1000.0
+    """Seconds one step may hold the loop before it counts as blocking
+    (``OTELBOT_BLOCKING_MS``; ``OTELBOT_BLOCKED_LOOP_THRESHOLD`` when that is not set)."""
+    name = BLOCKING_SETTING
+    if not os.environ.get(name, "").strip() and os.environ.get(BLOCKING_ALIAS, "").strip():
+        name = BLOCKING_ALIAS
+    return config.number(name, BLOCKING_DEFAULT_MS, minimum=1.0) / 1000.0
 
 
 class LongStep(NamedTuple):
@@ -91,16 +104,20 @@ def gc_during(start: float, end: float) -> float:
 
 
 class _Watcher:
-    """Reads the loop thread's stack during a step that is over the threshold."""
+    """Reads the loop thread's stack during a step that is over the threshold, and
+    samples it ``OTELBOT_PROFILE_HZ`` times a second for the profiler."""
 
-    __slots__ = ("recorded", "running", "seen", "started", "thread", "threshold")
+    __slots__ = ("handler", "hz", "recorded", "running", "seen", "started", "thread", "threshold")
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, hz: float) -> None:
         self.threshold = threshold
+        self.hz = hz
         self.recorded = threshold / 10  # steps kept in ``recent``
         self.started = 0.0  # perf_counter at the start of the step running now; 0.0 between
+        self.handler = ""  # the handler of the step running now (of the last one between)
         self.thread = 0  # the thread running it
-        self.seen: tuple[float, CodeLocation | None] = (0.0, None)  # (step's start, where)
+        # (step's start, where, the call it was making)
+        self.seen: tuple[float, CodeLocation | None, str | None] = (0.0, None, None)
         self.running = False
 
     def start(self) -> None:
@@ -112,29 +129,52 @@ class _Watcher:
 
     def _run(self) -> None:
         interval = self.threshold / 2
+        sampling = self.hz > 0
+        if sampling:
+            interval = min(interval, 1.0 / self.hz)
+        flush_every = profiler.flush_interval()
+        last = next_flush = _perf_counter()
+        next_flush += flush_every
         while True:
             time.sleep(interval)
             started = self.started
+            if sampling:
+                now = _perf_counter()
+                try:
+                    profiler.profile.add(
+                        sys._current_frames().get(self.thread),
+                        self.handler if started else None,
+                        min(now - last, 4 * interval),
+                    )
+                    if now >= next_flush:
+                        next_flush = now + flush_every
+                        profiler.profile.flush()
+                except Exception as exc:
+                    internal_error("findings: profiler", exc)
+                    sampling = False
+                last = now
             if not started or started == self.seen[0]:
                 continue
             if _perf_counter() - started < self.threshold:
                 continue
             try:
-                where = _innermost_bot_frame(sys._current_frames().get(self.thread))
+                where, call = _innermost_bot_frame(sys._current_frames().get(self.thread))
             except Exception as exc:
                 internal_error("findings: step watcher", exc)
                 return
             if self.started == started:
-                self.seen = (started, where)
+                self.seen = (started, where, call)
 
 
-def _innermost_bot_frame(frame: Any) -> CodeLocation | None:
+def _innermost_bot_frame(frame: Any) -> tuple[CodeLocation | None, str | None]:
+    """The innermost frame of the bot's own code, and the call it was making."""
     while frame is not None:
         code = frame.f_code
         if is_bot_code(code.co_filename):
-            return CodeLocation(code.co_qualname, code.co_filename, frame.f_lineno)
+            where = CodeLocation(code.co_qualname, code.co_filename, frame.f_lineno)
+            return where, called(code, frame.f_lasti)
         frame = frame.f_back
-    return None
+    return None, None
 
 
 def suspended_at(awaitable: Any) -> CodeLocation | None:
@@ -152,7 +192,7 @@ def suspended_at(awaitable: Any) -> CodeLocation | None:
     return where
 
 
-_watcher = _Watcher(blocking_threshold())
+_watcher = _Watcher(blocking_threshold(), profiler.profile_hz())
 
 
 class TimedCoroutine:
@@ -182,6 +222,7 @@ class TimedCoroutine:
     # per-step cost to two clock reads and a few attribute writes.
     def __next__(self) -> Any:
         watcher = _watcher
+        watcher.handler = self._handler
         watcher.started = started = _perf_counter()
         try:
             return self._it.send(None)
@@ -198,6 +239,7 @@ class TimedCoroutine:
 
     def send(self, value: Any) -> Any:
         watcher = _watcher
+        watcher.handler = self._handler
         watcher.started = started = _perf_counter()
         try:
             return self._it.send(value)
@@ -217,6 +259,7 @@ class TimedCoroutine:
         if throw is None:  # a plain iterator: raise where the bot awaited
             raise _exception(args)
         watcher = _watcher
+        watcher.handler = self._handler
         watcher.started = started = _perf_counter()
         try:
             return throw(*args)
@@ -247,10 +290,11 @@ class TimedCoroutine:
             return
         notes.longest_step = elapsed
         if elapsed >= _watcher.threshold:
-            seen, where = _watcher.seen
+            seen, where, call = _watcher.seen
             if seen != started or where is None:
-                where = suspended_at(self._coro)
+                where, call = suspended_at(self._coro), None
             notes.longest_step_at = where
+            notes.longest_step_call = call
 
 
 def _exception(args: tuple[Any, ...]) -> BaseException:

@@ -58,6 +58,9 @@ def test_a_handler_sleeping_on_the_loop_is_named_with_its_line_and_its_victims_a
     line = (BOTS / "blocking_bot.py").read_text().splitlines()[a[semconv.CODE_LINE_NUMBER] - 1]
     assert "time.sleep(0.3)" in line
     assert "longest step" in a[semconv.FINDING_EVIDENCE]
+    # The line and the call it was making when the watcher read the loop's stack.
+    held = f"held at block (blocking_bot.py:{a[semconv.CODE_LINE_NUMBER]}) → time.sleep"
+    assert held in a[semconv.FINDING_EVIDENCE]
     assert "asyncio.to_thread" in a[semconv.FINDING_SUGGESTION]
     for handler in ("victim", "ok", "sync_sleep"):
         assert not run.findings(handler=handler)

@@ -1,0 +1,160 @@
+"""The sampling profiler's cost (otelbot.diagnosis.profiler), per sample and per second.
+
+python -m bench.profiler [--samples N] [--seconds S] [--rounds R]
+
+Per sample: ``Profile.add`` on the stack of this thread, 20, 50 and 100 frames deep, most
+of them a library's and 5-10 the bot's (an aiogram update's stack is 40-60 frames, a few
+of them the bot's), and 50 frames all the bot's (the worst case), ``sys._current_frames()``
+included, as the watcher thread does it; median of R rounds of N samples, in µs.
+
+Per second: a child process drives a CPU-bound handler (a pure-Python loop, 50 frames
+deep, awaiting ``asyncio.sleep(0)`` between chunks) through the step timer on an asyncio
+loop for S seconds, with ``OTELBOT_PROFILE_HZ=67`` and with ``0``, interleaved for R
+rounds; prints the medians of the work done per second and the difference (the
+profiler's share of the loop thread), and the process's CPU seconds per wall second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from typing import Any
+
+from otelbot.diagnosis.profiler import Profile
+
+
+def _nested(depth: int, then: Any) -> Any:
+    if depth <= 1:
+        return then()
+    return _nested(depth - 1, then)
+
+
+# The same nesting as library code: compiled under a name in site-packages, so the
+# profiler sees its frames as a library's (as aiogram's and aiohttp's in an update).
+_LIBRARY: dict[str, Any] = {}
+exec(
+    compile(
+        "def nested(depth, then):\n"
+        "    if depth <= 1:\n"
+        "        return then()\n"
+        "    return nested(depth - 1, then)\n",
+        os.path.join(sysconfig.get_paths()["purelib"], "benchlib", "nest.py"),
+        "exec",
+    ),
+    _LIBRARY,
+)
+
+
+def per_sample(depth: int, library: int, samples: int) -> float:
+    """Seconds one sample of this thread's stack costs: ``depth`` frames deep, the
+    ``library`` outer ones a library's, the inner ones the bot's."""
+    ident = threading.get_ident()
+    profile = Profile()
+
+    def measure() -> float:
+        start = time.perf_counter()
+        for _ in range(samples):
+            profile.add(sys._current_frames().get(ident), "bench.handler", 0.015)
+        return (time.perf_counter() - start) / samples
+
+    result: float = _LIBRARY["nested"](library, lambda: _nested(depth - library, measure))
+    return result
+
+
+def _chunk() -> int:
+    total = 0
+    for i in range(2_000):
+        total += i * i % 7
+    return total
+
+
+async def _deep(depth: int, until: float, done: list[int]) -> None:
+    if depth > 1:
+        await _deep(depth - 1, until, done)
+        return
+    while time.perf_counter() < until:
+        _chunk()
+        done[0] += 1
+        await asyncio.sleep(0)
+
+
+def child(seconds: float) -> dict[str, float]:
+    """Run the CPU-bound handler for ``seconds`` (the profiler per the environment)."""
+    from otelbot.diagnosis import steps
+    from otelbot.diagnosis.notes import UpdateNotes
+
+    async def main() -> dict[str, float]:
+        done = [0]
+        warm = time.perf_counter() + 0.3
+        await steps.timed(_deep(50, warm, [0]), UpdateNotes(None, "message", 0.0), "b.h")
+        cpu = time.process_time()
+        start = time.perf_counter()
+        notes = UpdateNotes(None, "message", 0.0)
+        await steps.timed(_deep(50, start + seconds, done), notes, "bench.handler")
+        wall = time.perf_counter() - start
+        return {"chunks_per_s": done[0] / wall, "cpu_per_s": (time.process_time() - cpu) / wall}
+
+    return asyncio.run(main())
+
+
+def _run_child(hz: str, seconds: float) -> dict[str, float]:
+    env = dict(os.environ, OTELBOT_PROFILE_HZ=hz)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.profiler", "--child", str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    parsed: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=5_000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child)))
+        return
+    for depth, library in ((20, 15), (50, 45), (50, 0), (100, 90)):
+        cost = statistics.median(
+            per_sample(depth, library, args.samples) for _ in range(args.rounds)
+        )
+        print(
+            f"per sample, {depth:3d} frames deep ({depth - library:2d} of the bot's code): "
+            f"{cost * 1e6:6.1f} µs (at 67 Hz: {cost * 67 * 1e3:.2f} ms per second)"
+        )
+    on: list[dict[str, float]] = []
+    off: list[dict[str, float]] = []
+    for _ in range(args.rounds):
+        off.append(_run_child("0", args.seconds))
+        on.append(_run_child("67", args.seconds))
+
+    def median(runs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    work_off, work_on = median(off, "chunks_per_s"), median(on, "chunks_per_s")
+    print(
+        f"CPU-bound handler, chunks per second: profiler off {work_off:,.0f}, "
+        f"67 Hz {work_on:,.0f} ({(work_off - work_on) / work_off:+.2%} of the loop thread)"
+    )
+    print(
+        f"process CPU seconds per second: off {median(off, 'cpu_per_s'):.3f}, "
+        f"67 Hz {median(on, 'cpu_per_s'):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
