@@ -1332,6 +1332,15 @@ FINDINGS: tuple[Finding, ...] = (
                 "it); allocation is slower meanwhile. The next traced window waits a "
                 "window, then twice as long each time, up to an hour.",
             ),
+            Setting(
+                "OTELBOT_MEMORY_SIGNAL",
+                "SIGUSR2",
+                "A signal that traces one window now, whatever the growth so far "
+                "(`kill -USR2 <pid>`; a line is named by the same rules, at 10 KB/s or more, "
+                "and the outcome is logged on the `otelbot.findings` logger). Installed when "
+                "the first sampled update starts the memory watch, only from the main thread "
+                "and only if the bot has no handler of its own for it; `off`: none.",
+            ),
         ),
     ),
     Finding(

@@ -27,6 +27,12 @@ full window, then twice as long each time (up to an hour). Off with
 
 A bounded structure that takes longer than the traced window to turn over, and was
 still filling up when the growth was seen, can be named: widen the window then.
+
+On request: ``kill -USR2 <bot pid>`` traces one window now, whatever the growth so far
+(the line is named by the same rules, at a rate floor of 10 KB/s; the outcome is also
+logged on the ``otelbot.findings`` logger). The handler is installed when the watch
+thread starts, only from the main thread and only when the bot has no handler of its own
+for the signal; ``OTELBOT_MEMORY_SIGNAL`` names another signal, ``off`` none.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import gc
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import tracemalloc
@@ -59,6 +66,9 @@ from otelbot.runtime.process import ProcessProbe
 GROWTH_SETTING = "OTELBOT_MEMORY_GROWTH_MB"
 WINDOW_SETTING = "OTELBOT_MEMORY_WINDOW"
 TRACE_SETTING = "OTELBOT_MEMORY_TRACE_SECONDS"
+SIGNAL_SETTING = "OTELBOT_MEMORY_SIGNAL"
+SIGNAL_DEFAULT = "SIGUSR2"
+REQUESTED_RATE = 10 * 1024.0  # bytes/s a line must grow at to be named in a requested window
 GROWTH_MB = 10.0
 WINDOW = 600.0
 TRACE_SECONDS = 10.0
@@ -152,7 +162,8 @@ class MemoryGrowth(Detector):
                 self.loop = asyncio.get_running_loop()
             except RuntimeError:
                 self.loop = None
-            watch(self)
+            if watch(self) is not None:
+                install_signal()
 
     def handler_of(self, site: Site) -> str | None:
         """The handler whose function is on the culprit's stack (innermost first)."""
@@ -164,7 +175,15 @@ class MemoryGrowth(Detector):
                     return handler
         return None
 
-    def finding(self, site: Site, grew: int, window: float, traced: float, share: float) -> Finding:
+    def finding(
+        self,
+        site: Site,
+        grew: int,
+        window: float,
+        traced: float,
+        share: float,
+        requested: bool = False,
+    ) -> Finding:
         function = function_at(site.file, site.line)
         name = function.qualname if function is not None else "<module>"
         handler = self.handler_of(site)
@@ -175,8 +194,7 @@ class MemoryGrowth(Detector):
             handler,
             where,
             f"Memory keeps growing with objects allocated in {name} at {where}{called}:",
-            f"resident memory grew {grew / MB:.1f} MB in {window:.0f} s "
-            f"({grew / MB * 60 / window:.1f} MB/min); over {traced:.1f} s of traced "
+            _growth(grew, window, requested) + f"; over {traced:.1f} s of traced "
             f"allocations, memory held by objects allocated at {where} grew by "
             f"{site.size / MB:.2f} MB in {site.blocks} blocks ({share:.0%} of the traced "
             "growth)",
@@ -219,20 +237,60 @@ class MemoryWatch(threading.Thread):
         self.cooldown = detector.window
         self.next_trace = 0.0
         self.stopping = threading.Event()
+        self.requested = threading.Event()  # a traced window asked for (the signal)
+        self.wake = threading.Event()  # set with either of them
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval):
+        while True:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
             running = engine.running()
             if running is None or self.detector not in running.detectors:
                 return  # uninstrumented, or findings reset: a new detector starts anew
             try:
-                self.check()
+                if self.requested.is_set():
+                    self.trace_requested()
+                else:
+                    self.check()
             except Exception as exc:
                 internal_error("findings: memory growth", exc)
                 return
 
     def stop(self) -> None:
         self.stopping.set()
+        self.wake.set()
+
+    def request(self) -> None:
+        """Trace one window now (safe from a signal handler: it only sets two events)."""
+        self.requested.set()
+        self.wake.set()
+
+    def trace_requested(self) -> None:
+        """One traced window on request, whatever the growth so far; the line is named
+        by the same rules, at a low rate floor (``REQUESTED_RATE``)."""
+        detector = self.detector
+        samples = self.trigger.samples
+        grew, window = 0, 0.0
+        if len(samples) > 1:
+            grew = samples[-1][1] - samples[0][1]
+            window = samples[-1][0] - samples[0][0]
+        seconds = detector.trace_seconds
+        log.info("otelbot: tracing allocations for %.0f s on request", seconds)
+        found = self.trace(seconds, REQUESTED_RATE)
+        self.requested.clear()  # requests that came in while tracing were served
+        self.trigger.clear()
+        self.next_trace = max(self.next_trace, time.monotonic() + self.cooldown)
+        if found is None:
+            log.info(
+                "otelbot: no line of the bot's code kept growing over the %.0f s traced", seconds
+            )
+            return
+        site, traced, share = found
+        finding = detector.finding(site, grew, window, traced, share, requested=True)
+        log.info("otelbot: %s", finding.body())
+        detector.report(finding)
 
     def check(self) -> None:
         now = time.monotonic()
@@ -289,6 +347,18 @@ class MemoryWatch(threading.Thread):
         traced = snapshots[-1][0] - snapshots[0][0]
         del snapshots
         return culprit(first, middle, last, traced, rate)
+
+
+def _growth(grew: int, window: float, requested: bool) -> str:
+    if not requested:
+        return (
+            f"resident memory grew {grew / MB:.1f} MB in {window:.0f} s "
+            f"({grew / MB * 60 / window:.1f} MB/min)"
+        )
+    said = f"allocations traced on request ({SIGNAL_SETTING})"
+    if window > 0:
+        said += f"; resident memory grew {grew / MB:.1f} MB in the last {window:.0f} s"
+    return said
 
 
 #: perf_counter when the traced window running now began (0.0: none), and the recent
@@ -384,3 +454,35 @@ def watch(detector: MemoryGrowth) -> MemoryWatch | None:
         _watch = MemoryWatch(detector, probe)
         _watch.start()
         return _watch
+
+
+def install_signal() -> bool:
+    """Make ``OTELBOT_MEMORY_SIGNAL`` (default SIGUSR2; ``off``: none) start one traced
+    window now. Installed only from the main thread, and only when the bot has no handler
+    of its own for that signal (its disposition is the default); True when installed."""
+    name = os.environ.get(SIGNAL_SETTING, SIGNAL_DEFAULT).strip().upper() or SIGNAL_DEFAULT
+    if name in ("OFF", "0", "FALSE", "NO"):
+        return False
+    number = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
+    if not isinstance(number, int):
+        log_once(
+            "memory.signal",
+            f"otelbot: {SIGNAL_SETTING}={name!r} is not a signal here; no memory snapshot "
+            "on request",
+        )
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(number) is not signal.SIG_DFL:
+            return False  # the bot's own handler (or it ignores the signal): left alone
+        signal.signal(number, _on_signal)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    current = _watch
+    if current is not None:
+        current.request()
