@@ -36,6 +36,7 @@ _WAITS_KEPT = 512  # per pool
 _HOLDS_KEPT = 2048  # all pools
 _POOLS_KEPT = 32
 _HOLDERS_SHOWN = 3
+_JUDGE_EVERY = 1.0  # seconds
 
 #: A hold at least this long records the line of the bot's code that gave the connection
 #: back (set from ``OTELBOT_POOL_WAIT_MS`` by the detector): shorter ones cost nothing.
@@ -139,6 +140,7 @@ class PoolStarvation(Detector):
         long_hold = self.wait
         # pool name -> recent (acquired at, waited seconds), oldest first
         self.waits: dict[str, deque[tuple[float, float]]] = {}
+        self.judged: dict[str, float] = {}  # pool -> perf_counter of its last judging
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
         starved: dict[str, tuple[float, PoolUse]] = {}  # pool -> longest wait here
@@ -172,6 +174,11 @@ class PoolStarvation(Detector):
     def _judge(
         self, update: UpdateNotes, pool: str, waited: float, use: PoolUse, found: Found
     ) -> None:
+        # A starving pool makes most updates wait: judge it at most once a second (the
+        # window of waits is sorted and the holds ranked each time).
+        if update.ended - self.judged.get(pool, -_JUDGE_EVERY) < _JUDGE_EVERY:
+            return
+        self.judged[pool] = update.ended
         since = update.ended - WINDOW
         window = self.waits[pool]
         while window and window[0][0] < since:
