@@ -84,7 +84,6 @@ CONFIGS = [
         {},
         "the python-telegram-bot workload bot, no OpenTelemetry",
         module="bench.workload_ptb_bot",
-        default=False,
     ),
     Config(
         "otelbot (PTB)",
@@ -92,7 +91,14 @@ CONFIGS = [
         {},
         "the python-telegram-bot workload bot, otelbot as shipped",
         module="bench.workload_ptb_bot",
-        default=False,
+    ),
+    Config(
+        "contrib (PTB)",
+        True,
+        CONTRIB,
+        "the python-telegram-bot workload bot, contrib httpx/asyncpg/redis, the SDK's OTLP "
+        "exporter",
+        module="bench.workload_ptb_bot",
     ),
 ]
 
