@@ -48,6 +48,8 @@ from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
+from otelbot.instrumentation.updates import UpdateAttributes
+from otelbot.instrumentation.updates import UpdateState as _UpdateState
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -87,44 +89,15 @@ OUTCOME_ERROR = "error"
 _ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default=None)
 
 
-class _UpdateState:
-    """One update from ``start_update`` to ``end_update``: its span, the context it made
-    current, and what the handlers told us."""
-
-    __slots__ = (
-        "context_token",
-        "exc",
-        "handler",
-        "handler_code",
-        "ingress",
-        "notes",
-        "span",
-        "started",
-        "state_token",
-        "type",
-    )
-
-    def __init__(self, span: Any, update_type: str, ingress: str) -> None:
-        self.span = span
-        self.type = update_type
-        self.ingress = ingress
-        self.handler: str | None = None
-        self.handler_code: CodeLocation | None = None
-        self.notes: Any = None
-        self.exc: BaseException | None = None
-        self.context_token: Any = None
-        self.state_token: Any = None
-        self.started = time.perf_counter()
-
-
 _current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_update", default=None)
 _EMPTY_CONTEXT = context.Context()
 
 
-class _Telemetry:
+class _Telemetry(UpdateAttributes):
     """The tracer, instruments and caches of one ``instrument()`` call."""
 
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        super().__init__()
         from aiogram import Dispatcher
         from aiogram.dispatcher.event.bases import UNHANDLED
         from aiogram.exceptions import TelegramRetryAfter
@@ -155,10 +128,7 @@ class _Telemetry:
         self.users_gauge = create_instrument(
             meter, TELEGRAM_USERS_ACTIVE, callbacks=[self._observe_users]
         )
-        self._type_attrs: dict[str, dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
-        self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._handler_names: dict[int, str] = {}
         self._handler_code: dict[int, CodeLocation | None] = {}
         # The bot-side detectors (None with OTELBOT_FINDINGS=off).
@@ -168,12 +138,6 @@ class _Telemetry:
     # ------------------------------------------------------------------ updates
     def _observe_users(self, options: Any) -> Any:
         return users_observations(self.users, TELEGRAM_USERS_WINDOW)
-
-    def type_attrs(self, update_type: str) -> dict[str, Any]:
-        attrs = self._type_attrs.get(update_type)
-        if attrs is None:
-            attrs = self._type_attrs[update_type] = {TELEGRAM_UPDATE_TYPE: update_type}
-        return attrs
 
     def bot_id(self, bot: Any) -> str:
         key = id(bot)
@@ -270,34 +234,6 @@ class _Telemetry:
             if isinstance(result, self.telegram_method):
                 span.set_attribute(TELEGRAM_WEBHOOK_REPLY_METHOD, result.__api_method__)
         span.end()
-
-    def outcome_attrs(self, update_type: str, handler: str, outcome: str) -> dict[str, Any]:
-        key = (update_type, handler, outcome)
-        attrs = self._outcome_attrs.get(key)
-        if attrs is None:
-            attrs = self._outcome_attrs[key] = {
-                TELEGRAM_UPDATE_TYPE: update_type,
-                TELEGRAM_HANDLER: handler,
-                TELEGRAM_UPDATE_OUTCOME: outcome,
-            }
-        return attrs
-
-    def count_attrs(
-        self, update_type: str, handler: str, ingress: str, outcome: str, err: str | None
-    ) -> dict[str, Any]:
-        key = (update_type, handler, ingress, outcome, err)
-        attrs = self._count_attrs.get(key)
-        if attrs is None:
-            attrs = {
-                TELEGRAM_UPDATE_TYPE: update_type,
-                TELEGRAM_HANDLER: handler,
-                TELEGRAM_INGRESS: ingress,
-                TELEGRAM_UPDATE_OUTCOME: outcome,
-            }
-            if err is not None:
-                attrs[ERROR_TYPE] = err
-            self._count_attrs[key] = attrs
-        return attrs
 
     # ------------------------------------------------------------------ handlers
     def handler_name(self, handler: Any) -> str | None:

@@ -56,6 +56,7 @@ from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
+from otelbot.instrumentation.updates import UpdateAttributes, UpdateState
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -106,51 +107,29 @@ _ERROR_CODES = {
 }
 
 
-class _UpdateState:
-    """One update (or job run) from its start to its end: its span, the context it made
-    current, what the handlers told us, and the non-blocking handler tasks still running."""
+class _UpdateState(UpdateState):
+    """One update (or job run) from its start to its end, plus the non-blocking handler
+    tasks still running."""
 
-    __slots__ = (
-        "context_token",
-        "ended",
-        "exc",
-        "finish",
-        "handler",
-        "handler_code",
-        "ingress",
-        "notes",
-        "pending",
-        "span",
-        "started",
-        "state_token",
-        "type",
-    )
+    __slots__ = ("ended", "finish", "pending")
 
     def __init__(self, span: Any, update_type: str, ingress: str) -> None:
-        self.span = span
-        self.type = update_type
-        self.ingress = ingress
-        self.handler: str | None = None
-        self.handler_code: CodeLocation | None = None
-        self.notes: Any = None
-        self.exc: BaseException | None = None
-        self.context_token: Any = None
-        self.state_token: Any = None
+        super().__init__(span, update_type, ingress)
         self.pending = 0
         #: process_update's own exception, kept while non-blocking handlers still run.
         self.finish: tuple[BaseException | None] | None = None
         self.ended = False
-        self.started = time.perf_counter()
 
 
 _current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_update", default=None)
 _current_job: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_job", default=None)
 
 
-class _Telemetry:
+class _Telemetry(UpdateAttributes):
     """The tracer, instruments and caches of one ``instrument()`` call."""
 
     def __init__(self, tracer: trace.Tracer, meter: Any) -> None:
+        super().__init__()
         from telegram import Update
         from telegram._utils.defaultvalue import DEFAULT_TRUE
         from telegram.error import RetryAfter
@@ -174,10 +153,7 @@ class _Telemetry:
         self.users_gauge = create_instrument(
             meter, TELEGRAM_USERS_ACTIVE, callbacks=[self._observe_users]
         )
-        self._type_attrs: dict[str, dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
-        self._outcome_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._count_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._handler_names: dict[int, str] = {}
         self._handler_code: dict[int, CodeLocation | None] = {}
         self._targets: dict[str, BotApiTarget | None] = {}
@@ -185,12 +161,6 @@ class _Telemetry:
 
     def _observe_users(self, options: Any) -> Any:
         return users_observations(self.users, TELEGRAM_USERS_WINDOW)
-
-    def type_attrs(self, update_type: str) -> dict[str, Any]:
-        attrs = self._type_attrs.get(update_type)
-        if attrs is None:
-            attrs = self._type_attrs[update_type] = {TELEGRAM_UPDATE_TYPE: update_type}
-        return attrs
 
     def update_type(self, update: Any) -> str:
         if not isinstance(update, self.update_class):
@@ -288,34 +258,6 @@ class _Telemetry:
                 span.set_attribute(ERROR_TYPE, err)
                 span.set_status(StatusCode.ERROR)
         span.end()
-
-    def outcome_attrs(self, update_type: str, handler: str, outcome: str) -> dict[str, Any]:
-        key = (update_type, handler, outcome)
-        attrs = self._outcome_attrs.get(key)
-        if attrs is None:
-            attrs = self._outcome_attrs[key] = {
-                TELEGRAM_UPDATE_TYPE: update_type,
-                TELEGRAM_HANDLER: handler,
-                TELEGRAM_UPDATE_OUTCOME: outcome,
-            }
-        return attrs
-
-    def count_attrs(
-        self, update_type: str, handler: str, ingress: str, outcome: str, err: str | None
-    ) -> dict[str, Any]:
-        key = (update_type, handler, ingress, outcome, err)
-        attrs = self._count_attrs.get(key)
-        if attrs is None:
-            attrs = {
-                TELEGRAM_UPDATE_TYPE: update_type,
-                TELEGRAM_HANDLER: handler,
-                TELEGRAM_INGRESS: ingress,
-                TELEGRAM_UPDATE_OUTCOME: outcome,
-            }
-            if err is not None:
-                attrs[ERROR_TYPE] = err
-            self._count_attrs[key] = attrs
-        return attrs
 
     # ------------------------------------------------------------------ handlers
     def handler_name(self, handler: Any) -> str | None:

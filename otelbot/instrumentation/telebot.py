@@ -49,6 +49,7 @@ from otelbot.diagnosis import notes
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
+from otelbot.instrumentation.updates import UpdateState as _UpdateState
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -85,35 +86,6 @@ OUTCOME_ERROR = "error"
 #: Set in an AsyncTeleBot's polling task: the update tasks it creates inherit it.
 _async_polling: ContextVar[bool] = ContextVar("otelbot_telebot_polling", default=False)
 _EMPTY_CONTEXT = context.Context()
-
-
-class _UpdateState:
-    """One update from ``start_update`` to ``end_update``."""
-
-    __slots__ = (
-        "context_token",
-        "exc",
-        "handler",
-        "handler_code",
-        "ingress",
-        "notes",
-        "span",
-        "started",
-        "state_token",
-        "type",
-    )
-
-    def __init__(self, span: Any, update_type: str, ingress: str) -> None:
-        self.span = span
-        self.type = update_type
-        self.ingress = ingress
-        self.handler: str | None = None
-        self.handler_code: CodeLocation | None = None
-        self.notes: Any = None
-        self.exc: BaseException | None = None
-        self.context_token: Any = None
-        self.state_token: Any = None
-        self.started = time.perf_counter()
 
 
 _current_update: ContextVar[_UpdateState | None] = ContextVar(
