@@ -48,7 +48,7 @@ from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
-from otelbot.instrumentation.updates import UpdateAttributes
+from otelbot.instrumentation.updates import UpdateAttributes, nothing_to_end, remember_bot_token
 from otelbot.instrumentation.updates import UpdateState as _UpdateState
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
@@ -433,18 +433,6 @@ def _wrap_check_response(original: Any) -> Any:
     return check_response
 
 
-def _remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    # guarded_sync's start hook around Bot.__init__: otelbot learns the token before the
-    # bot can log or raise with it.
-    token = args[0] if args else kwargs.get("token")
-    if isinstance(token, str):
-        remember_token(token)
-
-
-def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
-    pass
-
-
 class AiogramInstrumentor(OtelbotInstrumentor):
     """Traces aiogram 3 updates, handlers and Bot API calls."""
 
@@ -489,5 +477,5 @@ class AiogramInstrumentor(OtelbotInstrumentor):
         wrap(
             Bot,
             "__init__",
-            lambda o: guarded_sync(o, _remember_bot_token, _nothing_to_end, "aiogram Bot"),
+            lambda o: guarded_sync(o, remember_bot_token, nothing_to_end, "aiogram Bot"),
         )

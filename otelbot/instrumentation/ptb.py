@@ -48,7 +48,6 @@ from otelbot.core.errors import error_type, internal_error, record_exception
 from otelbot.core.fastmetrics import create_instrument
 from otelbot.core.lightspan import light_tracer
 from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sync
-from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
 from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
@@ -56,7 +55,12 @@ from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
-from otelbot.instrumentation.updates import UpdateAttributes, UpdateState
+from otelbot.instrumentation.updates import (
+    UpdateAttributes,
+    UpdateState,
+    nothing_to_end,
+    remember_bot_token,
+)
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -537,18 +541,6 @@ def _wrap_status(original: Any) -> Any:
     return do_request
 
 
-def _remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    # guarded_sync's start hook around Bot.__init__: the token is learned before the bot
-    # can log or raise with it.
-    token = args[0] if args else kwargs.get("token")
-    if isinstance(token, str):
-        remember_token(token)
-
-
-def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
-    pass
-
-
 class PtbInstrumentor(OtelbotInstrumentor):
     """Traces python-telegram-bot updates, handlers, jobs and Bot API calls."""
 
@@ -592,5 +584,5 @@ class PtbInstrumentor(OtelbotInstrumentor):
         wrap(
             Bot,
             "__init__",
-            lambda o: guarded_sync(o, _remember_bot_token, _nothing_to_end, "ptb Bot"),
+            lambda o: guarded_sync(o, remember_bot_token, nothing_to_end, "ptb Bot"),
         )

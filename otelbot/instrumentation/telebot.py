@@ -50,6 +50,7 @@ from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
 from otelbot.instrumentation.updates import UpdateState as _UpdateState
+from otelbot.instrumentation.updates import nothing_to_end, remember_bot_token
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -385,16 +386,6 @@ def _wrap_async_polling(original: Any) -> Any:
     return process_polling
 
 
-def _remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    token = args[0] if args else kwargs.get("token")
-    if isinstance(token, str):
-        remember_token(token)
-
-
-def _nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
-    pass
-
-
 class TelebotInstrumentor(OtelbotInstrumentor):
     """Traces pyTelegramBotAPI updates, handlers and Bot API calls (sync and asyncio)."""
 
@@ -407,7 +398,7 @@ class TelebotInstrumentor(OtelbotInstrumentor):
         telemetry = _Telemetry(tracer, meter)
         wrap = self.patches.wrap
         remember = lambda o: guarded_sync(  # noqa: E731
-            o, _remember_bot_token, _nothing_to_end, "telebot bot"
+            o, remember_bot_token, nothing_to_end, "telebot bot"
         )
         wrap(TeleBot, "__init__", remember)
         wrap(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from otelbot.core.redaction import remember_token
 from otelbot.diagnosis.notes import CodeLocation
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -90,3 +91,15 @@ class UpdateAttributes:
                 attrs[ERROR_TYPE] = err
             self._count_attrs[key] = attrs
         return attrs
+
+
+def remember_bot_token(bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """``guarded_sync``'s start hook around a library's ``Bot.__init__(token, ...)``: the
+    token is learned before the bot can log or raise with it."""
+    token = args[0] if args else kwargs.get("token")
+    if isinstance(token, str):
+        remember_token(token)
+
+
+def nothing_to_end(state: Any, result: Any, exc: BaseException | None) -> None:
+    """``guarded_sync``'s end hook when only the start matters."""
