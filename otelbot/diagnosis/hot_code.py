@@ -130,7 +130,9 @@ class HotCode(Detector):
         profile = pending.profile
         if profile.samples < MIN_SAMPLES or pending.seconds <= 0:
             return None
-        own = profile.seconds
+        # Samples x interval is an estimate: sampling jitter can put it above the time
+        # the updates took, which no share may exceed.
+        own = min(profile.seconds, pending.seconds)
         share = own / pending.seconds
         per_update = own / pending.updates
         if share < self.share or per_update < self.floor:
