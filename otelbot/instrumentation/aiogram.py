@@ -48,7 +48,17 @@ from otelbot.diagnosis import notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
-from otelbot.instrumentation.updates import UpdateAttributes, nothing_to_end, remember_bot_token
+from otelbot.instrumentation.updates import (
+    INGRESS_DIRECT,
+    INGRESS_POLLING,
+    INGRESS_WEBHOOK,
+    OUTCOME_ERROR,
+    OUTCOME_HANDLED,
+    OUTCOME_UNHANDLED,
+    UpdateAttributes,
+    nothing_to_end,
+    remember_bot_token,
+)
 from otelbot.instrumentation.updates import UpdateState as _UpdateState
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
@@ -77,13 +87,6 @@ from otelbot.semconv import (
     TELEGRAM_USERS_WINDOW,
     TELEGRAM_WEBHOOK_REPLY_METHOD,
 )
-
-INGRESS_POLLING = "polling"
-INGRESS_WEBHOOK = "webhook"
-INGRESS_DIRECT = "direct"
-OUTCOME_HANDLED = "handled"
-OUTCOME_UNHANDLED = "unhandled"
-OUTCOME_ERROR = "error"
 
 #: Set by the polling / webhook entry points so ``feed_update`` knows how the update came.
 _ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default=None)

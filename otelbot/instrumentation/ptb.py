@@ -56,6 +56,12 @@ from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
 from otelbot.instrumentation.updates import (
+    INGRESS_DIRECT,
+    INGRESS_POLLING,
+    INGRESS_WEBHOOK,
+    OUTCOME_ERROR,
+    OUTCOME_HANDLED,
+    OUTCOME_UNHANDLED,
     UpdateAttributes,
     UpdateState,
     nothing_to_end,
@@ -88,13 +94,6 @@ from otelbot.semconv import (
     TELEGRAM_USERS_ACTIVE,
     TELEGRAM_USERS_WINDOW,
 )
-
-INGRESS_POLLING = "polling"
-INGRESS_WEBHOOK = "webhook"
-INGRESS_DIRECT = "direct"
-OUTCOME_HANDLED = "handled"
-OUTCOME_UNHANDLED = "unhandled"
-OUTCOME_ERROR = "error"
 
 #: Set in the application's update-queue task: updates processed from it start a trace.
 _from_queue: ContextVar[Any] = ContextVar("otelbot_ptb_queue", default=None)

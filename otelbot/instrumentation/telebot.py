@@ -49,8 +49,16 @@ from otelbot.diagnosis import notes
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
+from otelbot.instrumentation.updates import (
+    INGRESS_POLLING,
+    INGRESS_WEBHOOK,
+    OUTCOME_ERROR,
+    OUTCOME_HANDLED,
+    OUTCOME_UNHANDLED,
+    nothing_to_end,
+    remember_bot_token,
+)
 from otelbot.instrumentation.updates import UpdateState as _UpdateState
-from otelbot.instrumentation.updates import nothing_to_end, remember_bot_token
 from otelbot.runtime import stats_file
 from otelbot.semconv import (
     ERROR_TYPE,
@@ -77,12 +85,6 @@ from otelbot.semconv import (
     TELEGRAM_USERS_ACTIVE,
     TELEGRAM_USERS_WINDOW,
 )
-
-INGRESS_POLLING = "polling"
-INGRESS_WEBHOOK = "webhook"
-OUTCOME_HANDLED = "handled"
-OUTCOME_UNHANDLED = "unhandled"
-OUTCOME_ERROR = "error"
 
 #: Set in an AsyncTeleBot's polling task: the update tasks it creates inherit it.
 _async_polling: ContextVar[bool] = ContextVar("otelbot_telebot_polling", default=False)

@@ -18,6 +18,15 @@ from otelbot.semconv import (
     TELEGRAM_UPDATE_TYPE,
 )
 
+# How an update arrived, and how its handling ended (telegram.ingress,
+# telegram.update.outcome); every bot library's instrumentation uses these.
+INGRESS_POLLING = "polling"
+INGRESS_WEBHOOK = "webhook"
+INGRESS_DIRECT = "direct"
+OUTCOME_HANDLED = "handled"
+OUTCOME_UNHANDLED = "unhandled"
+OUTCOME_ERROR = "error"
+
 
 class UpdateState:
     """One update from its start to its end: its span, the context it made current, and
