@@ -1,4 +1,4 @@
-"""A lending-library bot (aiogram 3, asyncpg, Redis) with five performance problems planted
+"""A lending-library bot (aiogram 3, asyncpg, Redis) with seven performance problems planted
 in it, and no otelbot code. Run it instrumented and read the findings:
 
     OTEL_SERVICE_NAME=problem-bot opentelemetry-instrument python examples/problem_bot.py
@@ -14,6 +14,8 @@ the fake one, see examples/README.md); PG_DSN; REDIS_URL. At start it creates th
 | /stats | ``stats`` | caches the numbers under a key with the current time in it: it never hits |
 | /export | ``export`` | derives a key with PBKDF2 in the handler: the event loop stops meanwhile |
 | /remind | ``remind`` | sends eight reminders into one chat back to back: Telegram answers 429 |
+| /rank | ``rank`` | recomputes the reader's score in a pure-Python loop on every call |
+| /history | ``history`` | keeps every rendered history page in a module-level list, forever |
 | /card | ``card`` | healthy: one primary-key read, one cached read, one reply |
 """
 
@@ -67,10 +69,17 @@ SHELF_SIZE = 12
 REMINDERS = 8
 #: PBKDF2 rounds for /export: a few hundred milliseconds of CPU on a typical machine.
 EXPORT_ROUNDS = 400_000
+#: Days /rank walks for a score: some tens of milliseconds of Python, under the time that
+#: counts as blocking the loop.
+SCORE_DAYS = 600_000
+#: Lines in a /history page (about 200 kB).
+HISTORY_LINES = 8_000
 
 router = Router(name="library")
 db: asyncpg.Pool
 cache: redis.Redis
+#: Every /history page ever rendered: nothing trims it, so memory grows with each call.
+pages: list[bytes] = []
 
 
 def _reader(message: Message) -> int:
@@ -156,6 +165,31 @@ async def remind(message: Message) -> None:
         except TelegramRetryAfter:
             continue
     logging.info("reminders sent: %d of %d", sent, REMINDERS)
+
+
+def reading_score(reader: int) -> int:
+    score = 0
+    for day in range(SCORE_DAYS):
+        score += (reader + day) % 13  # the whole history, walked again on every call
+    return score
+
+
+@router.message(Command("rank"))
+async def rank(message: Message) -> None:
+    """Hot code: the score is recomputed from scratch in Python instead of kept."""
+    await message.answer(f"Your reading score: {reading_score(_reader(message))}")
+
+
+def render_history(reader: int) -> bytes:
+    return (f"reader {reader} visited the library\n" * HISTORY_LINES).encode()
+
+
+@router.message(Command("history"))
+async def history(message: Message) -> None:
+    """Memory growth: every rendered page is kept in ``pages``, which nothing trims."""
+    page = render_history(_reader(message))
+    pages.append(page)
+    await message.answer(f"{HISTORY_LINES} visits, {len(pages)} pages kept")
 
 
 async def main() -> None:

@@ -9,6 +9,7 @@ Run with ``-s`` to see the findings as they arrived:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +33,26 @@ PLANTED = {
     "otelbot.bot.cache_rarely_hits": "stats",
     "otelbot.bot.blocked_loop": "export",
     "otelbot.bot.flood_wait": "remind",
+    "otelbot.bot.hot_code": "rank",
+    "otelbot.bot.memory_growth": "history",
+}
+#: Issue 16's three: each must be named with its handler and the bot's line.
+INSIDE_THE_CODE = {
+    "otelbot.bot.blocked_loop": ("export", "hashlib.pbkdf2_hmac"),
+    "otelbot.bot.hot_code": ("rank", "the whole history, walked again"),
+    "otelbot.bot.memory_growth": ("history", "def render_history"),
 }
 HEALTHY = "card"
 #: The detector settings this test changes from the defaults (documented in
-#: docs/findings.md), so that a few updates are enough.
-SETTINGS: dict[str, str] = {}
+#: docs/findings.md), so that a few seconds of traffic are enough: the profile is judged
+#: every second instead of every minute, and 3 MB of growth in 4 s opens a 4 s
+#: tracemalloc window (the defaults want 20 MB over 60 s).
+SETTINGS: dict[str, str] = {
+    "OTELBOT_PROFILE_INTERVAL": "1",
+    "OTELBOT_MEMORY_GROWTH_MB": "3",
+    "OTELBOT_MEMORY_WINDOW": "4",
+    "OTELBOT_MEMORY_TRACE_SECONDS": "4",
+}
 
 
 @dataclass
@@ -118,9 +134,16 @@ def test_problem_bot_findings_name_its_problems_and_not_its_healthy_handler(
             run.send(*["/stats"] * 10)
         run.send(*["/export"] * 3)
         run.send("/remind")  # into a chat of its own: the burst spills nowhere
+        for _ in range(4):  # hot code is judged on at least 5 updates and 10 samples
+            run.send(*["/rank"] * 5)
         run.send(
             *["/card"] * 10, user_id=7001
-        )  # after the blocked loop and the flood: still healthy
+        )  # after the blocked loop, the flood and the hot code: still healthy
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not any(  # a page kept per /history
+            f.event_name == "otelbot.bot.memory_growth" for f in findings(otlp_receiver)
+        ):
+            run.send(*["/history"] * 5)
         try:
             otlp_receiver.wait_for(
                 lambda r: {f.event_name for f in findings(r)} >= set(PLANTED), 20
@@ -135,5 +158,13 @@ def test_problem_bot_findings_name_its_problems_and_not_its_healthy_handler(
         for kind, handler in PLANTED.items()
         if any(f.event_name == kind and _handler(f) == handler for f in found)
     }
-    assert len(named) >= 4, f"named: {sorted(named)}\n{findings_table(found)}"
+    assert len(named) >= 6, f"named: {sorted(named)}\n{findings_table(found)}"
     assert not [f for f in found if _handler(f) == HEALTHY], findings_table(found)
+    source = BOT.read_text().splitlines()
+    for kind, (handler, text) in INSIDE_THE_CODE.items():
+        mine = [f for f in found if f.event_name == kind and _handler(f) == handler]
+        assert mine, f"{kind} for {handler} missing\n{findings_table(found)}"
+        a = mine[0].attributes
+        assert str(a.get("code.file.path", "")).endswith("problem_bot.py"), a
+        line = source[int(a["code.line.number"]) - 1]
+        assert text in line or text in source[int(a["code.line.number"]) - 2], (kind, line)
