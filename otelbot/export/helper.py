@@ -1,15 +1,18 @@
 """The span export helper process: reads span batches from the bot on stdin and sends them
-with the standard OTLP exporter.
+over OTLP.
 
     python -I -m otelbot.export.helper      # started by otelbot.export.offload, not by hand
 
 Frames on stdin are ``FRAME_HEADER`` (kind, payload length) then the payload: ``SPANS``
 carries one ``otelbot.export.rows`` batch, ``FLUSH`` asks for ``ok`` on stdout once
 everything before it was sent. At EOF the exporter is shut down (it sends what it holds)
-and the helper exits. The exporter is the SDK's ``OTLPSpanExporter`` (HTTP/protobuf, or
-gRPC when ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), configured by the same
-``OTEL_EXPORTER_OTLP_*`` variables as the bot's, so the collector receives the same OTLP
-content as from the in-process exporter.
+and the helper exits. Over HTTP/protobuf (the default) the rows are written to OTLP
+directly (``otelbot.export.otlp.encode_rows``, no span objects) and sent by the SDK's
+HTTP client (``otelbot.export.otlp_http``); over gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``)
+the SDK's ``ReadableSpan``s are rebuilt and sent by the SDK's gRPC ``OTLPSpanExporter``.
+Either way the exporter is configured by the same ``OTEL_EXPORTER_OTLP_*`` variables as
+the bot's, and the collector receives the same OTLP content as from the in-process
+exporter.
 
 The helper ends when the bot closes the pipe, never on an interrupt: SIGINT is ignored
 (the bot starts it in its own session, so a terminal's Ctrl+C does not reach it anyway),
@@ -28,7 +31,7 @@ import struct
 import sys
 from typing import Any
 
-from otelbot.export.rows import read_batch
+from otelbot.export.rows import read_batch, read_rows
 
 logger = logging.getLogger("otelbot")
 
@@ -97,9 +100,15 @@ def rebuild(payload: bytes) -> list[Any]:
                 parent=parent_context,
                 resource=resources[row.resource],
                 attributes=attributes(row.attributes, row.dropped_attributes),
-                events=bounded([Event(n, a, t) for n, t, a in row.events], row.dropped_events),
+                events=bounded(
+                    [Event(n, attributes(a, d), t) for n, t, a, d in row.events],
+                    row.dropped_events,
+                ),
                 links=bounded(
-                    [Link(SpanContext(t, i, r, TraceFlags(f)), a) for t, i, r, f, a in row.links],
+                    [
+                        Link(SpanContext(t, i, r, TraceFlags(f)), attributes(a, d))
+                        for t, i, r, f, a, d in row.links
+                    ],
                     row.dropped_links,
                 ),
                 kind=SpanKind(row.kind),
@@ -113,18 +122,25 @@ def rebuild(payload: bytes) -> list[Any]:
 
 
 def _standard_exporter() -> Any:
+    """The exporter for the configured protocol: otelbot's HTTP one, or the SDK's gRPC one."""
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
-    )
+    ).strip()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
-    return OTLPSpanExporter()
+
+        return OTLPSpanExporter()
+    from otelbot.export.otlp_http import OtlpHttpSpanExporter
+
+    return OtlpHttpSpanExporter()
+
+
+def spans_of(payload: bytes, rows_ok: bool) -> Any:
+    """What the exporter takes for one batch: its rows (``rows_ok``: an exporter that
+    encodes them itself) or the SDK spans rebuilt from them."""
+    return read_rows(payload) if rows_ok else rebuild(payload)
 
 
 def _setup_logging(argv: list[str]) -> None:
@@ -151,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     from otelbot.export import endpoint
 
     endpoint.install()
-    exporter = endpoint.WatchedSpanExporter(_standard_exporter())
+    standard = _standard_exporter()
+    rows_ok = getattr(standard, "fast", False)
+    exporter = endpoint.WatchedSpanExporter(standard)
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer
     try:
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if kind == SPANS:
                 try:
-                    exporter.export(rebuild(payload))
+                    exporter.export(spans_of(payload, rows_ok))
                 except Exception as exc:
                     logger.warning("otelbot export helper: batch dropped: %s", exc)
             elif kind == FLUSH:

@@ -23,16 +23,16 @@ from __future__ import annotations
 import marshal
 from typing import Any, NamedTuple, cast
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: Rows marshalled together (see ``SpanBatch._append``).
 CHUNK = 16
 
 #: A span context as a row holds it: trace id, span id, is remote, trace flags.
 ParentRow = tuple[int, int, bool, int]
-#: An event: name, timestamp (ns), attributes.
-EventRow = tuple[str, int, "dict[str, Any] | None"]
-#: A link: trace id, span id, is remote, trace flags, attributes.
-LinkRow = tuple[int, int, bool, int, "dict[str, Any] | None"]
+#: An event: name, timestamp (ns), attributes, attributes dropped.
+EventRow = tuple[str, int, "dict[str, Any] | None", int]
+#: A link: trace id, span id, is remote, trace flags, attributes, attributes dropped.
+LinkRow = tuple[int, int, bool, int, "dict[str, Any] | None", int]
 
 
 class SpanRow(NamedTuple):
@@ -144,6 +144,7 @@ class SpanBatch:
                         ln.context.is_remote,
                         int(ln.context.trace_flags),
                         dict(ln.attributes) if ln.attributes else None,
+                        ln.dropped_attributes,
                     )
                     for ln in links
                 )
@@ -210,12 +211,38 @@ class DecodedBatch(NamedTuple):
 
 def read_batch(payload: bytes) -> DecodedBatch:
     """Decode a payload written by ``SpanBatch.payload``."""
+    raw = read_rows(payload)
+    make = SpanRow._make
+    return DecodedBatch(raw.resources, raw.scopes, [make(values) for values in raw.rows])
+
+
+class RawBatch:
+    """A batch with its rows as plain tuples (in ``SpanRow``'s order), for the encoder
+    (``otelbot.export.otlp.encode_rows``): no named tuple per row. Its length is its
+    number of spans."""
+
+    __slots__ = ("resources", "rows", "scopes")
+
+    def __init__(
+        self,
+        resources: tuple[tuple[dict[str, Any], str], ...],
+        scopes: tuple[tuple[str, str | None, str | None, dict[str, Any]] | None, ...],
+        rows: list[tuple[Any, ...]],
+    ) -> None:
+        self.resources = resources
+        self.scopes = scopes
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def read_rows(payload: bytes) -> RawBatch:
+    """Decode a payload written by ``SpanBatch.payload``, rows as plain tuples."""
     version, resources, scopes, chunks = marshal.loads(payload)
     if version != FORMAT_VERSION:
         raise ValueError(f"span batch format {version}, expected {FORMAT_VERSION}")
-    make = SpanRow._make
-    rows = [make(values) for chunk in chunks for values in marshal.loads(chunk)]
-    return DecodedBatch(resources, scopes, rows)
+    return RawBatch(resources, scopes, [row for chunk in chunks for row in marshal.loads(chunk)])
 
 
 def _identity(name: str, context: Any, parent: Any) -> tuple[Any, ...]:
@@ -236,7 +263,8 @@ def _events(events: Any) -> tuple[EventRow, ...]:
     if not events:
         return ()
     return tuple(
-        (e.name, e.timestamp, dict(e.attributes) if e.attributes else None) for e in events
+        (e.name, e.timestamp, dict(e.attributes) if e.attributes else None, e.dropped_attributes)
+        for e in events
     )
 
 

@@ -1,4 +1,5 @@
-"""The default ``otelbot_offload`` span exporter: OTLP encoded and sent by a helper process,
+"""The span exporters otelbot's distro picks: ``otelbot_offload`` (OTLP encoded and sent by
+a helper process) and ``otelbot_otlp`` (the SDK's HTTP exporter with otelbot's encoder),
 arriving at a real OTLP receiver with the same content as from the standard exporter."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from otelbot.export.offload import (
     OffloadSpanProcessor,
     export_processor,
 )
+from otelbot.export.otlp_http import OtlpHttpSpanExporter
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from otelbot.testing.processes import Child, instrument_command
 
@@ -92,17 +94,20 @@ def test_offloaded_spans_arrive_as_the_standard_exporter_sends_them(
 ) -> None:
     emit_spans(OTLPSpanExporter(), "standard")
     emit_spans(OffloadSpanExporter(), "offload")  # through the OffloadSpanProcessor
+    emit_spans(OtlpHttpSpanExporter(), "in-process")  # otelbot's encoder in the bot
     spans = otlp_env.spans()
     standard = [s for s in spans if s.resource["service.name"] == "standard"]
     offload = [s for s in spans if s.resource["service.name"] == "offload"]
-    assert len(standard) == len(offload) == 303
+    in_process = [s for s in spans if s.resource["service.name"] == "in-process"]
+    assert len(standard) == len(offload) == len(in_process) == 303
     assert sorted(map(comparable, offload)) == sorted(map(comparable, standard))
+    assert sorted(map(comparable, in_process)) == sorted(map(comparable, standard))
     # Trace structure survives the trip: the leaf is the root's child, in the root's trace.
     root = next(s for s in offload if s.name == "telegram.update message")
     leaf = next(s for s in offload if s.name == "SELECT users")
     assert (leaf.trace_id, leaf.parent_span_id) == (root.trace_id, root.span_id)
     assert leaf.attributes["tags"] == ["a", "b"] and leaf.status_code == 2
-    assert dropped_counts(otlp_env) == {"standard": 2, "offload": 2}
+    assert dropped_counts(otlp_env) == {"standard": 2, "offload": 2, "in-process": 2}
 
 
 def dropped_counts(receiver: OtlpReceiver) -> dict[str, int]:
@@ -164,14 +169,17 @@ def test_light_spans_read_directly_arrive_as_the_standard_exporter_sends_them(
 ) -> None:
     standard = emit_light_spans(OTLPSpanExporter(), "standard")
     offload = emit_light_spans(OffloadSpanExporter(), "offload")
+    in_process = emit_light_spans(OtlpHttpSpanExporter(), "in-process")
     assert standard.offload is None and isinstance(offload.offload, OffloadSpanProcessor)
+    assert in_process.offload is None and in_process._fast  # light spans, then SDK spans
     spans = otlp_env.spans()
     by_service = {
         name: sorted(comparable(s) for s in spans if s.resource["service.name"] == name)
-        for name in ("standard", "offload")
+        for name in ("standard", "offload", "in-process")
     }
-    assert len(by_service["offload"]) == 302
+    assert len(by_service["offload"]) == len(by_service["in-process"]) == 302
     assert by_service["offload"] == by_service["standard"]
+    assert by_service["in-process"] == by_service["standard"]
     root = next(
         s
         for s in spans
@@ -229,6 +237,7 @@ def test_offload_exporter_also_works_behind_the_standard_batch_processor(
 def test_configurator_puts_the_offload_processor_in_front_of_the_offload_exporter() -> None:
     assert isinstance(export_processor(OffloadSpanExporter()), OffloadSpanProcessor)
     assert isinstance(export_processor(OTLPSpanExporter()), BatchSpanProcessor)
+    assert isinstance(export_processor(OtlpHttpSpanExporter()), BatchSpanProcessor)
 
 
 def test_spans_over_the_queue_size_are_dropped_not_kept(

@@ -60,8 +60,8 @@ def test_sdk_span_fields_arrive_under_their_names() -> None:
     assert (row.start, row.end) == (ended.start_time, ended.end_time)
     assert row.attributes == dict(ended.attributes) and len(row.attributes) == 2
     assert row.dropped_attributes == 1
-    assert [(n, a) for n, _t, a in row.events] == [("retry", {"attempt": 2})]
-    assert row.links == ((0xABC, 0xDEF, True, 1, {"n": 1}),)
+    assert [(n, a, d) for n, _t, a, d in row.events] == [("retry", {"attempt": 2}, 0)]
+    assert row.links == ((0xABC, 0xDEF, True, 1, {"n": 1}, 0),)
     assert (row.status_code, row.status_description) == (StatusCode.ERROR.value, "boom")
     assert decoded.resources[row.resource][0]["service.name"] == "rows-test"
     assert decoded.scopes[row.scope][:2] == ("otelbot.test", "1.2")
