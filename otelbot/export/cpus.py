@@ -7,8 +7,10 @@ Two limits apply on Linux: the affinity mask (``taskset``, ``docker --cpuset-cpu
 
 The export helper process (``otelbot_offload``) moves OTLP encoding off the bot's GIL onto
 another CPU, but costs more CPU in total than encoding in the bot (rows are marshalled,
-piped and rebuilt). It pays only when a second CPU is there to run it: with fewer than
-two usable CPUs the SDK's in-process OTLP exporter is cheaper (docs/performance.md).
+piped and decoded again). It pays only when a second CPU is there to run it: with fewer
+than two usable CPUs, encoding in the bot's process is cheaper (docs/performance.md), by
+``otelbot_otlp`` (the SDK's OTLP/HTTP exporter with otelbot's encoder,
+``otelbot.export.otlp_http``) or, when the OTLP protocol is gRPC, the SDK's ``otlp``.
 """
 
 from __future__ import annotations

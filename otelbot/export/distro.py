@@ -6,7 +6,9 @@
 The distro sets otelbot's defaults (OTLP over HTTP/protobuf for traces, metrics and logs)
 without overriding anything the user set in ``OTEL_*``, picks the trace export path by the
 CPUs the process may use (``otelbot.export.cpus``: the export helper process from two CPUs
-on, the SDK's in-process exporter below), loads otelbot's instrumentors,
+on; below, the SDK's OTLP/HTTP exporter in the bot's process with otelbot's encoder,
+``otelbot.export.otlp_http``, or the SDK's gRPC exporter when the protocol is gRPC),
+loads otelbot's instrumentors,
 and skips the contrib instrumentations of the same libraries (they would make duplicate
 spans), saying so once in the log. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otelbot_redis``
 disables one of otelbot's instrumentors, and the contrib one is then used if installed.
@@ -41,9 +43,20 @@ CONTRIB_EQUIVALENTS = {
 
 #: OTEL_TRACES_EXPORTER when unset: OTLP all the same, encoded and sent by a helper process
 #: off the bot's GIL (otelbot.export.offload) where the process may use two CPUs or more,
-#: else by the SDK's exporter in the bot's process (cheaper in total on one CPU).
+#: else in the bot's process (cheaper in total on one CPU): by the SDK's OTLP/HTTP exporter
+#: with otelbot's encoder (otelbot.export.otlp_http), or the SDK's own exporter for gRPC.
 HELPER_EXPORTER = "otelbot_offload"
-IN_PROCESS_EXPORTER = "otlp"
+IN_PROCESS_EXPORTER = "otelbot_otlp"
+SDK_EXPORTER = "otlp"
+
+
+def _traces_protocol() -> str:
+    return (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
 
 DEFAULTS = {
     "OTEL_METRICS_EXPORTER": "otlp",
@@ -63,8 +76,11 @@ def choose_trace_exporter() -> str:
     budget = cpus.budget()
     if cpus.helper_pays(budget.cpus):
         chosen, how = HELPER_EXPORTER, "the export helper process"
+    elif _traces_protocol() == "http/protobuf":
+        chosen = IN_PROCESS_EXPORTER
+        how = "the SDK's OTLP/HTTP exporter with otelbot's encoder, in the bot's process"
     else:
-        chosen, how = IN_PROCESS_EXPORTER, "the SDK's OTLP exporter in the bot's process"
+        chosen, how = SDK_EXPORTER, "the SDK's OTLP exporter in the bot's process"
     trace_exporter_reason = (
         f"OTEL_TRACES_EXPORTER={chosen} ({how}): {budget.describe()}; the helper is used "
         f"from {cpus.HELPER_MIN_CPUS:g} CPUs on"

@@ -110,21 +110,40 @@ SCRIPT = (
     "provider = trace.get_tracer_provider()\n"
     "print('processors', [type(p).__name__ for p in"
     " provider._active_span_processor._span_processors])\n"
+    "print('exporter', [type(getattr(getattr(p, 'span_exporter', None), 'inner', None)).__name__"
+    " for p in provider._active_span_processor._span_processors])\n"
     "print('reason', distro.trace_exporter_reason)\n"
     "with trace.get_tracer('cpus').start_as_current_span('one span'):\n"
     "    pass\n"
 )
 
 
+HTTP = "http/protobuf"
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("pinned", "chosen", "processor", "reason"),
+    ("pinned", "chosen", "processor", "reason", "protocol"),
     [
-        ("0", None, "BatchSpanProcessor", "OTEL_TRACES_EXPORTER=otlp (the SDK's OTLP exporter"),
-        ("0,1", None, "OffloadSpanProcessor", "OTEL_TRACES_EXPORTER=otelbot_offload (the export"),
+        (
+            "0",
+            None,
+            "BatchSpanProcessor",
+            "OTEL_TRACES_EXPORTER=otelbot_otlp (the SDK's OTLP/HTTP exporter with otelbot's",
+            HTTP,
+        ),
+        # Over gRPC on one CPU: the SDK's own exporter.
+        ("0", None, "BatchSpanProcessor", "OTEL_TRACES_EXPORTER=otlp (the SDK's OTLP", "grpc"),
+        (
+            "0,1",
+            None,
+            "OffloadSpanProcessor",
+            "OTEL_TRACES_EXPORTER=otelbot_offload (the export",
+            HTTP,
+        ),
         # An explicit choice wins over the CPU count, either way.
-        ("0", "otelbot_offload", "OffloadSpanProcessor", "(set in the environment)"),
-        ("0,1", "otlp", "BatchSpanProcessor", "(set in the environment)"),
+        ("0", "otelbot_offload", "OffloadSpanProcessor", "(set in the environment)", HTTP),
+        ("0,1", "otlp", "BatchSpanProcessor", "(set in the environment)", HTTP),
     ],
 )
 def test_trace_exporter_by_usable_cpus(
@@ -134,6 +153,7 @@ def test_trace_exporter_by_usable_cpus(
     chosen: str | None,
     processor: str,
     reason: str,
+    protocol: str,
 ) -> None:
     wanted = {int(c) for c in pinned.split(",")}
     if not wanted <= os.sched_getaffinity(0):
@@ -141,7 +161,7 @@ def test_trace_exporter_by_usable_cpus(
     script = tmp_path / "which.py"
     script.write_text(SCRIPT)
     extra = {"OTEL_TRACES_EXPORTER": chosen} if chosen else {}
-    env = otel_env(otlp_receiver, "cpus-test", **extra)
+    env = otel_env(otlp_receiver, "cpus-test", protocol, **extra)
     cmd = [sys.executable, "-c", PIN, pinned, instrument_command(), sys.executable, str(script)]
     with Child(cmd, env=env, cwd=ROOT, name="which.py") as proc:
         proc.wait(30)  # exited, and so has the export helper
@@ -150,5 +170,10 @@ def test_trace_exporter_by_usable_cpus(
     assert reason in proc.output
     if chosen is None:  # the decision names the CPUs it counted
         assert f"affinity {len(wanted)}" in proc.output
+    if chosen is None and len(wanted) == 1:  # the SDK's HTTP exporter with our encoder
+        http = protocol == HTTP
+        assert f"exporter ['{'OtlpHttpSpanExporter' if http else 'OTLPSpanExporter'}']" in (
+            proc.output
+        )
     spans = otlp_receiver.wait_for(lambda r: r.spans(), 10)
     assert [s.name for s in spans] == ["one span"]

@@ -101,6 +101,7 @@ def check_one_down_and_one_back(out: Child, port: int, reason: str) -> None:
     [
         ("otelbot_offload", "http/protobuf", "Connection refused"),  # spans from the helper
         ("otlp", "http/protobuf", "Connection refused"),  # the SDK's exporter in the bot
+        ("otelbot_otlp", "http/protobuf", "Connection refused"),  # ours, in the bot
         ("otelbot_offload", "grpc", "UNAVAILABLE"),
     ],
 )
