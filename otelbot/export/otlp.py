@@ -53,6 +53,8 @@ _SMALL = [bytes((n,)) for n in range(128)]
 def _varint(n: int) -> bytes:
     if n < 128:
         return _SMALL[n]
+    if n < 16384:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 127:
         out.append((n & 0x7F) | 0x80)
@@ -169,20 +171,30 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> list[bytes]:
 
 def _span_attributes(attributes: Mapping[str, Any], out: list[bytes]) -> None:
     """Span attributes (field 9) appended to ``out``; a recurring string attribute is
-    looked up whole."""
+    looked up whole, a non-negative int written here."""
     strings = _SPAN_STRINGS
+    keys = _KEYS
     for key, value in attributes.items():
-        if type(value) is str:
+        t = type(value)
+        if t is str:
             found = strings.get((key, value))
             if found is not None:
                 out.append(found)
+                continue
+        elif t is int and 0 <= value <= _INT64_MAX:
+            k = keys.get(key)
+            if k is not None:
+                v = _SMALL[value] if value < 128 else _varint(value)
+                kv = k + b"\x12" + _SMALL[len(v) + 1] + b"\x18" + v
+                n = len(kv)
+                out.append(b"\x4a" + (_SMALL[n] if n < 128 else _varint(n)) + kv)
                 continue
         try:
             field = _field(b"\x4a", _key_value(key, value))
         except (_Refused, UnicodeError, TypeError, ValueError, OverflowError) as error:
             _refused(key, error)
             continue
-        if type(value) is str and len(value) < 512:
+        if t is str and len(value) < 512:
             if len(strings) >= _CACHE_MAX:
                 strings.clear()
             strings[(key, value)] = field
@@ -195,10 +207,6 @@ def _plain_attributes(attributes: Any) -> Any:
     if type(attributes) is dict:
         return attributes
     return getattr(attributes, "_dict", attributes)
-
-
-def _dropped(container: Any) -> int:
-    return 0 if type(container) in (dict, list, tuple) else getattr(container, "dropped", 0)
 
 
 # -------------------------------------------------------------------------------- spans
@@ -232,6 +240,21 @@ def _status(code: int, description: str | None) -> bytes:
     if code:
         body += b"\x18" + _varint(code)
     return _field(b"\x7a", body)
+
+
+#: The status field for the last ``Status`` object seen: the SDK and light spans share
+#: one unset ``Status``, so this is a hit for all but error spans.
+_last_status: tuple[Any, bytes] = (None, b"")
+
+
+def _status_of(status: Any) -> bytes:
+    global _last_status
+    last = _last_status
+    if status is last[0]:
+        return last[1]
+    encoded = _status(status.status_code.value, status.description)
+    _last_status = (status, encoded)
+    return encoded
 
 
 def _trace_state(items: Iterable[tuple[str, str]]) -> bytes:
@@ -273,48 +296,108 @@ def _span_field(body: list[bytes]) -> bytes:
     return b"\x12" + (_SMALL[n] if n < 128 else _varint(n)) + data
 
 
+def _context_reader() -> tuple[Any, Any, Any]:
+    """Readers of a ``SpanContext``'s (trace id, span id), (span id, is remote) and trace
+    state: by position where the API's ``SpanContext`` is the tuple it is today (a C call,
+    where each property is a Python one), else by name."""
+    from operator import attrgetter, itemgetter
+
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    state = TraceState([("k", "v")])
+    probe = SpanContext(3, 5, True, TraceFlags(1), state)
+    by_position = (itemgetter(0, 1), itemgetter(1, 2), itemgetter(4))
+    try:
+        if (
+            by_position[0](probe) == (3, 5)
+            and by_position[1](probe) == (5, True)
+            and by_position[2](probe) is state
+        ):
+            return by_position
+    except (TypeError, IndexError):
+        pass
+    return (
+        attrgetter("trace_id", "span_id"),
+        attrgetter("span_id", "is_remote"),
+        attrgetter("trace_state"),
+    )
+
+
+_ids_of, _parent_of, _state_of = _context_reader()
+
+
+def _sdk_classes() -> tuple[Any, Any, Any, dict[int, bytes]]:
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.util import BoundedList
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+    kinds = {id(kind): _KINDS[kind.value] for kind in SpanKind}
+    return BoundedAttributes, BoundedList, DEFAULT_TRACE_STATE, kinds
+
+
+_BoundedAttributes, _BoundedList, _NO_STATE, _KIND_BY_ID = _sdk_classes()
+
+
 def _sdk_span(span: Any) -> bytes:
     """One ``ReadableSpan`` (the SDK's, or the SDK ``Span`` it was) as a ScopeSpans.spans
     field."""
     context = span._context
-    trace_id = context.trace_id
-    body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, context.span_id)]
-    state = context.trace_state
-    if state:
+    trace_id, span_id = _ids_of(context)
+    body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
+    state = _state_of(context)
+    if state is not _NO_STATE and state:
         body.append(_trace_state(state.items()))
     parent = span._parent
+    remote = False
     if parent is not None:
-        body.append(_PARENT(0x2208, parent.span_id))
+        parent_id, remote = _parent_of(parent)
+        body.append(_PARENT(0x2208, parent_id))
     body.append(_name(span._name))
-    body.append(_KINDS[span._kind.value])
+    kind = span._kind
+    body.append(_KIND_BY_ID.get(id(kind)) or _KINDS[kind.value])
     body.append(_times(span._start_time, span._end_time))
     attributes = span._attributes
-    if attributes:
-        _span_attributes(_plain_attributes(attributes), body)
-        dropped = _dropped(attributes)
-        if dropped:
-            body.append(b"\x50" + _varint(dropped))
+    if attributes is not None:
+        if type(attributes) is _BoundedAttributes:
+            if attributes._dict:
+                _span_attributes(attributes._dict, body)
+            if attributes.dropped:
+                body.append(b"\x50" + _varint(attributes.dropped))
+        elif attributes:
+            _span_attributes(_plain_attributes(attributes), body)
+            dropped = getattr(attributes, "dropped", 0)
+            if dropped:
+                body.append(b"\x50" + _varint(dropped))
     events = span._events
+    if type(events) is _BoundedList:
+        dropped_events = events.dropped
+        events = events._dq
+    else:
+        dropped_events = getattr(events, "dropped", 0)
     if events:
         for e in events:
             body.append(_event(e.name, e.timestamp, e.attributes, e.dropped_attributes))
-        dropped = _dropped(events)
-        if dropped:
-            body.append(b"\x60" + _varint(dropped))
+    if dropped_events:
+        body.append(b"\x60" + _varint(dropped_events))
     links = span._links
+    if type(links) is _BoundedList:
+        dropped_links = links.dropped
+        links = links._dq
+    else:
+        dropped_links = getattr(links, "dropped", 0)
     if links:
         for ln in links:
             c = ln.context
             body.append(
                 _link(c.trace_id, c.span_id, c.is_remote, ln.attributes, ln.dropped_attributes)
             )
-        dropped = _dropped(links)
-        if dropped:
-            body.append(b"\x70" + _varint(dropped))
+    if dropped_links:
+        body.append(b"\x70" + _varint(dropped_links))
     status = span._status
     if status is not None:
-        body.append(_status(status.status_code.value, status.description))
-    body.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+        body.append(_status_of(status))
+    body.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
     return _span_field(body)
 
 
@@ -322,24 +405,26 @@ def _light_span(span: Any) -> bytes:
     """One ended light span (``otelbot.core.lightspan.LightSpan``): its own attribute dict
     and event list, no links, nothing dropped."""
     context = span._context
-    trace_id = context.trace_id
-    body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, context.span_id)]
-    state = context.trace_state
-    if state:
+    trace_id, span_id = _ids_of(context)
+    body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
+    state = _state_of(context)
+    if state is not _NO_STATE and state:
         body.append(_trace_state(state.items()))
     parent = span._parent
+    remote = False
     if parent is not None:
-        body.append(_PARENT(0x2208, parent.span_id))
+        parent_id, remote = _parent_of(parent)
+        body.append(_PARENT(0x2208, parent_id))
     body.append(_name(span._name))
-    body.append(_KINDS[span._kind.value])
+    kind = span._kind
+    body.append(_KIND_BY_ID.get(id(kind)) or _KINDS[kind.value])
     body.append(_times(span._start, span._end))
     if span._attributes:
         _span_attributes(span._attributes, body)
     for e in span._events:
         body.append(_event(e.name, e.timestamp, e.attributes, e.dropped_attributes))
-    status = span._status
-    body.append(_status(status.status_code.value, status.description))
-    body.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    body.append(_status_of(span._status))
+    body.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
     return _span_field(body)
 
 
