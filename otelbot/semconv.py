@@ -1372,18 +1372,27 @@ FINDINGS: tuple[Finding, ...] = (
         EVENT_HOT_CODE,
         "A handler's own code dominates its latency (hot code)",
         "bot",
-        "the low-rate profiler's samples of the handler's steps (samples times their interval: "
-        "its own code and the library calls it makes on the loop, not otelbot's) reach "
+        "the low-rate profiler's on-CPU samples of the handler's steps (samples times their "
+        "interval: its own code and the library calls it makes on the loop, not otelbot's; "
+        "a sample is on CPU when the loop thread ran, or was ready to run, for at least a "
+        "quarter of the wall time since the previous sample, so time in `time.sleep`, "
+        "blocking I/O or a lock is waiting, not hot code: that is the blocked-loop "
+        "finding's) reach "
         "`OTELBOT_HOT_CODE_SHARE` of its sampled updates' total time (less the time other "
         "updates' long steps stalled them, as for slow handlers) and "
         "`OTELBOT_HOT_CODE_MS` per update on average, over at least 5 sampled updates and "
         "10 samples. Judged every `OTELBOT_PROFILE_INTERVAL` seconds on what was sampled "
-        "since the handler was last judged.",
-        "the handler's own time on the loop per update and its share of the update time, "
-        "the number of updates and samples, and its hottest lines of the bot's code "
-        "(function, file:line, the library or built-in call the line was making, share of "
-        "the handler's samples); the hottest line is the finding's `code.*`. The attribute "
-        f"`{PROFILE_STACKS}` holds the handler's stacks of the bot's frames as "
+        "since the handler was last judged. The thread's CPU time is read from "
+        "`/proc/self/task/<tid>/schedstat` on Linux, else from its CPU clock "
+        "(`time.pthread_getcpuclockid`; then a thread the machine's load keeps off the CPU "
+        "counts as waiting); where neither can be read (macOS, Windows) every sample counts "
+        "as on CPU.",
+        "the handler's own CPU time on the loop per update and its share of the update time, "
+        "the number of updates and samples (on CPU and waiting), and its hottest lines of "
+        "the bot's code by on-CPU samples, lines that were mostly waiting left out (function, "
+        "file:line, the library or built-in call the line was making, share of the "
+        "handler's samples on CPU there); the hottest line is the finding's `code.*`. The "
+        f"attribute `{PROFILE_STACKS}` holds the handler's stacks of the bot's frames as "
         "collapsed-stack text (`handler;outer (file:line);inner (file:line);→ call count` a "
         "line, at most 8 KB) for a flame graph tool. The profile of every handler, not only "
         "a flagged one, is in the `otelbot.profile.samples` metric.",
@@ -1413,7 +1422,7 @@ FINDINGS: tuple[Finding, ...] = (
             Setting(
                 "OTELBOT_HOT_CODE_MS",
                 "20",
-                "Milliseconds of own time on the loop per update, on average, below which a "
+                "Milliseconds of own CPU time on the loop per update, on average, below which a "
                 "handler is not judged hot however small its waits are.",
             ),
         ),

@@ -4,10 +4,15 @@ named with its hottest lines from the low-rate profiler (``otelbot.diagnosis.pro
 The detector adds up each handler's timed (sampled) update time as updates end; every
 ``OTELBOT_PROFILE_INTERVAL`` seconds the step watcher thread hands it the profiler's
 window, which it exports as the ``otelbot.profile.samples`` counter and judges: a handler
-with at least 5 updates and 10 samples since it was last judged is hot when its samples'
-time reaches ``OTELBOT_HOT_CODE_SHARE`` of its update time (less the time other updates'
-long steps stalled it, as for slow handlers) and ``OTELBOT_HOT_CODE_MS`` per
-update. Updates that overlap a traced memory window (everything runs slower then) are left
+with at least 5 updates and 10 samples since it was last judged is hot when its on-CPU
+samples' time reaches ``OTELBOT_HOT_CODE_SHARE`` of its update time (less the time other
+updates' long steps stalled it, as for slow handlers) and ``OTELBOT_HOT_CODE_MS`` per
+update. Samples taken while the loop thread was waiting (``time.sleep``, blocking I/O, a
+lock: its CPU clock hardly advanced, see the profiler) are not hot code, and lines that
+were mostly waiting are not named; such a handler is the blocked-loop detector's. Where
+the thread's CPU clock cannot be read, every sample counts as on CPU and the evidence
+says so. The detector tells the profiler which thread is the loop's (its own, at each
+update's end). Updates that overlap a traced memory window (everything runs slower then) are left
 out. The finding carries the handler's collapsed stacks (``otelbot.profile.stacks``) and
 the example trace of its latest update; it is sent from the bot's event loop.
 """
@@ -76,6 +81,9 @@ class HotCode(Detector):
             except RuntimeError:
                 self.loop = None
             profiler.profile.consumer = self.on_window
+        thread = threading.get_ident()  # the loop's: detectors run where updates end
+        if profiler.profile.thread != thread:
+            profiler.profile.follow(thread)
         if memory.distorted(update.started, update.ended):
             return
         handler = update.handler
@@ -132,12 +140,12 @@ class HotCode(Detector):
             return None
         # Samples x interval is an estimate: sampling jitter can put it above the time
         # the updates took, which no share may exceed.
-        own = min(profile.seconds, pending.seconds)
+        own = min(profile.cpu_seconds, pending.seconds)
         share = own / pending.seconds
         per_update = own / pending.updates
         if share < self.share or per_update < self.floor:
             return None
-        lines = profile.top_lines(TOP_LINES)
+        lines = profile.top_lines(TOP_LINES, on_cpu=True)
         hottest = lines[0] if lines else None
         code = (
             CodeLocation(hottest.function, hottest.file, hottest.line)
@@ -145,16 +153,28 @@ class HotCode(Detector):
             else self.codes.get(handler)
         )
         at = f", hottest at {os.path.basename(code.file)}:{code.line}" if code else ""
-        listed = ", ".join(f"{line.label()} {line.samples / profile.samples:.0%}" for line in lines)
+        listed = ", ".join(f"{line.label()} {line.on_cpu / profile.samples:.0%}" for line in lines)
+        if profile.timed:
+            split = (
+                f"{profile.samples} profiler samples, {profile.on_cpu} on CPU and "
+                f"{profile.waiting} waiting"
+            )
+            if profile.timed < profile.samples:
+                split += f" ({profile.samples - profile.timed} not told apart)"
+        else:
+            split = (
+                f"{profile.samples} profiler samples, not split into on CPU and waiting: the "
+                "thread's CPU clock is not readable here"
+            )
         return Finding(
             self.event,
             handler,
             handler,
             f"{handler} spends most of its time in its own code on the event loop{at}:",
-            f"{per_update * 1000:.0f} ms of own time on the loop per update, {share:.0%} of "
-            f"its update time ({pending.updates} sampled updates, mean "
-            f"{pending.seconds / pending.updates * 1000:.0f} ms; {profile.samples} profiler "
-            f"samples); hottest lines: {listed or 'none in the bot code'}",
+            f"{per_update * 1000:.0f} ms of own CPU time on the loop per update, {share:.0%} "
+            f"of its update time ({pending.updates} sampled updates, mean "
+            f"{pending.seconds / pending.updates * 1000:.0f} ms; {split}); hottest lines "
+            f"(their samples on CPU): {listed or 'none in the bot code'}",
             "make the named lines cheaper (a better algorithm, caching or precomputing the "
             "result), move the work off the loop (`asyncio.to_thread` for code that releases "
             "the GIL, a ProcessPoolExecutor for pure-Python CPU work), or cut it into chunks "

@@ -20,12 +20,27 @@ function (each function on the stack once), own samples per line (with the call 
 was making, resolved when the window is taken) and the bot frames' stacks, for a flame
 graph. Every table is bounded; what does not fit is counted under ``(other)``.
 
-Cost: one stack walk per sample under the GIL (``python -m bench.profiler``: ~15-30 µs for
-a stack 20-50 frames deep with a few of the bot's frames, ~40-60 µs for 100 frames or 50
-of the bot's), so 1-4 ms of the loop thread's time per second at 67 Hz. A loop thread
-busy with CPU work also waits to get the GIL back after each sample; on a loaded machine
-that cost more than the walk (a CPU-bound handler did ~5-13% less work at 67 Hz there).
-Only counts and code locations are kept, never values.
+On CPU or waiting: a stack says where the loop thread is, not whether it is computing
+there or waiting (in ``time.sleep``, a blocking read, a lock). Given the loop thread
+(``profile.follow(thread_id)``, which the hot code detector calls from the loop), each
+sample also reads that thread's CPU time: on Linux from ``/proc/self/task/<tid>/schedstat``
+(one ``pread`` of a file kept open: its CPU time and its time ready to run but kept off
+the CPU by the machine's load), elsewhere from its CPU clock
+(``time.pthread_getcpuclockid``). When the thread ran (or was ready to) for less than
+``CPU_SHARE`` of the wall time since the previous sample, the sample is a waiting one,
+else an on-CPU one. Both counts are kept per owner and per line; the hot code detector
+judges on-CPU samples only. Waiting for the GIL another thread holds counts as waiting;
+with only the CPU clock, so does a CPU-bound thread the machine's load keeps off the CPU
+most of the interval. Where neither can be read (macOS, Windows), every sample counts as
+on CPU, as without the split, and ``OwnerProfile.timed`` stays 0; samples taken before
+the thread is known count as the known ones split.
+
+Cost: one stack walk and one read of the thread's CPU time per sample under the GIL (``python -m
+bench.profiler``: ~15-30 µs for a stack 20-50 frames deep with a few of the bot's frames,
+~40-60 µs for 100 frames or 50 of the bot's), so 1-4 ms of the loop thread's time per
+second at 67 Hz. A loop thread busy with CPU work also waits to get the GIL back after
+each sample; on a loaded machine that cost more than the walk (a CPU-bound handler did
+~5-13% less work at 67 Hz there). Only counts and code locations are kept, never values.
 """
 
 from __future__ import annotations
@@ -55,6 +70,11 @@ OTELBOT = "otelbot"
 LOOP = "(loop)"
 OTHER = "(other)"
 IDLE_FUNCTION = "(idle)"
+
+#: A sample is an on-CPU one when the loop thread ran (or was ready to run) for at least
+#: this share of the wall time since the previous sample (sleeping, blocking I/O and
+#: waiting for a lock: ~0; computing: ~1, less the GIL handed to other threads).
+CPU_SHARE = 0.25
 
 MAX_OWNERS = 100
 MAX_FUNCTIONS = 100
@@ -154,6 +174,8 @@ class Line(NamedTuple):
     line: int
     call: str | None  # the library or built-in function it was calling
     samples: int
+    on_cpu: int  # of them, samples known to be on the CPU (all when none was timed)
+    waiting: int  # and known to be waiting, off the CPU
 
     def label(self) -> str:
         where = f"{self.function} ({os.path.basename(self.file)}:{self.line})"
@@ -169,38 +191,88 @@ class OwnerProfile:
 
     samples: int = 0
     seconds: float = 0.0
+    timed: int = 0  # samples whose thread's CPU clock was read (on CPU or waiting known)
+    timed_seconds: float = 0.0
+    waiting: int = 0  # of them, samples while the thread was waiting, off the CPU
+    waiting_seconds: float = 0.0
     own: Counter[str] = field(default_factory=Counter)  # function -> own samples
     cumulative: Counter[str] = field(default_factory=Counter)  # bot function -> samples
     lines: Counter[LineKey | None] = field(default_factory=Counter)  # None: (other)
     stacks: Counter[StackKey | None] = field(default_factory=Counter)
+    # Of the lines' samples, the timed ones on CPU and waiting (None: (other)).
+    cpu_lines: Counter[LineKey | None] = field(default_factory=Counter)
+    waiting_lines: Counter[LineKey | None] = field(default_factory=Counter)
+
+    @property
+    def on_cpu(self) -> int:
+        """Samples known to be on CPU."""
+        return self.timed - self.waiting
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The samples' seconds on CPU: all of them when none was timed; else split as the
+        timed ones were (samples taken before the loop thread was known are not told apart)."""
+        if not self.timed_seconds:
+            return self.seconds
+        return self.seconds * (1.0 - self.waiting_seconds / self.timed_seconds)
 
     def absorb(self, other: OwnerProfile) -> None:
         """Add ``other``'s counts to this one's, keeping the bounds."""
         self.samples += other.samples
         self.seconds += other.seconds
+        self.timed += other.timed
+        self.timed_seconds += other.timed_seconds
+        self.waiting += other.waiting
+        self.waiting_seconds += other.waiting_seconds
         for table, more, limit in (
             (self.own, other.own, MAX_FUNCTIONS),
             (self.cumulative, other.cumulative, MAX_FUNCTIONS),
         ):
             for key, count in more.items():
                 _count(table, key, count, limit, OTHER)
-        for line, count in other.lines.items():
-            _count(self.lines, line, count, MAX_LINES, None)
+        for lines, more_lines in (
+            (self.lines, other.lines),
+            (self.cpu_lines, other.cpu_lines),
+            (self.waiting_lines, other.waiting_lines),
+        ):
+            for line, count in more_lines.items():
+                _count(lines, line, count, MAX_LINES, None)
         for stack, count in other.stacks.items():
             _count(self.stacks, stack, count, MAX_STACKS, None)
 
-    def top_lines(self, n: int) -> list[Line]:
-        """The ``n`` lines of the bot's code with the most own samples."""
-        out = []
-        for key, count in self.lines.most_common():
-            if key is None:
-                continue
-            code = _codes[key.code]
-            out.append(
-                Line(code.co_qualname, code.co_filename, key.line, called(code, key.call), count)
+    def top_lines(self, n: int, on_cpu: bool = False) -> list[Line]:
+        """The ``n`` lines of the bot's code with the most own samples; with ``on_cpu``,
+        the most on-CPU samples, lines that were mostly waiting left out (when samples
+        were timed; else all samples count as on CPU)."""
+        timed = self.timed > 0
+        ranked = [
+            (
+                key,
+                count,
+                self.cpu_lines.get(key, 0) if timed else count,
+                self.waiting_lines.get(key, 0),
             )
-            if len(out) == n:
-                break
+            for key, count in self.lines.items()
+            if key is not None
+        ]
+        if on_cpu:
+            ranked = [r for r in ranked if r[2] > r[3]]
+            ranked.sort(key=lambda r: r[2], reverse=True)
+        else:
+            ranked.sort(key=lambda r: r[1], reverse=True)
+        out = []
+        for key, count, cpu, waits in ranked[:n]:
+            code = _codes[key.code]
+            line = Line(
+                code.co_qualname,
+                code.co_filename,
+                key.line,
+                called(code, key.call),
+                count,
+                cpu,
+                waits,
+            )
+            out.append(line)
         return out
 
     def collapsed(self, root: str, limit: int = 8192) -> str:
@@ -247,6 +319,55 @@ class Window:
     seconds: float  # wall time the window lasted
 
 
+class _Reading(NamedTuple):
+    wall: float  # perf_counter
+    cpu: float  # the thread's CPU seconds
+    ready: float  # its seconds ready to run but not running (0.0 when unknown)
+
+
+class _ThreadClock:
+    """Reads one thread's CPU time: from ``/proc/self/task/<tid>/schedstat`` (Linux: CPU
+    time and time ready to run, kept open and re-read in one ``pread``), else its CPU
+    clock (``time.pthread_getcpuclockid``: CPU time only)."""
+
+    __slots__ = ("clock", "fd", "last", "thread")
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread = thread_id
+        self.fd = -1
+        self.clock = 0
+        native = threading.get_native_id() if thread_id == threading.get_ident() else None
+        if native is None:
+            native = next(
+                (t.native_id for t in threading.enumerate() if t.ident == thread_id), None
+            )
+        if native is not None:
+            try:
+                self.fd = os.open(f"/proc/self/task/{native}/schedstat", os.O_RDONLY)
+            except OSError:
+                pass
+        if self.fd < 0:
+            # Raises where there is no per-thread CPU clock (AttributeError) or the thread
+            # is gone (OSError).
+            self.clock = time.pthread_getcpuclockid(thread_id)
+        try:
+            self.last = self.read()
+        except (OSError, ValueError):
+            self.close()
+            raise
+
+    def read(self) -> _Reading:
+        if self.fd >= 0:
+            cpu, ready, _ = os.pread(self.fd, 96, 0).split()
+            return _Reading(time.perf_counter(), int(cpu) / 1e9, int(ready) / 1e9)
+        return _Reading(time.perf_counter(), time.clock_gettime(self.clock), 0.0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Profile:
     """The process's samples since the last :meth:`take` (thread-safe)."""
 
@@ -255,13 +376,47 @@ class Profile:
         self._owners: dict[str, OwnerProfile] = {}
         self._samples = 0
         self._since = time.monotonic()
+        self._clock: _ThreadClock | None = None
+        #: The thread :meth:`follow` was last called with (0: none).
+        self.thread = 0
         #: Called with each window on the watcher thread (set by the hot code detector).
         self.consumer: Callable[[Window], None] | None = None
+
+    def follow(self, thread_id: int) -> None:
+        """Read the CPU time of thread ``thread_id`` (the thread the samples are taken of;
+        a running thread's ``threading.get_ident()``) at each sample, to tell on-CPU
+        samples from waiting ones. Where it cannot be read, samples are not split."""
+        self.thread = thread_id
+        try:
+            clock: _ThreadClock | None = _ThreadClock(thread_id)
+        except (AttributeError, OSError, OverflowError, ValueError):  # not on this platform
+            clock = None
+        with self._lock:
+            old, self._clock = self._clock, clock
+        if old is not None:
+            old.close()
 
     def add(self, frame: Any, handler: str | None, seconds: float) -> str:
         """One sample: the loop thread's innermost ``frame`` (None: the thread is gone),
         ``handler`` of the step running (None: no step), the ``seconds`` it stands for.
         Returns its owner."""
+        clock = self._clock
+        read: _Reading | None = None  # this sample's reading of the followed thread
+        off_cpu = False
+        if clock is not None:
+            try:
+                read = clock.read()
+            except (OSError, ValueError):  # the thread is gone
+                with self._lock:
+                    if self._clock is clock:
+                        self._clock = None
+                        clock.close()
+            else:
+                last = clock.last
+                # Running, or ready to run and kept off the CPU by the machine's load.
+                busy = read.cpu - last.cpu + read.ready - last.ready
+                off_cpu = busy < CPU_SHARE * (read.wall - last.wall)
+                clock.last = read
         bot: list[tuple[int, int]] = []  # (code id, line), innermost first
         names: set[str] = set()
         inner_code: CodeType | None = None
@@ -320,6 +475,12 @@ class Profile:
                 profile = self._owners.setdefault(owner, OwnerProfile())
             profile.samples += 1
             profile.seconds += seconds
+            if read is not None:
+                profile.timed += 1
+                profile.timed_seconds += seconds
+                if off_cpu:
+                    profile.waiting += 1
+                    profile.waiting_seconds += seconds
             if owner == IDLE:
                 _count(profile.own, IDLE_FUNCTION, 1, MAX_FUNCTIONS, OTHER)
             elif otel_code is not None:
@@ -330,7 +491,11 @@ class Profile:
                     _count(profile.cumulative, name, 1, MAX_FUNCTIONS, OTHER)
                 call = inner_lasti if inner_lasti in call_offsets(inner_code) else -1
                 if bot[0][0]:
-                    _count(profile.lines, LineKey(bot[0][0], bot[0][1], call), 1, MAX_LINES, None)
+                    key = LineKey(bot[0][0], bot[0][1], call)
+                    _count(profile.lines, key, 1, MAX_LINES, None)
+                    if read is not None and key in profile.lines:
+                        timed = profile.waiting_lines if off_cpu else profile.cpu_lines
+                        _count(timed, key, 1, MAX_LINES, None)
                     _count(profile.stacks, (tuple(bot), call), 1, MAX_STACKS, None)
             else:
                 _count(profile.own, package, 1, MAX_FUNCTIONS, OTHER)

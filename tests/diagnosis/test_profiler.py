@@ -37,12 +37,18 @@ def nap(stop: threading.Event) -> None:
         time.sleep(0.005)
 
 
+def doze(stop: threading.Event) -> None:
+    while not stop.is_set():
+        time.sleep(0.1)  # as a blocking call does: a woken thread may wait for a CPU
+
+
 def caller(stop: threading.Event) -> None:
     spin(stop)
 
 
 SPIN_LINE = spin.__code__.co_firstlineno + 4
 NAP_LINE = nap.__code__.co_firstlineno + 2
+DOZE_LINE = doze.__code__.co_firstlineno + 2
 
 
 @contextmanager
@@ -60,7 +66,11 @@ def running(target: Callable[[threading.Event], Any]) -> Iterator[int]:
         thread.join()
 
 
-def sample(profile: Profile, thread: int, handler: str | None, n: int = 20) -> list[str]:
+def sample(
+    profile: Profile, thread: int, handler: str | None, n: int = 20, follow: bool = False
+) -> list[str]:
+    if follow:
+        profile.follow(thread)
     owners = []
     for _ in range(n):
         time.sleep(0.002)
@@ -104,6 +114,59 @@ def test_a_line_waiting_in_a_builtin_call_names_the_call() -> None:
     assert any(
         s.endswith(f"→ time.sleep {top.samples}") for s in nap_profile.collapsed("h").splitlines()
     )
+
+
+def test_a_sample_is_on_cpu_when_the_thread_computes_and_waiting_when_it_sleeps() -> None:
+    profile = Profile()
+    with running(caller) as thread:
+        sample(profile, thread, "bot.crunch", follow=True)
+    with running(doze) as thread:
+        sample(profile, thread, "bot.nap", follow=True)
+    window = profile.take()
+    crunch, napping = window.owners["bot.crunch"], window.owners["bot.nap"]
+    # The thread's CPU clock was read at every sample, on Linux.
+    assert crunch.timed == napping.timed == 20
+    # Mostly (a loaded machine can blur a few 2 ms intervals: a woken sleeper waiting for
+    # a CPU, a spinner waiting for the GIL).
+    assert crunch.on_cpu > crunch.waiting, (crunch.on_cpu, crunch.waiting)
+    assert napping.waiting > napping.on_cpu, (napping.on_cpu, napping.waiting)
+    assert napping.waiting_seconds == pytest.approx(0.015 * napping.waiting)
+    assert crunch.cpu_seconds == pytest.approx(0.015 * crunch.on_cpu)
+    # Per line too: the spin line is hot, the sleeping line is not offered as hot at all.
+    spin_line = crunch.top_lines(1, on_cpu=True)[0]
+    assert spin_line.line == SPIN_LINE and spin_line.on_cpu > spin_line.waiting
+    slept = napping.top_lines(1)[0]
+    assert (slept.line, slept.samples) == (DOZE_LINE, 20)
+    assert (slept.on_cpu, slept.waiting) == (napping.on_cpu, napping.waiting)
+    assert napping.top_lines(3, on_cpu=True) == []
+    # Absorbed into a handler's pending profile, the counts add up.
+    both = OwnerProfile()
+    both.absorb(napping)
+    both.absorb(napping)
+    assert (both.timed, both.waiting) == (40, 2 * napping.waiting)
+    assert both.top_lines(1)[0].waiting == 2 * napping.waiting
+
+
+def test_without_the_thread_every_sample_counts_as_on_cpu() -> None:
+    profile = Profile()  # not told which thread it samples: nothing to read the clock of
+    with running(doze) as thread:
+        sample(profile, thread, "bot.nap")
+        early = profile.take().owners["bot.nap"]
+        assert (early.timed, early.waiting) == (0, 0)
+        assert early.cpu_seconds == pytest.approx(0.3)  # as before the split
+        assert early.top_lines(1, on_cpu=True)[0].line == DOZE_LINE
+        # Told the thread later (the hot code detector does at the first update's end):
+        # the samples taken before count as the timed ones split.
+        sample(profile, thread, "bot.nap", follow=True)
+    later = profile.take().owners["bot.nap"]
+    mixed = OwnerProfile()
+    mixed.absorb(early)
+    mixed.absorb(later)
+    assert (mixed.samples, mixed.timed) == (40, 20) and mixed.waiting > 10
+    # 40 samples of 15 ms, as the 20 timed ones: mostly waiting.
+    assert mixed.cpu_seconds == pytest.approx(0.6 * later.on_cpu / 20)
+    assert mixed.cpu_seconds < 0.3
+    assert mixed.top_lines(1, on_cpu=True) == []
 
 
 def test_outside_a_step_the_loop_is_idle_while_it_waits_and_busy_otherwise() -> None:
@@ -247,8 +310,12 @@ def test_a_handler_whose_samples_fill_its_update_time_is_hot_and_a_waiting_one_i
     assert [f.handler for f in findings] == ["bot.crunch"]
     hot = findings[0]
     assert hot.code is not None and (hot.code.function, hot.code.line) == ("spin", SPIN_LINE)
-    assert f"hottest lines: spin (test_profiler.py:{SPIN_LINE}) " in hot.evidence
-    assert "75 ms of own time on the loop per update, 94% of its update time" in hot.evidence
+    assert f"hottest lines (their samples on CPU): spin (test_profiler.py:{SPIN_LINE}) " in (
+        hot.evidence
+    )
+    assert "75 ms of own CPU time on the loop per update, 94% of its update time" in hot.evidence
+    # This profile was not told the thread: its samples are not split, and it says so.
+    assert "30 profiler samples, not split into on CPU and waiting" in hot.evidence
     assert hot.attributes[semconv.PROFILE_STACKS].startswith("bot.crunch;")
     assert not detector.pending  # both were judged; the next window starts anew
     assert not found
@@ -265,3 +332,25 @@ def test_too_few_updates_or_samples_are_not_judged_yet() -> None:
     assert detector.pending["bot.crunch"].profile.samples == 30  # kept for the next window
     detector.on_update(_update("bot.crunch", 0.08), lambda f: None)
     assert [f.handler for f in detector.judge(profile.take())] == ["bot.crunch"]
+
+
+def test_a_handler_holding_the_loop_while_it_sleeps_is_not_hot_code() -> None:
+    detector = HotCode()
+    found: list[Any] = []
+    profile = Profile()
+    with running(caller) as thread:
+        sample(profile, thread, "bot.crunch", 30, follow=True)  # 450 ms, on CPU
+    with running(doze) as thread:
+        sample(profile, thread, "bot.nap", 30, follow=True)  # 450 ms, asleep
+    for _ in range(6):
+        # Both held the loop for all their update time: one computing, one in time.sleep.
+        detector.on_update(_update("bot.crunch", 0.08), found.append)
+        detector.on_update(_update("bot.nap", 0.08), found.append)
+    findings = detector.judge(profile.take())
+    assert [f.handler for f in findings] == ["bot.crunch"]
+    hot = findings[0]
+    assert hot.code is not None and hot.code.line == SPIN_LINE
+    assert "ms of own CPU time on the loop per update" in hot.evidence
+    assert "30 profiler samples, " in hot.evidence and " on CPU and " in hot.evidence
+    assert "nap" not in hot.evidence
+    assert not found
