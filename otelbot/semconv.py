@@ -1345,15 +1345,31 @@ FINDINGS: tuple[Finding, ...] = (
     ),
     Finding(
         EVENT_BLOCKED_LOOP,
-        "A handler blocks the event loop",
+        "A handler or task blocks the event loop",
         "bot",
         "one step of an async handler (the code it runs between two awaits) held the event "
         "loop at least `OTELBOT_BLOCKING_MS`; every other update stalls meanwhile. Sync "
-        "handlers run in a thread and are not judged.",
-        "the longest step and the handler's whole time on the loop in the example update, "
-        "how many of the handler's timed updates blocked, and the line of the bot's code "
-        "that held the loop (read from the loop thread's stack while the step ran; when "
-        "the step ended before that, the await it ended at; else the handler).",
+        "handlers run in a thread and are not judged. A block anywhere else (a background "
+        "task, a middleware or filter, the framework's own code, a python-telegram-bot "
+        "job, an update head sampling left out) is found by the loop heartbeat: a "
+        "`loop.call_later` callback every half threshold (asyncio or uvloop) that a watcher "
+        "thread checks; it came back at least the threshold late, two reads of the loop "
+        "thread's stack during the block found one callback running on, and what is left "
+        "after the garbage collector's pauses (`gc.callbacks`) and the timed handler steps "
+        "in it (judged as above, never twice) still reaches the threshold. Such a finding "
+        "has no trace (no update owns the block); its handler is the bot function the loop "
+        "or the library called (the handler of an unsampled update, the coroutine function "
+        "of a task, a job's callback), `(outside handlers)` when the stack held no bot code.",
+        "for a handler step: the longest step and the handler's whole time on the loop in "
+        "the example update, how many of the handler's timed updates blocked, and the line "
+        "of the bot's code that held the loop (read from the loop thread's stack while the "
+        "step ran; when the step ended before that, the await it ended at; else the "
+        "handler). For a block the heartbeat found: how late the beat came (a lower bound "
+        "of the block, at most half the threshold short), the innermost line of the bot's "
+        "code on the stack and the call it was making (`render_report (bot.py:35) → "
+        "time.sleep`), or with no bot frame the library's package and function "
+        "(`(aiogram)`), the running task's coroutine, and the garbage collection and timed "
+        "steps taken off.",
         "move blocking calls (`time.sleep`, `requests`, file or sync database I/O) to "
         "`asyncio.to_thread` or an executor, use an async client instead, or split CPU work "
         "into chunks with an `await asyncio.sleep(0)` between them.",
@@ -1656,8 +1672,8 @@ def render_findings_markdown() -> str:
         "about 17 µs on this kind of machine, and `note()` outside a sampled update at "
         "0.2 µs. The export helper process sees the same spans, but only after the update "
         "ended and only when it is in use. Two parts run beside the updates, in one daemon "
-        "thread: the step watcher and profiler (blocked loop, hot code) and the memory "
-        "watch (growing memory).",
+        "thread each: the step watcher, which also checks the loop heartbeat and samples "
+        "for the profiler (blocked loop, hot code), and the memory watch (growing memory).",
         "",
         "With head sampling (for example `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
         "`OTEL_TRACES_SAMPLER_ARG=0.1`) the detectors see only the sampled updates, so a "
@@ -1668,7 +1684,9 @@ def render_findings_markdown() -> str:
         "in updates or reads (50 cache reads, 20 updates for a slow handler, 20 acquires "
         "for pool waits) take ten times the traffic to reach. Growing memory does not "
         "depend on sampling; the profiler samples all the time, but only the steps of "
-        "sampled updates are put to a handler (the rest count as `(loop)`).",
+        "sampled updates are put to a handler (the rest count as `(loop)`). A blocked loop "
+        "is found whether the update was sampled or not (the loop heartbeat), but only a "
+        "sampled update's block carries its trace.",
         "",
         "Settings for every bot-side detector:",
         "",

@@ -13,7 +13,8 @@ its steps on the update's notes: ``running`` (their total), ``steps``, ``longest
 unchanged.
 
 A step longer than ``OTELBOT_BLOCKING_MS`` (alias ``OTELBOT_BLOCKED_LOOP_THRESHOLD``) is
-located: a watcher thread (one per process, started with the first timed update, woken
+located: a watcher thread (one per process, started with the first timed update or the
+loop heartbeat, woken
 every half threshold, or at the profiler's rate when that is faster) reads the loop
 thread's stack when the step running is over the threshold; the innermost frame of the
 bot's own code there is the line holding the loop, and the call that line was making
@@ -23,7 +24,8 @@ watcher as it starts, so each sample is attributed. When the step ends before th
 the place where it ended (the innermost bot frame of the suspended coroutine chain)
 stands in. Steps of at least a tenth of the threshold go to :data:`recent`, a bounded
 process-wide record, so a detector can tell the time an update was stalled by another
-update's step.
+update's step, and the loop heartbeat (``otelbot.diagnosis.heartbeat``, which the watcher
+checks at each wake) a block that was a timed step's from one outside any.
 
 Cost per step: two ``perf_counter`` calls and a few attribute writes, about 1-3 µs with
 the proxy's Python frames (``python -m bench.steps``); the stack is read for a step
@@ -39,7 +41,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import CoroutineType
 from typing import Any, NamedTuple
 
@@ -77,9 +79,14 @@ recent: deque[LongStep] = deque(maxlen=512)
 
 _perf_counter = time.perf_counter
 
-#: Recent garbage-collector pauses (start, end), oldest first: a collection that runs
-#: during a step is the interpreter's, not the handler's code, and is taken off the step.
+#: Recent garbage-collector pauses (start, end) of at least ``GC_PAUSE_KEPT`` seconds,
+#: oldest first: a collection that runs during a step is the interpreter's, not the
+#: handler's code, and is taken off the step (and off a block the loop heartbeat found).
 gc_pauses: deque[tuple[float, float]] = deque(maxlen=64)
+#: A young collection takes tens of microseconds and a bot making garbage fast runs hundreds
+#: of them a second: kept, they would push a long full collection out of ``gc_pauses``
+#: before the block it caused is judged; together they are a small part of any block.
+GC_PAUSE_KEPT = 0.0005
 _gc_started = 0.0
 
 
@@ -88,7 +95,9 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started = _perf_counter()
     elif _gc_started:
-        gc_pauses.append((_gc_started, _perf_counter()))
+        ended = _perf_counter()
+        if ended - _gc_started >= GC_PAUSE_KEPT:
+            gc_pauses.append((_gc_started, ended))
         _gc_started = 0.0
 
 
@@ -107,7 +116,17 @@ class _Watcher:
     """Reads the loop thread's stack during a step that is over the threshold, and
     samples it ``OTELBOT_PROFILE_HZ`` times a second for the profiler."""
 
-    __slots__ = ("handler", "hz", "recorded", "running", "seen", "started", "thread", "threshold")
+    __slots__ = (
+        "check",
+        "handler",
+        "hz",
+        "recorded",
+        "running",
+        "seen",
+        "started",
+        "thread",
+        "threshold",
+    )
 
     def __init__(self, threshold: float, hz: float) -> None:
         self.threshold = threshold
@@ -119,6 +138,7 @@ class _Watcher:
         # (step's start, where, the call it was making)
         self.seen: tuple[float, CodeLocation | None, str | None] = (0.0, None, None)
         self.running = False
+        self.check: Callable[[], None] | None = None  # the loop heartbeat's, at each wake
 
     def start(self) -> None:
         self.running = True
@@ -137,6 +157,13 @@ class _Watcher:
         next_flush += flush_every
         while True:
             time.sleep(interval)
+            check = self.check
+            if check is not None:
+                try:
+                    check()
+                except Exception as exc:
+                    internal_error("findings: loop heartbeat", exc)
+                    self.check = None
             started = self.started
             if sampling:
                 now = _perf_counter()
@@ -193,6 +220,20 @@ def suspended_at(awaitable: Any) -> CodeLocation | None:
 
 
 _watcher = _Watcher(blocking_threshold(), profiler.profile_hz())
+
+
+def watch(thread: int, check: Callable[[], None]) -> None:
+    """Have the watcher (started now if it is not yet) watch the loop of ``thread`` and
+    call ``check`` at each wake (the loop heartbeat's)."""
+    _watcher.thread = thread
+    _watcher.check = check
+    if not _watcher.running:
+        _watcher.start()
+
+
+def step_running() -> bool:
+    """Whether a timed step holds the loop now (its block is the step timer's to judge)."""
+    return _watcher.started != 0.0
 
 
 class TimedCoroutine:
@@ -308,6 +349,24 @@ def _exception(args: tuple[Any, ...]) -> BaseException:
 def timed(coro: Any, notes: UpdateNotes, handler: str) -> TimedCoroutine:
     """``coro`` (a coroutine or any awaitable), its steps added up on ``notes``."""
     return TimedCoroutine(coro, notes, handler)
+
+
+def stepped(start: float, end: float) -> float:
+    """Seconds of ``start``..``end`` timed steps held the loop (each overlap counted once)."""
+    spans = []
+    for step in reversed(tuple(recent)):  # appended as they end (on the loop thread)
+        if step.end <= start:
+            break
+        if step.start < end:
+            spans.append((max(step.start, start), min(step.end, end)))
+    total = 0.0
+    reached = start
+    for begin, finish in sorted(spans):
+        begin = max(begin, reached)
+        if finish > begin:
+            total += finish - begin
+            reached = finish
+    return total
 
 
 def stalls(notes: UpdateNotes, start: float, end: float) -> list[LongStep]:

@@ -44,7 +44,7 @@ from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
 from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
-from otelbot.diagnosis import notes, steps
+from otelbot.diagnosis import heartbeat, notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
@@ -202,6 +202,8 @@ class _Telemetry(UpdateAttributes):
         state.state_token = _current_update.set(state)
         if self.diagnosis is not None:
             state.notes = self.diagnosis.begin(span, update_type)
+            if heartbeat.beat.loop is None:  # the loop heartbeat: once per loop
+                heartbeat.start()
         self.active.add(1, self.type_attrs(update_type))
         stats_file.update_started()
         return state
@@ -292,6 +294,8 @@ class _Telemetry(UpdateAttributes):
         method = args[1] if len(args) > 1 else kwargs["method"]
         self.pin_response(method)
         api_method = method.__api_method__
+        if self.diagnosis is not None and heartbeat.beat.loop is None:
+            heartbeat.start()  # the loop heartbeat, from the bot's first call (getMe)
         if api_method == "getUpdates" and not self.trace_get_updates:
             span = None
         else:

@@ -20,7 +20,8 @@ an error a handler raises is recorded on the update even when an error handler s
 it. Each run of a ``JobQueue`` job is a trace of its own, ``telegram.job <callback>`` (named
 by the callback's qualified name: job names are often made per chat). For a sampled update
 with findings on, each handler's coroutine runs under the step timer
-(``otelbot.diagnosis.steps``), so a handler that blocks the event loop is named.
+(``otelbot.diagnosis.steps``), so a handler that blocks the event loop is named; the loop
+heartbeat (``otelbot.diagnosis.heartbeat``) finds a block anywhere else (a job, a task).
 
 Bot API calls made through PTB's request classes (``HTTPXRequest`` by default) get one span
 ``telegram.api <method>``: the Bot API error code, ``telegram.api.retry_after`` and a
@@ -51,7 +52,7 @@ from otelbot.core.patching import OtelbotInstrumentor, guarded_async, guarded_sy
 from otelbot.core.users import ActiveUsers
 from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
-from otelbot.diagnosis import notes, steps
+from otelbot.diagnosis import heartbeat, notes, steps
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation.botapi import ApiCall, BotApiTarget, current_api_call, parse_path
 from otelbot.instrumentation.botapi import metric_attrs as api_metric_attrs
@@ -218,6 +219,8 @@ class _Telemetry(UpdateAttributes):
         state.state_token = _current_update.set(state)
         if self.diagnosis is not None:
             state.notes = self.diagnosis.begin(span, update_type)
+            if heartbeat.beat.loop is None:  # the loop heartbeat: once per loop
+                heartbeat.start()
         self.active.add(1, self.type_attrs(update_type))
         stats_file.update_started()
         return state
@@ -376,6 +379,8 @@ class _Telemetry(UpdateAttributes):
         target = self.target(url)
         if target is None:
             return None
+        if self.diagnosis is not None and heartbeat.beat.loop is None:
+            heartbeat.start()  # the loop heartbeat, from the bot's first call (getMe)
         if target.method == "getUpdates" and not self.trace_get_updates:
             span = None
         else:
