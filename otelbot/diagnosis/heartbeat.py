@@ -254,12 +254,20 @@ def read(frame: Any, base: Any, loop: Any = None) -> tuple[Seen, tuple[Any, Any]
             entry = f"{module}.{name}" if module else name
             break
     if where is None:
-        chosen = next((f for f in frames if not _stdlib(f)), frames[0])
+        # otelbot's own frame on top is mostly the garbage collector's callback: a read
+        # waiting for the GIL gets it there, right after a long collection.
+        theirs = [f for f in frames if not _otelbot(f)] or frames
+        chosen = next((f for f in theirs if not _stdlib(f)), theirs[0])
         module = chosen.f_globals.get("__name__") or "?"
         library = "(" + module.split(".", 1)[0] + ")"
         code = chosen.f_code
         library_at = f"{code.co_qualname} ({_base(code.co_filename)}:{chosen.f_lineno})"
     return Seen(where, call, entry, library, library_at, _task(loop)), (frames[-1], frame)
+
+
+def _otelbot(frame: Any) -> bool:
+    module = frame.f_globals.get("__name__") or ""
+    return module == "otelbot" or module.startswith("otelbot.")
 
 
 def _stdlib(frame: Any) -> bool:
