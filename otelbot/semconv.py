@@ -1377,7 +1377,8 @@ FINDINGS: tuple[Finding, ...] = (
             Setting(
                 "OTELBOT_BLOCKING_MS",
                 "100",
-                "Milliseconds one step may hold the loop; steps of a tenth of it count as "
+                "Milliseconds one step may hold the loop (and any other code, for the loop "
+                "heartbeat, which beats every half of it); steps of a tenth of it count as "
                 "stalling other updates (see the slow handler finding). "
                 "`OTELBOT_BLOCKED_LOOP_THRESHOLD` is the same setting under another name "
                 "(used when `OTELBOT_BLOCKING_MS` is not set).",
