@@ -65,6 +65,12 @@ CONFIGS = [
         "otelbot as shipped with OTELBOT_FINDINGS=off: what the detectors cost",
     ),
     Config(
+        "otelbot, profiler off",
+        True,
+        {"OTELBOT_PROFILE_HZ": "0"},
+        "otelbot as shipped with OTELBOT_PROFILE_HZ=0: what the sampling profiler costs",
+    ),
+    Config(
         "otelbot (SDK exporter)",
         True,
         STANDARD_EXPORTER,

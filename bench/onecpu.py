@@ -36,6 +36,7 @@ DEFAULT_CONFIGS = (
     "bare",
     "otelbot",
     "otelbot, findings off",
+    "otelbot, profiler off",
     "otelbot (export helper)",
     "otelbot (SDK exporter)",
     "contrib",

@@ -1,11 +1,14 @@
 """The sampling profiler's cost (otelbot.diagnosis.profiler), per sample and per second.
 
 python -m bench.profiler [--samples N] [--seconds S] [--rounds R]
+python -m bench.run --only profiler          # the same, in make bench's results
 
 Per sample: ``Profile.add`` on the stack of this thread, 20, 50 and 100 frames deep, most
 of them a library's and 5-10 the bot's (an aiogram update's stack is 40-60 frames, a few
 of them the bot's), and 50 frames all the bot's (the worst case), ``sys._current_frames()``
-included, as the watcher thread does it; median of R rounds of N samples, in µs.
+included, as the watcher thread does it; median of R rounds of N samples, in µs. With the
+thread's CPU clock read (on CPU or waiting, as shipped on Linux) and without (the profile
+not told the thread, as where the clock cannot be read).
 
 Per second: a child process drives a CPU-bound handler (a pure-Python loop, 50 frames
 deep, awaiting ``asyncio.sleep(0)`` between chunks) through the step timer on an asyncio
@@ -53,11 +56,14 @@ exec(
 )
 
 
-def per_sample(depth: int, library: int, samples: int) -> float:
+def per_sample(depth: int, library: int, samples: int, clock: bool = True) -> float:
     """Seconds one sample of this thread's stack costs: ``depth`` frames deep, the
-    ``library`` outer ones a library's, the inner ones the bot's."""
+    ``library`` outer ones a library's, the inner ones the bot's; with ``clock``, the
+    thread's CPU clock read too."""
     ident = threading.get_ident()
     profile = Profile()
+    if clock:
+        profile.follow(ident)
 
     def measure() -> float:
         start = time.perf_counter()
@@ -118,6 +124,70 @@ def _run_child(hz: str, seconds: float) -> dict[str, float]:
     return parsed
 
 
+#: (frames deep, of them a library's) per sample row
+STACKS = ((20, 15), (50, 45), (50, 0), (100, 90))
+
+
+def run(samples: int, seconds: float, rounds: int) -> dict[str, Any]:
+    """Per sample (with and without the CPU clock) and per second (profiler on and off)."""
+    rows = []
+    for depth, library in STACKS:
+        timed: list[float] = []
+        bare: list[float] = []
+        for _ in range(rounds):  # interleaved
+            timed.append(per_sample(depth, library, samples, clock=True))
+            bare.append(per_sample(depth, library, samples, clock=False))
+        rows.append(
+            {
+                "depth": depth,
+                "bot_frames": depth - library,
+                "us": statistics.median(timed) * 1e6,
+                "us_without_clock": statistics.median(bare) * 1e6,
+            }
+        )
+    on: list[dict[str, float]] = []
+    off: list[dict[str, float]] = []
+    for _ in range(rounds):
+        off.append(_run_child("0", seconds))
+        on.append(_run_child("67", seconds))
+
+    def median(runs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return {
+        "samples": samples,
+        "rounds": rounds,
+        "seconds": seconds,
+        "per_sample": rows,
+        "chunks_per_s_off": median(off, "chunks_per_s"),
+        "chunks_per_s_on": median(on, "chunks_per_s"),
+        "cpu_per_s_off": median(off, "cpu_per_s"),
+        "cpu_per_s_on": median(on, "cpu_per_s"),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        "| stack sampled | µs per sample | not reading its CPU time | at 67 Hz, ms per s |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in result["per_sample"]:
+        rows.append(
+            f"| {r['depth']} frames, {r['bot_frames']} of the bot's | {r['us']:.1f} | "
+            f"{r['us_without_clock']:.1f} | {r['us'] * 67 / 1000:.2f} |"
+        )
+    off, on = result["chunks_per_s_off"], result["chunks_per_s_on"]
+    rows += [
+        "",
+        "| CPU-bound handler | profiler off | 67 Hz | difference |",
+        "|---|---:|---:|---:|",
+        f"| work done, chunks per second | {off:,.0f} | {on:,.0f} | {(on - off) / off:+.1%} |",
+        f"| process CPU seconds per second | {result['cpu_per_s_off']:.3f} | "
+        f"{result['cpu_per_s_on']:.3f} | |",
+    ]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5_000)
@@ -128,32 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         print(json.dumps(child(args.child)))
         return
-    for depth, library in ((20, 15), (50, 45), (50, 0), (100, 90)):
-        cost = statistics.median(
-            per_sample(depth, library, args.samples) for _ in range(args.rounds)
-        )
-        print(
-            f"per sample, {depth:3d} frames deep ({depth - library:2d} of the bot's code): "
-            f"{cost * 1e6:6.1f} µs (at 67 Hz: {cost * 67 * 1e3:.2f} ms per second)"
-        )
-    on: list[dict[str, float]] = []
-    off: list[dict[str, float]] = []
-    for _ in range(args.rounds):
-        off.append(_run_child("0", args.seconds))
-        on.append(_run_child("67", args.seconds))
-
-    def median(runs: list[dict[str, float]], key: str) -> float:
-        return statistics.median(r[key] for r in runs)
-
-    work_off, work_on = median(off, "chunks_per_s"), median(on, "chunks_per_s")
-    print(
-        f"CPU-bound handler, chunks per second: profiler off {work_off:,.0f}, "
-        f"67 Hz {work_on:,.0f} ({(work_off - work_on) / work_off:+.2%} of the loop thread)"
-    )
-    print(
-        f"process CPU seconds per second: off {median(off, 'cpu_per_s'):.3f}, "
-        f"67 Hz {median(on, 'cpu_per_s'):.3f}"
-    )
+    print(table(run(args.samples, args.seconds, args.rounds)))
 
 
 if __name__ == "__main__":

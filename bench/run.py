@@ -7,8 +7,11 @@
 Parts: ``e2e`` (the workload bot per configuration, interleaved rounds), ``onecpu`` (the
 bot pinned to one CPU with no handler work, process-tree CPU per update by slope), ``ops`` (added
 µs per aiohttp request / asyncpg query / Redis command, otelbot vs contrib), ``pressure``
-(the OTLP endpoint down during load), ``agent`` (one agent collection on a large schema
-beside prometheus-postgres-exporter, when both are available).
+(the OTLP endpoint down during load), ``profiler`` (the sampling profiler's cost per
+sample and per second, ``bench.profiler``), ``memory`` (an allocation-heavy handler's CPU
+per call with the memory watch idle and in a traced window, ``bench.memory``), ``agent``
+(one agent collection on a large schema beside prometheus-postgres-exporter, when both are
+available).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import agent, e2e, onecpu, ops, pressure
+from bench import agent, e2e, memory, onecpu, ops, pressure, profiler
 from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -71,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", default="e2e,onecpu,ops,pressure,agent", help="comma-separated parts to run"
+        "--only",
+        default="e2e,onecpu,ops,pressure,profiler,memory,agent",
+        help="comma-separated parts to run",
     )
     parser.add_argument(
         "--onecpu-configs",
@@ -246,6 +251,37 @@ def main(argv: list[str] | None = None) -> int:
             f"{pressure.table(results, args.pressure_down)}\n"
         )
         data["pressure"] = [r.__dict__ for r in results]
+
+    if "profiler" in parts:
+        samples, seconds, rounds = (200, 0.3, 1) if args.quick else (5000, 3.0, 5)
+        print(f"profiler: {samples} samples per stack, {rounds} rounds", flush=True)
+        result = profiler.run(samples, seconds, rounds)
+        sections.append(
+            f"## The sampling profiler: cost per sample and per second\n\n"
+            f"`python -m bench.profiler --samples {samples} --seconds {seconds} --rounds "
+            f"{rounds}`. Per sample: `Profile.add` on this thread's stack (`sys._current_frames"
+            f"()` included, as the watcher thread does), most frames a library's; with the "
+            f"thread's CPU time read (on CPU or waiting) and without; median of {rounds} "
+            f"rounds of {samples} samples. Per second: a CPU-bound handler on an asyncio "
+            f"loop through the step timer for {seconds} s, profiler off and at 67 Hz, "
+            f"interleaved; medians.\n\n{profiler.table(result)}\n"
+        )
+        data["profiler"] = result
+
+    if "memory" in parts:
+        seconds, rounds = (1.0, 1) if args.quick else (3.0, 5)
+        print(f"memory: {rounds} rounds of {seconds:.0f} s per mode", flush=True)
+        result = memory.run(seconds, rounds)
+        sections.append(
+            f"## Memory watch: an allocation-heavy handler outside and inside a traced "
+            f"window\n\n`python -m bench.memory --seconds {seconds:.0f} --rounds {rounds}`. "
+            f"CPU per call of a handler's allocation-heavy Python ({memory.DEPTH} frames "
+            f"deep) with no watch, with otelbot's memory watch idle (tracemalloc off: what "
+            f"runs all the time) and during a traced window opened by the watch's own code "
+            f"(as `SIGUSR2` asks); median of {rounds} interleaved rounds.\n\n"
+            f"{memory.table(result)}\n"
+        )
+        data["memory"] = result
 
     if "agent" in parts and not args.quick:
         results = agent.run_all(log=lambda m: print(m, flush=True))

@@ -21,14 +21,20 @@ def test_e2e_bench_runs_every_kind_of_configuration(tmp_path: Path) -> None:
             "e2e",
             "--configs",
             # bare right after a bot that exported: its spans must all count to that run
-            "otelbot,bare,otelbot (SDK exporter),contrib 10%",
+            "otelbot,bare,otelbot (SDK exporter),contrib 10%,otelbot, profiler off",
             "--out",
             str(out),
         ]
     )
     assert code == 0
     text = out.read_text()
-    for name in ("| bare |", "| otelbot |", "| otelbot (SDK exporter) |", "| contrib 10% |"):
+    for name in (
+        "| bare |",
+        "| otelbot |",
+        "| otelbot (SDK exporter) |",
+        "| contrib 10% |",
+        "| otelbot, profiler off |",
+    ):
         assert name in text
     data = json.loads(out.with_suffix(".json").read_text())
     runs = {row["config"]: row["runs"][0] for row in data["e2e"]}
@@ -75,3 +81,23 @@ def test_one_cpu_bench_runs(tmp_path: Path) -> None:
     assert data["otelbot (export helper)"]["runs"][0][1]["helper_cpu_total_s"] > 0
     assert data["otelbot"]["runs"][0][1]["spans_per_update"] >= 4
     assert data["otelbot (export helper)"]["runs"][0][1]["spans_per_update"] >= 4
+
+
+def test_profiler_and_memory_benches_run(tmp_path: Path) -> None:
+    out = tmp_path / "latest.md"
+    assert run.main(["--quick", "--only", "profiler,memory", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## The sampling profiler" in text and "## Memory watch" in text
+    data = json.loads(out.with_suffix(".json").read_text())
+    rows = data["profiler"]["per_sample"]
+    assert [(r["depth"], r["bot_frames"]) for r in rows] == [(20, 5), (50, 5), (50, 50), (100, 10)]
+    for r in rows:
+        assert r["us"] > 0 and r["us_without_clock"] > 0
+    assert data["profiler"]["chunks_per_s_on"] > 0 and data["profiler"]["chunks_per_s_off"] > 0
+    per_call = data["memory"]["us_per_call"]
+    assert set(per_call) == {"bare", "idle", "window"}
+    assert all(v > 0 for v in per_call.values())
+    # The window was really traced by otelbot's watch: calls were made while it was open,
+    # and the watch thread took its snapshots and tallied them.
+    assert data["memory"]["window_calls"] > 0
+    assert data["memory"]["window_thread_cpu_ms"] > 0
