@@ -93,7 +93,6 @@ class _Heart:
         "interval",
         "key",
         "loop",
-        "reader",
         "seen",
         "seen_due",
         "stopped_due",
@@ -120,7 +119,6 @@ class _Heart:
         self.key: tuple[Any, Any] | None = None
         self.confirmed = False
         self.stopped_due = 0.0  # the loop was seen stopped while this beat was due
-        self.reader: Any = None  # the watcher's check (set while the heartbeat is on)
 
 
 beat = _Heart()
@@ -185,9 +183,11 @@ def _check() -> None:
         return
     due = heart.due
     if loop.is_closed():
-        heart.loop = None
+        heart.loop = heart.key = None
         heart.blocks.clear()
         return
+    if heart.key is not None and heart.seen_due != due and not heart.blocks:
+        heart.key = None  # that beat came back on time: let the frames go
     if not loop.is_running():
         heart.stopped_due = due
     elif (
