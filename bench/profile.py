@@ -4,6 +4,11 @@
 
 Writes py-spy's collapsed stacks and prints the functions with the most samples
 (inclusive and own), so a before/after of an optimisation is one command.
+
+    python -m bench.profile --one-cpu --config otelbot   # µs per update per part, one CPU
+
+``--one-cpu`` runs ``bench.parts`` instead: the bot pinned to one CPU as in
+``bench.onecpu``, every thread (and the export helper) sampled, each part's µs per update.
 """
 
 from __future__ import annotations
@@ -148,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/otelbot-profile.txt"))
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--one-cpu", action="store_true", help="µs per update per part on one CPU (bench.parts)"
+    )
     args = parser.parse_args(argv)
+    if args.one_cpu:
+        from bench import parts
+
+        return parts.main(["--config", args.config, "--seconds", str(args.seconds)])
     config = next(c for c in e2e.CONFIGS if c.name == args.config)
     pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     receiver = Receiver()

@@ -4,6 +4,8 @@ Per update: one ``SELECT`` through an asyncpg pool, one Redis ``INCR``, one
 ``sendMessage`` and ~1 ms of Python work (``BENCH_WORK_MS``); at most
 ``BENCH_CONCURRENCY`` (32) updates in flight. It long-polls the Bot API
 at ``BOT_API_BASE`` (the fake one, in another process) and runs until SIGTERM.
+With ``BENCH_GC_FILE`` set it keeps the CPU time spent in garbage collection in that file
+(``bench.parts`` reads it; see ``gc_probe``).
 
     BOT_TOKEN=123:abc BOT_API_BASE=http://127.0.0.1:8081 python -m bench.workload_bot
 """
@@ -11,7 +13,10 @@ at ``BOT_API_BASE`` (the fake one, in another process) and runs until SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import gc
+import mmap
 import os
+import struct
 import time
 
 import asyncpg
@@ -37,6 +42,34 @@ def work(seconds: float) -> int:
     return n
 
 
+#: The probe file's layout: per generation (0, 1, 2), collections so far and the CPU
+#: seconds spent in them so far.
+GC_FILE_LAYOUT = struct.Struct("<qdqdqd")
+
+
+def gc_probe(path: str) -> None:
+    """Keep the count of garbage collections per generation and the thread CPU time spent
+    in them in the file at ``path``, written through an mmap (no system call per
+    collection), so a benchmark can read them over a window of its own."""
+    with open(path, "wb") as f:
+        f.write(bytes(GC_FILE_LAYOUT.size))
+    with open(path, "r+b") as f:
+        view = mmap.mmap(f.fileno(), GC_FILE_LAYOUT.size)
+    started = [0.0]
+    totals: list[float] = [0, 0.0, 0, 0.0, 0, 0.0]
+
+    def probe(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+            return
+        at = 2 * info["generation"]
+        totals[at] += 1
+        totals[at + 1] += time.thread_time() - started[0]
+        GC_FILE_LAYOUT.pack_into(view, 0, *totals)
+
+    gc.callbacks.append(probe)
+
+
 @router.message(F.text)
 async def handle(message: Message) -> None:
     assert pool is not None and cache is not None
@@ -49,6 +82,8 @@ async def handle(message: Message) -> None:
 
 async def main() -> None:
     global pool, cache
+    if os.environ.get("BENCH_GC_FILE"):
+        gc_probe(os.environ["BENCH_GC_FILE"])
     pool = await asyncpg.create_pool(os.environ["PG_DSN"], min_size=4, max_size=8)
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     session = AiohttpSession(api=TelegramAPIServer.from_base(os.environ["BOT_API_BASE"]))
