@@ -5,14 +5,15 @@ on two or more CPUs).
     OTEL_TRACES_EXPORTER=otlp opentelemetry-instrument python bot.py  # the SDK's exporter
     opentelemetry-instrument python bot.py    # by the CPUs the process may use (cpus.py)
 
-The standard OTLP exporter turns every span into protobuf objects in the bot's process:
-~24 µs of Python per span, in the batch processor's thread, holding the GIL the event
-loop needs. With ``otelbot_offload`` (what otelbot's distro picks where the process may use
-two CPUs or more, unless ``OTEL_TRACES_EXPORTER`` says otherwise: ``otelbot.export.cpus``)
-``OffloadSpanProcessor`` flattens each ended span into a row (``otelbot.export.rows``) and
-writes batches, ``marshal``-ed, to a pipe; the helper process (``otelbot.export.helper``,
-started on first use) rebuilds the SDK's ``ReadableSpan`` objects and sends them with the
-standard ``OTLPSpanExporter``.
+An in-process exporter encodes in the batch processor's thread, in Python, holding the GIL
+the event loop needs (the SDK's encoder builds protobuf objects per span, ~10 times what
+otelbot's ``otelbot.export.otlp`` costs: bench/encode.py). With ``otelbot_offload`` (what
+otelbot's distro picks where the process may use two CPUs or more, unless
+``OTEL_TRACES_EXPORTER`` says otherwise: ``otelbot.export.cpus``) ``OffloadSpanProcessor``
+flattens each ended span into a row (``otelbot.export.rows``) and writes batches,
+``marshal``-ed, to a pipe; the helper process (``otelbot.export.helper``, started on first
+use) writes them to OTLP with otelbot's encoder and sends them with the SDK's OTLP/HTTP
+client (over gRPC: rebuilds the SDK's ``ReadableSpan`` objects for the SDK's exporter).
 
 Memory stays bounded: when the helper falls behind (collector down, retries) the pipe
 fills, the writer thread waits, and spans over the queue size are dropped, as the batch
