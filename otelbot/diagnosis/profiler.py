@@ -35,12 +35,13 @@ most of the interval. Where neither can be read (macOS, Windows), every sample c
 on CPU, as without the split, and ``OwnerProfile.timed`` stays 0; samples taken before
 the thread is known count as the known ones split.
 
-Cost: one stack walk and one read of the thread's CPU time per sample under the GIL (``python -m
-bench.profiler``: ~15-30 µs for a stack 20-50 frames deep with a few of the bot's frames,
-~40-60 µs for 100 frames or 50 of the bot's), so 1-4 ms of the loop thread's time per
-second at 67 Hz. A loop thread busy with CPU work also waits to get the GIL back after
-each sample; on a loaded machine that cost more than the walk (a CPU-bound handler did
-~5-13% less work at 67 Hz there). Only counts and code locations are kept, never values.
+Cost: one stack walk and one read of the thread's CPU time per sample under the GIL
+(``python -m bench.profiler``: ~25-30 µs for a stack 20-50 frames deep with a few of the
+bot's frames, ~40-50 µs for 100 frames or 50 of the bot's; reading the CPU time is 3-5 µs
+of it), so 2-3 ms of the loop thread's time per second at 67 Hz. A loop thread busy with
+CPU work also waits to get the GIL back after each sample; that depends on the machine's
+load (a CPU-bound handler did from ~1% to ~24% less work at 67 Hz on a loaded machine;
+docs/performance.md). Only counts and code locations are kept, never values.
 """
 
 from __future__ import annotations
