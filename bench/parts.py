@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ from bench.procs import (
     tree_cpu_seconds,
     tree_peak_rss_bytes,
 )
-from bench.profile import package_of
 from bench.workload_bot import GC_FILE_LAYOUT
 from otelbot.testing.processes import Child, instrument_command
 
@@ -91,41 +91,34 @@ SEND = "export HTTP send"
 WRAPPERS = "wrappers (otelbot/core/patching.py)"
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"] + "/"
+_CHECKOUT = str(ROOT) + "/"
+
+
 def _where(frame: str) -> str:
-    """The file path of a py-spy frame, from site-packages (or the checkout) on."""
+    """The file path of a py-spy frame (``--full-filenames``) from its top-level package
+    on: ``opentelemetry/sdk/trace/__init__.py``, ``otelbot/...``, ``asyncio/...``."""
     path = frame.rpartition(" (")[2].rstrip(")").rsplit(":", 1)[0]
     if "site-packages/" in path:
-        path = path.split("site-packages/", 1)[1]
-    return path.lstrip("/")
-
-
-#: Paths (as py-spy shortens them: it drops namespace packages' names) of OpenTelemetry
-#: modules that ``bench.profile.package_of`` does not know.
-_OTEL_PATHS = (
-    "common/_internal/",
-    "http/trace_exporter/",
-    "http/metric_exporter/",
-    "http/_log_exporter/",
-    "_shared_internal/",
-    "resources/",
-    "transport/",
-    "_logs/",
-    "_events/",
-    "protobuf/",
-)
+        return path.split("site-packages/", 1)[1]
+    if path.startswith(_CHECKOUT):
+        return path.removeprefix(_CHECKOUT)
+    return path.removeprefix(_STDLIB)
 
 
 def _package(frame: str) -> str | None:
-    """``bench.profile.package_of`` with the OpenTelemetry paths it misses, and None for
-    the odd frame py-spy reads half-written when it does not pause the bot."""
+    """The top-level package a frame is in (OpenTelemetry's and protobuf's are
+    "opentelemetry"); None for the standard library and for the odd frame py-spy reads
+    half-written when it does not pause the bot."""
     path = _where(frame)
-    if path.startswith(_OTEL_PATHS):
-        return "opentelemetry"
     if path.startswith("<attrs generated methods "):
         return path.removeprefix("<attrs generated methods ").split(".", 1)[0]
     if "/" not in path and not path.endswith(".py"):
         return None
-    return package_of(frame)
+    top = path.split("/", 1)[0].removesuffix(".py")
+    if top in sys.stdlib_module_names:
+        return None
+    return "opentelemetry" if top in ("opentelemetry", "google") else top
 
 
 def _function(frame: str) -> str:
@@ -156,18 +149,21 @@ def _specific(frame: str) -> str | None:
                 return "event-loop lag monitor (selector wrapper)"
             return "runtime metrics (GC, loop, process)"
         if area == "export":
+            if name == "otlp":  # otelbot's own OTLP protobuf writer
+                return ENCODING
             if name in ("offload", "rows"):
                 return ON_END
             return "export: " + name
         return "otelbot: " + "/".join(parts[1:])
-    # OpenTelemetry: py-spy drops the namespace package's name (sdk/..., exporter/...).
+    path = path.removeprefix("opentelemetry/")
+    parts = parts[1:] if parts[0] == "opentelemetry" else parts
     if path.startswith(("sdk/metrics", "metrics/")):
         return METRICS
     if path.startswith("sdk/trace/export"):
         return ON_END
-    if path.startswith(("exporter/otlp/proto/common", "common/_internal/", "proto/", "protobuf/")):
+    if path.startswith(("exporter/otlp/proto/common", "proto/", "google/protobuf")):
         return ENCODING
-    if path.startswith("transport/"):
+    if path.startswith("exporter/http/transport"):
         return SEND
     if path.startswith("instrumentation/") and len(parts) > 1:
         return _CONTRIB.get(parts[1])
@@ -187,11 +183,14 @@ def otel_part(chain: list[str]) -> str:
     path = _where(chain[0])
     if path.startswith("otelbot/core/patching"):
         return WRAPPERS
+    if path.startswith("otelbot/core/lightspan"):
+        return "light spans (called from outside otelbot)"
     if path.startswith("otelbot/"):
         return "otelbot: " + path.removeprefix("otelbot/").removesuffix(".py")
+    path = path.removeprefix("opentelemetry/")
     if path.startswith("sdk/trace"):
         return "SDK spans (start/end)"
-    return "OpenTelemetry: " + path.split("/")[0]
+    return "OpenTelemetry: " + path.split("/")[0].removesuffix(".py")
 
 
 #: Frames that only start the event loop (see bench.profile): what runs under them and
@@ -421,6 +420,7 @@ def measure(
                     str(rate),
                     "--threads",
                     "--subprocesses",
+                    "--full-filenames",
                     "--nonblocking",
                     "-o",
                     str(out),
