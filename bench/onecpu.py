@@ -25,7 +25,8 @@ from bench import e2e
 from bench.procs import Receiver
 
 BOT_CPU, OTHER_CPU = "0", "1"
-#: On one CPU otelbot as shipped picks the SDK's exporter; this row forces the helper.
+#: On one CPU otelbot as shipped exports in the bot's process (otelbot_otlp); this row
+#: forces the helper.
 HELPER = e2e.Config(
     "otelbot (export helper)",
     True,

@@ -7,7 +7,8 @@
 Parts: ``e2e`` (the workload bot per configuration, interleaved rounds), ``onecpu`` (the
 bot pinned to one CPU with no handler work, process-tree CPU per update by slope), ``ops`` (added
 µs per aiohttp request / asyncpg query / Redis command, otelbot vs contrib), ``pressure``
-(the OTLP endpoint down during load), ``profiler`` (the sampling profiler's cost per
+(the OTLP endpoint down during load), ``encode`` (µs per span of OTLP encoding, the SDK's
+against otelbot's, ``bench.encode``), ``profiler`` (the sampling profiler's cost per
 sample and per second, ``bench.profiler``), ``memory`` (an allocation-heavy handler's CPU
 per call with the memory watch idle and in a traced window, ``bench.memory``), ``agent``
 (one agent collection on a large schema beside prometheus-postgres-exporter, when both are
@@ -24,7 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import agent, e2e, memory, onecpu, ops, pressure, profiler
+from bench import agent, e2e, encode, memory, onecpu, ops, pressure, profiler
 from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="e2e,onecpu,ops,pressure,profiler,memory,agent",
+        default="e2e,onecpu,ops,pressure,encode,profiler,memory,agent",
         help="comma-separated parts to run",
     )
     parser.add_argument(
@@ -251,6 +252,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{pressure.table(results, args.pressure_down)}\n"
         )
         data["pressure"] = [r.__dict__ for r in results]
+
+    if "encode" in parts:
+        batch, rounds, repeat = (64, 3, 1) if args.quick else (512, 15, 5)
+        print(f"encode: batches of {batch} spans, {rounds} rounds", flush=True)
+        os.environ.setdefault("OTELBOT_LIGHT_SPANS", "true")
+        result = encode.measure(batch, rounds, repeat)
+        sections.append(
+            f"## OTLP encoding: µs per span\n\n`python -m bench.encode --batch {batch} "
+            f"--rounds {rounds} --repeat {repeat}`. The workload's spans (an update, a SQL "
+            f"query, a Redis command, a Bot API call) encoded to one OTLP/HTTP request body "
+            f"each way, after checking that each way writes the SDK encoder's bytes; median "
+            f"of {rounds} rounds.\n\n{encode.table(result)}\n"
+        )
+        data["encode"] = result
 
     if "profiler" in parts:
         samples, seconds, rounds = (200, 0.3, 1) if args.quick else (5000, 3.0, 5)

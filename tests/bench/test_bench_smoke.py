@@ -101,3 +101,13 @@ def test_profiler_and_memory_benches_run(tmp_path: Path) -> None:
     # and the watch thread took its snapshots and tallied them.
     assert data["memory"]["window_calls"] > 0
     assert data["memory"]["window_thread_cpu_ms"] > 0
+
+
+def test_encode_bench_runs_and_checks_the_bytes(tmp_path: Path) -> None:
+    out = tmp_path / "latest.md"
+    assert run.main(["--quick", "--only", "encode", "--out", str(out)]) == 0
+    assert "## OTLP encoding" in out.read_text()
+    data = json.loads(out.with_suffix(".json").read_text())["encode"]
+    # Every way was measured (each one's bytes were checked against the SDK's first).
+    assert set(data) == {"sdk", "ours spans", "ours light", "ours rows", "rebuild + sdk"}
+    assert all(v > 0 for v in data.values())

@@ -144,8 +144,8 @@ def _helper_pays() -> bool:
 @pytest.mark.parametrize(
     ("chosen", "processor"),
     [
-        # otelbot's default: OTLP encoded in a helper process from two CPUs on, the SDK's
-        # exporter in the bot's process on one (tests/export/test_cpus.py pins both)
+        # otelbot's default: OTLP encoded in a helper process from two CPUs on, otelbot_otlp
+        # (a BatchSpanProcessor) in the bot's process on one (tests/export/test_cpus.py)
         (None, "OffloadSpanProcessor" if _helper_pays() else "BatchSpanProcessor"),
         ("otlp", "BatchSpanProcessor"),  # the SDK's exporter in the bot's process, when chosen
     ],
