@@ -21,18 +21,22 @@ class FloodWaits(Detector):
         self.totals: Counter[tuple[str, str]] = Counter()  # (handler, method) -> 429s
 
     def on_update(self, update: UpdateNotes, found: Found) -> None:
-        refused: Counter[str] = Counter()
+        refused: Counter[str] | None = None  # made on the first 429: most updates have none
         retry: dict[str, float] = {}
         where: dict[str, CodeLocation] = {}
         for op in update.ops:
             if op.kind != API or not op.extra or op.extra[0] != 429:
                 continue
+            if refused is None:
+                refused = Counter()
             refused[op.shape] += 1
             after = op.extra[1]
             if after is not None:
                 retry[op.shape] = max(retry.get(op.shape, 0.0), float(after))
             if len(op.extra) > 2 and op.extra[2] is not None:
                 where.setdefault(op.shape, op.extra[2])
+        if refused is None:
+            return
         for method, count in refused.items():
             key = (update.handler, method)
             if len(self.totals) < 1000 or key in self.totals:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import NamedTuple
 
 from otelbot import semconv
 from otelbot.core import config
@@ -43,16 +42,17 @@ _JUDGE_EVERY = 1.0  # seconds
 long_hold = 0.1
 
 
-class Hold(NamedTuple):
-    released: float  # perf_counter
-    pool: str
-    handler: str
-    seconds: float
-    code: CodeLocation | None
-
+#: One hold: (released at (perf_counter), pool, handler, seconds held, the line that gave
+#: it back, or True for "its handler's code", or None). A plain tuple of plain values, not
+#: a class: the garbage collector stops tracking such a tuple, so the holds kept (each
+#: lives for ~2,048 acquires) never reach the oldest generation, where every object kept
+#: adds to the cost of each full collection.
+Hold = tuple[float, str, str, float, "CodeLocation | bool | None"]
 
 #: Recent holds of every pool, oldest first.
 holds: deque[Hold] = deque(maxlen=_HOLDS_KEPT)
+#: handler -> its code, for the holds marked True
+_handler_code: dict[str, CodeLocation] = {}
 
 
 class PoolUse:
@@ -95,7 +95,12 @@ def _held(use: PoolUse, handler: str, handler_code: CodeLocation | None, owner: 
     released = use.released or use.acquired
     seconds = released - use.acquired
     seconds -= stalled(owner, use.acquired, released)
-    holds.append(Hold(released, use.pool, handler, seconds, use.code or handler_code))
+    code: CodeLocation | bool | None = use.code
+    if code is None and handler_code is not None:
+        code = True
+        if len(_handler_code) < _HOLDS_KEPT or handler in _handler_code:
+            _handler_code[handler] = handler_code
+    holds.append((released, use.pool, handler, seconds, code))
 
 
 class _Holder:
@@ -111,17 +116,19 @@ class _Holder:
 def holders(pool: str, since: float) -> list[tuple[str, _Holder]]:
     """Handlers by connection time held from ``pool`` since ``since``, most first."""
     by_handler: dict[str, _Holder] = {}
-    for hold in holds:
-        if hold.released < since or hold.pool != pool:
+    for released, hold_pool, handler, seconds, code in holds:
+        if released < since or hold_pool != pool:
             continue
-        holder = by_handler.get(hold.handler)
+        holder = by_handler.get(handler)
         if holder is None:
-            holder = by_handler[hold.handler] = _Holder()
+            holder = by_handler[handler] = _Holder()
         holder.count += 1
-        holder.total += hold.seconds
-        if hold.seconds >= holder.longest:
-            holder.longest = hold.seconds
-            holder.code = hold.code or holder.code
+        holder.total += seconds
+        if seconds >= holder.longest:
+            holder.longest = seconds
+            if code is True:
+                code = _handler_code.get(handler)
+            holder.code = code or holder.code
     return sorted(by_handler.items(), key=lambda item: item[1].total, reverse=True)
 
 

@@ -105,7 +105,9 @@ def test_a_hold_given_back_after_its_update_ended_counts_for_its_handler() -> No
     assert _run(detector, open_hold) == []
     assert list(pool.holds) == []
     open_hold.ops[0].extra.release(13.0)
-    assert [(h.handler, h.seconds) for h in pool.holds] == [("bot.background", 3.0)]
+    assert [(handler, seconds) for _, _, handler, seconds, _ in pool.holds] == [
+        ("bot.background", 3.0)
+    ]
     found = _run(detector, _update("bot.quick", 13.0, 1.2, 0.001))
     assert [f.handler for f in found] == ["bot.background"]
 
