@@ -255,24 +255,32 @@ def export_thread_part(frames: list[str]) -> str:
 HELPER = "helper"
 
 
+def _split(frames: list[str], bot_pid: int) -> tuple[bool, str, list[str]]:
+    """(whether the sample is from the export helper, its thread frame, the frames under
+    it). With ``--subprocesses`` py-spy opens a sample with one process frame per level:
+    the bot's, then the helper's."""
+    i, helper = 0, False
+    while i < len(frames) and frames[i].startswith("process "):
+        helper = helper or not frames[i].startswith(f"process {bot_pid}:")
+        i += 1
+    thread = frames[i] if i < len(frames) else ""
+    return helper, thread, frames[i + 1 :]
+
+
 def thread_of(frames: list[str], bot_pid: int) -> str:
     """The bot's thread id a py-spy sample is from ("12345"), or HELPER for the export
     helper process."""
-    if frames[0].startswith("process ") and f"process {bot_pid}:" not in frames[0]:
-        return HELPER
-    thread = frames[1] if frames[0].startswith("process ") else frames[0]
-    return thread.removeprefix("thread (").split(")", 1)[0]
+    helper, thread, _ = _split(frames, bot_pid)
+    return HELPER if helper else thread.removeprefix("thread (").split(")", 1)[0]
 
 
 def classify(frames: list[str], bot_pid: int) -> tuple[str, str]:
     """(group, part) of one py-spy sample (frames outermost first, process and thread
     frames included, as ``--threads --subprocesses`` writes them)."""
-    process = ""
-    if frames and frames[0].startswith("process "):
-        process, frames = frames[0], frames[1:]
-    thread, frames = frames[0], frames[1:]
-    if process and f"process {bot_pid}:" not in process:
-        return OTEL, "export helper process"
+    helper, thread, frames = _split(frames, bot_pid)
+    if helper:
+        chain = [f for f in reversed(frames) if _package(f) in _OTEL_PACKAGES]
+        return OTEL, "export helper process: " + (otel_part(chain) if chain else "its loop")
     if "MainThread" in thread or "asyncio_" in thread:
         return main_thread_part(frames)
     if "BatchSpan" in thread:
