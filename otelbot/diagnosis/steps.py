@@ -78,6 +78,7 @@ class LongStep(NamedTuple):
 recent: deque[LongStep] = deque(maxlen=512)
 
 _perf_counter = time.perf_counter
+_get_ident = threading.get_ident
 
 #: Recent garbage-collector pauses (start, end) of at least ``GC_PAUSE_KEPT`` seconds,
 #: oldest first: a collection that runs during a step is the interpreter's, not the
@@ -93,7 +94,11 @@ _gc_started = 0.0
 def _on_gc(phase: str, info: dict[str, int]) -> None:
     global _gc_started
     if phase == "start":
-        _gc_started = _perf_counter()
+        # Only the loop thread's collections: one in another thread while the loop thread
+        # sleeps or waits without the GIL stalled nothing on the loop.
+        loop = _watcher.thread
+        if not loop or loop == _get_ident():
+            _gc_started = _perf_counter()
     elif _gc_started:
         ended = _perf_counter()
         if ended - _gc_started >= GC_PAUSE_KEPT:
@@ -227,6 +232,8 @@ def watch(thread: int, check: Callable[[], None]) -> None:
     call ``check`` at each wake (the loop heartbeat's)."""
     _watcher.thread = thread
     _watcher.check = check
+    if profiler.profile.thread != thread:
+        profiler.profile.follow(thread)  # samples are on CPU or waiting from the first one
     if not _watcher.running:
         _watcher.start()
 
