@@ -399,6 +399,7 @@ def measure(
     rate: int,
     updates: int,
     out: Path,
+    gc_freeze: bool = False,
 ) -> Profile:
     pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     api = FakeApi(updates, onecpu.OTHER_CPU)
@@ -408,6 +409,8 @@ def measure(
         cmd = [instrument_command(), *cmd]
     env = e2e.bot_env(config, api, receiver, 0.0)
     env["BENCH_GC_FILE"] = str(gc_file)
+    if gc_freeze:
+        env["BENCH_GC_FREEZE"] = "1"
     bot = Child(pinned(cmd, onecpu.BOT_CPU), env=env, cwd=ROOT, name=config.name)
     pid = bot.proc.pid
     try:
@@ -555,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--updates", type=int, default=0, help="queued (default: enough)")
     parser.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="the bot calls gc.freeze() 2 s after it polls (BENCH_GC_FREEZE): what full "
+        "collections of the start-up heap cost",
+    )
     args = parser.parse_args(argv)
     chosen = onecpu.configs(e2e.split_names(args.configs, onecpu.NAMES))
     updates = args.updates or int((args.seconds + args.warmup + 10) * 1500)
@@ -566,7 +575,14 @@ def main(argv: list[str] | None = None) -> int:
                 slug = "".join(c if c.isalnum() else "-" for c in config.name)
                 out = args.out_dir / f"otelbot-parts-{slug}-{round_no}.txt"
                 profile = measure(
-                    config, receiver, args.seconds, args.warmup, args.rate, updates, out
+                    config,
+                    receiver,
+                    args.seconds,
+                    args.warmup,
+                    args.rate,
+                    updates,
+                    out,
+                    args.gc_freeze,
                 )
                 print(
                     f"  round {round_no}/{args.rounds} {config.name}: {profile.updates} "

@@ -5,7 +5,9 @@ Per update: one ``SELECT`` through an asyncpg pool, one Redis ``INCR``, one
 ``BENCH_CONCURRENCY`` (32) updates in flight. It long-polls the Bot API
 at ``BOT_API_BASE`` (the fake one, in another process) and runs until SIGTERM.
 With ``BENCH_GC_FILE`` set it keeps the CPU time spent in garbage collection in that file
-(``bench.parts`` reads it; see ``gc_probe``).
+(``bench.parts`` reads it; see ``gc_probe``); with ``BENCH_GC_FREEZE=1`` it moves every
+object alive 2 s after it starts polling out of the collector's reach (``gc.freeze()``), to
+measure what full collections of the start-up heap cost.
 
     BOT_TOKEN=123:abc BOT_API_BASE=http://127.0.0.1:8081 python -m bench.workload_bot
 """
@@ -80,10 +82,18 @@ async def handle(message: Message) -> None:
     await message.answer(f"{relations} relations, hit {hits}")
 
 
+async def freeze_later(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    gc.collect()
+    gc.freeze()
+
+
 async def main() -> None:
     global pool, cache
     if os.environ.get("BENCH_GC_FILE"):
         gc_probe(os.environ["BENCH_GC_FILE"])
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        frozen = asyncio.get_running_loop().create_task(freeze_later(2.0))
     pool = await asyncpg.create_pool(os.environ["PG_DSN"], min_size=4, max_size=8)
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     session = AiohttpSession(api=TelegramAPIServer.from_base(os.environ["BOT_API_BASE"]))
@@ -101,6 +111,8 @@ async def main() -> None:
     )
     await cache.aclose()
     await pool.close()
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        frozen.cancel()
 
 
 if __name__ == "__main__":
