@@ -15,8 +15,7 @@ parent's span context). Conditions, checked per span from a cache keyed on the
 provider's processor tuple:
 
 - every span processor's ``on_start`` and ``_on_ending`` do nothing (the SDK's batch and
-  simple processors, otelbot's offload and encoding processors), so skipping them changes
-  nothing;
+  simple processors, otelbot's offload processor), so skipping them changes nothing;
 - the span limits are the SDK defaults or wider (no attribute value truncation), and
   the SDK's own tracer metrics are off.
 
@@ -74,16 +73,9 @@ def _noop_hooks() -> tuple[set[Any], set[Any]]:
     """``on_start`` and ``_on_ending`` implementations known to do nothing."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    from otelbot.export.encoding import EncodingSpanProcessor
     from otelbot.export.offload import OffloadSpanProcessor
 
-    classes = (
-        SpanProcessor,
-        BatchSpanProcessor,
-        SimpleSpanProcessor,
-        OffloadSpanProcessor,
-        EncodingSpanProcessor,
-    )
+    classes = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor, OffloadSpanProcessor)
     starts = {cls.__dict__["on_start"] for cls in classes if "on_start" in cls.__dict__}
     endings = {cls.__dict__["_on_ending"] for cls in classes if "_on_ending" in cls.__dict__}
     return starts, endings
@@ -181,15 +173,13 @@ class LightTracer:
         root = getattr(sampler, "_root", None)
         self._root_sampler = root if type(sampler) is ParentBased and root is not None else sampler
         self.processor = multi
-        # The offload or the encoding processor alone (otelbot's defaults): they read
-        # ended light spans directly, no ReadableSpan in between.
-        from otelbot.export.encoding import EncodingSpanProcessor
+        # The offload processor alone (otelbot's default): it reads ended light spans
+        # directly, no ReadableSpan in between.
         from otelbot.export.offload import OffloadSpanProcessor
 
         self.offload = (
             processors[0]
-            if len(processors) == 1
-            and type(processors[0]) in (OffloadSpanProcessor, EncodingSpanProcessor)
+            if len(processors) == 1 and type(processors[0]) is OffloadSpanProcessor
             else None
         )
         self.offload_for = processors

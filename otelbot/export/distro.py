@@ -7,8 +7,7 @@ The distro sets otelbot's defaults (OTLP over HTTP/protobuf for traces, metrics 
 without overriding anything the user set in ``OTEL_*``, picks the trace export path by the
 CPUs the process may use (``otelbot.export.cpus``: the export helper process from two CPUs
 on; below, the SDK's OTLP/HTTP exporter in the bot's process with otelbot's encoder,
-``otelbot.export.otlp_http``, behind otelbot's processor that encodes each span as it
-ends, ``otelbot.export.encoding``, or the SDK's gRPC exporter when the protocol is gRPC),
+``otelbot.export.otlp_http``, or the SDK's gRPC exporter when the protocol is gRPC),
 loads otelbot's instrumentors,
 and skips the contrib instrumentations of the same libraries (they would make duplicate
 spans), saying so once in the log. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otelbot_redis``
@@ -45,8 +44,7 @@ CONTRIB_EQUIVALENTS = {
 #: OTEL_TRACES_EXPORTER when unset: OTLP all the same, encoded and sent by a helper process
 #: off the bot's GIL (otelbot.export.offload) where the process may use two CPUs or more,
 #: else in the bot's process (cheaper in total on one CPU): by the SDK's OTLP/HTTP exporter
-#: with otelbot's encoder (otelbot.export.otlp_http) behind otelbot's encoding processor
-#: (otelbot.export.encoding), or the SDK's own exporter for gRPC.
+#: with otelbot's encoder (otelbot.export.otlp_http), or the SDK's own exporter for gRPC.
 HELPER_EXPORTER = "otelbot_offload"
 IN_PROCESS_EXPORTER = "otelbot_otlp"
 SDK_EXPORTER = "otlp"
@@ -80,10 +78,7 @@ def choose_trace_exporter() -> str:
         chosen, how = HELPER_EXPORTER, "the export helper process"
     elif _traces_protocol() == "http/protobuf":
         chosen = IN_PROCESS_EXPORTER
-        how = (
-            "the SDK's OTLP/HTTP exporter with otelbot's encoder, each span encoded as it "
-            "ends, in the bot's process"
-        )
+        how = "the SDK's OTLP/HTTP exporter with otelbot's encoder, in the bot's process"
     else:
         chosen, how = SDK_EXPORTER, "the SDK's OTLP exporter in the bot's process"
     trace_exporter_reason = (
@@ -172,14 +167,13 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
 
 
 class OtelbotConfigurator(_OTelSDKConfigurator):
-    """The SDK configurator, with token redaction for log records, the offload span
-    processor in front of the ``otelbot_offload`` exporter, the encoding span processor
-    (``otelbot.export.encoding``) in front of ``otelbot_otlp`` (every other exporter, ``otlp``
-    included, gets the SDK's ``BatchSpanProcessor`` as usual)."""
+    """The SDK configurator, with token redaction for log records, and the offload span
+    processor in front of the ``otelbot_offload`` exporter (every other exporter gets the
+    SDK's ``BatchSpanProcessor`` as usual)."""
 
     def _configure(self, **kwargs: Any) -> None:
         from otelbot.export import endpoint
-        from otelbot.export.encoding import export_processor
+        from otelbot.export.offload import export_processor
 
         kwargs.setdefault("export_span_processor", export_processor)
         processors = list(kwargs.pop("log_record_processors", None) or [])

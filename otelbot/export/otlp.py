@@ -1,13 +1,10 @@
 """OTLP trace requests written straight to protobuf wire format, without message objects.
 
-    from otelbot.export.otlp import encode_request, encode_rows, encode_span, encode_spans
+    from otelbot.export.otlp import encode_spans, encode_rows
     body = encode_spans(ended_spans)   # SDK ReadableSpans and otelbot light spans
     body = encode_rows(read_rows(payload))  # the export helper's rows (otelbot.export.rows)
-    message = encode_span(span)   # one span's serialized Span message, when it ends ...
-    body = encode_request([(resource, scope, message), ...])  # ... put in a request later
     # body: a serialized ExportTraceServiceRequest, byte for byte what the SDK's
     # encode_spans(spans).SerializePartialToString() gives for the same spans
-    # (encode_request: for the spans the messages came from; otelbot.export.encoding)
 
 The SDK's encoder builds a protobuf object for every span, attribute, value, event and
 status, then serializes them: ~55 µs per span with six attributes on this kind of machine,
@@ -342,9 +339,9 @@ def _sdk_classes() -> tuple[Any, Any, Any, dict[int, bytes]]:
 _BoundedAttributes, _BoundedList, _NO_STATE, _KIND_BY_ID = _sdk_classes()
 
 
-def _sdk_span_body(span: Any) -> list[bytes]:
-    """The fields of one ``ReadableSpan`` (the SDK's, or the SDK ``Span`` it was), in
-    order: joined, its ``Span`` message."""
+def _sdk_span(span: Any) -> bytes:
+    """One ``ReadableSpan`` (the SDK's, or the SDK ``Span`` it was) as a ScopeSpans.spans
+    field."""
     context = span._context
     trace_id, span_id = _ids_of(context)
     body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
@@ -401,12 +398,12 @@ def _sdk_span_body(span: Any) -> list[bytes]:
     if status is not None:
         body.append(_status_of(status))
     body.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
-    return body
+    return _span_field(body)
 
 
-def _light_span_body(span: Any) -> list[bytes]:
-    """The fields of one ended light span (``otelbot.core.lightspan.LightSpan``): its own
-    attribute dict and event list, no links, nothing dropped."""
+def _light_span(span: Any) -> bytes:
+    """One ended light span (``otelbot.core.lightspan.LightSpan``): its own attribute dict
+    and event list, no links, nothing dropped."""
     context = span._context
     trace_id, span_id = _ids_of(context)
     body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
@@ -428,37 +425,7 @@ def _light_span_body(span: Any) -> list[bytes]:
         body.append(_event(e.name, e.timestamp, e.attributes, e.dropped_attributes))
     body.append(_status_of(span._status))
     body.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
-    return body
-
-
-def _sdk_span(span: Any) -> bytes:
-    """One ``ReadableSpan`` as a ScopeSpans.spans field."""
-    return _span_field(_sdk_span_body(span))
-
-
-def _light_span(span: Any) -> bytes:
-    """One ended light span as a ScopeSpans.spans field."""
-    return _span_field(_light_span_body(span))
-
-
-def encode_span(span: Any) -> bytes:
-    """One ended span (an SDK ``ReadableSpan`` or a light span) as its serialized ``Span``
-    message, for ``encode_request`` to put in a request later."""
-    from otelbot.core.lightspan import LightSpan
-
-    if type(span) is LightSpan:
-        return b"".join(_light_span_body(span))
-    return b"".join(_sdk_span_body(span))
-
-
-def encode_light_span(span: Any) -> bytes:
-    """``encode_span`` for a span known to be an ended light span."""
-    return b"".join(_light_span_body(span))
-
-
-def encode_sdk_span(span: Any) -> bytes:
-    """``encode_span`` for a span known to be an SDK ``ReadableSpan``."""
-    return b"".join(_sdk_span_body(span))
+    return _span_field(body)
 
 
 # ---------------------------------------------------------------------- resource, scope
@@ -605,35 +572,6 @@ def encode_spans(spans: Iterable[Any]) -> bytes:
                 found = groups[key] = (resource, scope, group)
             last_key, last = key, found[2]
         last.spans.append(encoded)
-    return request.payload()
-
-
-def encode_request(items: Iterable[tuple[Any, Any, bytes]]) -> bytes:
-    """A serialized ``ExportTraceServiceRequest`` from ``(resource, scope, span message)``
-    triples (span messages from ``encode_span``): grouped by equal resource, then equal
-    scope, in the order first seen, as the SDK's encoder groups the spans themselves, so
-    the bytes are ``encode_spans``' for the spans the messages came from."""
-    request = _Request()
-    groups: dict[tuple[int, int], tuple[Any, Any, _Group]] = {}
-    last_resource: Any = None
-    last_scope: Any = None
-    last: _Group | None = None
-    for resource, scope, message in items:
-        if last is None or resource is not last_resource or scope is not last_scope:
-            key = (id(resource), id(scope))
-            found = groups.get(key)
-            if found is None or found[0] is not resource or found[1] is not scope:
-                group = request.group(
-                    resource,
-                    lambda r=resource: _resource_bytes(r),
-                    scope,
-                    lambda s=scope: _scope_bytes(s),
-                )
-                found = groups[key] = (resource, scope, group)
-            last_resource, last_scope, last = resource, scope, found[2]
-        n = len(message)
-        last.spans.append(b"\x12" + (_SMALL[n] if n < 128 else _varint(n)))
-        last.spans.append(message)
     return request.payload()
 
 

@@ -10,9 +10,7 @@ objects. Everything else is the SDK's own: the ``OTEL_EXPORTER_OTLP_*`` settings
 client with its retries, backoff, compression, headers and TLS, the request size limit,
 the exporter's own metrics and its log lines (which ``otelbot.export.endpoint`` turns into
 one line per outage). The export helper process sends with it too (``encode_rows`` for
-its rows, ``otelbot.export.helper``), and so does ``otelbot.export.encoding``'s processor,
-which encodes each span as it ends and hands over whole requests (``export_encoded``, or
-``export`` of an ``EncodedSpans``).
+its rows, ``otelbot.export.helper``).
 
 If a later SDK keeps its HTTP client elsewhere (this reads its private ``_client``,
 ``_metrics`` and ``_max_request_size``), the exporter says so once and exports as the SDK
@@ -60,33 +58,15 @@ class OtlpHttpSpanExporter(sdk_http.OTLPSpanExporter):
             )
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        if isinstance(spans, EncodedSpans):
-            return self.export_encoded(spans.data, len(spans))
         if not self.fast:
             if isinstance(spans, RawBatch):  # only the helper passes rows; it checks fast
                 return SpanExportResult.FAILURE
             return super().export(spans)
         if self._shutdown:
             return super().export(spans)  # the SDK's line and result
-        return self._send(spans, len(spans))
-
-    def export_encoded(self, data: bytes, count: int) -> SpanExportResult:
-        """Send a request already encoded (``otelbot.export.otlp.encode_request``) of
-        ``count`` spans, as ``export`` sends the one it encodes: same client, retries,
-        compression, size limit, metrics and log lines."""
-        if not self.fast:
-            return SpanExportResult.FAILURE  # the encoding processor checks fast first
-        if self._shutdown:
-            return super().export([])  # the SDK's line and result
-        return self._send(data, count)
-
-    def _send(self, spans: Any, count: int) -> SpanExportResult:
-        """Encode ``spans`` (unless they are the request's bytes already) and post them."""
-        with self._metrics.export_operation(count) as result:
+        with self._metrics.export_operation(len(spans)) as result:
             try:
-                if isinstance(spans, bytes):
-                    data = spans
-                elif isinstance(spans, RawBatch):
+                if isinstance(spans, RawBatch):
                     data = otlp.encode_rows(spans.resources, spans.scopes, spans.rows)
                 else:
                     data = otlp.encode_spans(spans)
@@ -116,18 +96,3 @@ class OtlpHttpSpanExporter(sdk_http.OTLPSpanExporter):
                 )
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
-
-
-class EncodedSpans:
-    """A request already encoded, with the number of spans in it: what the encoding span
-    processor (``otelbot.export.encoding``) hands ``export`` through the endpoint watcher,
-    whose lines count ``len()`` spans."""
-
-    __slots__ = ("count", "data")
-
-    def __init__(self, data: bytes, count: int) -> None:
-        self.data = data
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count

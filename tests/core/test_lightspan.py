@@ -268,31 +268,3 @@ def test_current_span_lookup_matches_the_api(monkeypatch: pytest.MonkeyPatch) ->
         finally:
             context.detach(token)
     assert _span_in(context.Context()) is trace.INVALID_SPAN
-
-
-def test_the_encoding_processor_alone_gets_light_spans_without_a_readable_span(
-    monkeypatch: pytest.MonkeyPatch, otlp_receiver: Any
-) -> None:
-    from otelbot.export.encoding import EncodingSpanProcessor
-    from otelbot.export.otlp_http import OtlpHttpSpanExporter
-
-    monkeypatch.setenv("OTELBOT_LIGHT_SPANS", "true")
-    url = otlp_receiver.http_endpoint.rstrip("/") + "/v1/traces"
-    encoding = EncodingSpanProcessor(OtlpHttpSpanExporter(endpoint=url))
-    provider = TracerProvider(resource=Resource({"service.name": "leaf-test"}))
-    provider.add_span_processor(encoding)
-    leaves = light_tracer(provider.get_tracer("t"))
-    with trace.use_span(leaves.start_span("parent", context=context.Context()), end_on_exit=True):
-        leaves.start_span("alone", attributes=ATTRS).end()
-    assert leaves.offload is encoding  # ended straight into it
-    # A second processor: each gets the SDK's ReadableSpan again.
-    kept = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(kept))
-    leaf = leaves.start_span("with another", context=context.Context(), attributes=ATTRS)
-    assert isinstance(leaf, LightSpan)
-    leaf.end()
-    assert leaves.offload is None
-    assert [s.name for s in kept.get_finished_spans()] == ["with another"]
-    provider.shutdown()
-    names = sorted(s.name for s in otlp_receiver.spans())
-    assert names == ["alone", "parent", "with another"]

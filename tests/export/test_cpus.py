@@ -128,7 +128,7 @@ HTTP = "http/protobuf"
         (
             "0",
             None,
-            "EncodingSpanProcessor",
+            "BatchSpanProcessor",
             "OTEL_TRACES_EXPORTER=otelbot_otlp (the SDK's OTLP/HTTP exporter with otelbot's",
             HTTP,
         ),
@@ -144,8 +144,6 @@ HTTP = "http/protobuf"
         # An explicit choice wins over the CPU count, either way.
         ("0", "otelbot_offload", "OffloadSpanProcessor", "(set in the environment)", HTTP),
         ("0,1", "otlp", "BatchSpanProcessor", "(set in the environment)", HTTP),
-        ("0", "otlp", "BatchSpanProcessor", "(set in the environment)", HTTP),
-        ("0,1", "otelbot_otlp", "EncodingSpanProcessor", "(set in the environment)", HTTP),
     ],
 )
 def test_trace_exporter_by_usable_cpus(

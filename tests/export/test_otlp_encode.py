@@ -21,7 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from otelbot.core.lightspan import LightSpan, LightTracer
-from otelbot.export.otlp import encode_request, encode_rows, encode_span, encode_spans
+from otelbot.export.otlp import encode_rows, encode_spans
 from otelbot.export.rows import SpanBatch, read_rows
 
 #: Every kind of attribute value the SDK takes, edge values included.
@@ -330,51 +330,3 @@ def test_equal_resources_and_scopes_are_one_group_as_in_the_sdk() -> None:
     message = ExportTraceServiceRequest.FromString(encode_spans(spans))
     assert [len(rs.scope_spans) for rs in message.resource_spans] == [3, 1]
     assert [len(ss.spans) for ss in message.resource_spans[0].scope_spans] == [2, 2, 1]
-
-
-def triples(spans: list[Any]) -> list[tuple[Any, Any, bytes]]:
-    """What the encoding processor queues for each span: its resource, scope, message."""
-    out = []
-    for span in spans:
-        if type(span) is LightSpan:
-            resource, scope = span._owner.resource, span._owner.scope
-        else:
-            resource, scope = span.resource, span.instrumentation_scope
-        out.append((resource, scope, encode_span(span)))
-    return out
-
-
-def test_one_span_encodes_as_the_sdks_span_message() -> None:
-    spans = [*wide_spans(), no_scope_span()]
-    for span, expected in zip(spans, map(sdk_span_message, spans), strict=True):
-        assert encode_span(span) == expected
-
-
-def sdk_span_message(span: ReadableSpan) -> bytes:
-    (resource_spans,) = sdk_encode([span]).resource_spans
-    (scope_spans,) = resource_spans.scope_spans
-    (message,) = scope_spans.spans
-    assert Span.FromString(message.SerializePartialToString()) == message
-    return message.SerializePartialToString()
-
-
-def test_a_request_built_from_span_messages_is_the_request_of_the_spans() -> None:
-    spans = [*wide_spans(), no_scope_span()]
-    ours = encode_request(triples(spans))
-    assert ours == encode_spans(spans)
-    same(ours, spans)
-    assert encode_request([]) == b""
-
-
-def test_span_messages_of_light_spans_make_the_sdks_request(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("OTELBOT_LIGHT_SPANS", "true")
-    made, ended, _light = light_spans()
-    order = {s.get_span_context().span_id: i for i, s in enumerate(made)}
-    ended.sort(key=lambda s: order[s.context.span_id])
-    same(encode_request(triples(made)), ended)
-    # Mixed with SDK spans of other resources and scopes, light spans first and last.
-    sdk = wide_spans()
-    mixed = [made[0], *sdk, *made[1:]]
-    same(encode_request(triples(mixed)), [ended[0], *sdk, *ended[1:]])
