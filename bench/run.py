@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             f"helper, process start to exit) as the slope between runs of {short} and {long} "
             f"updates; median of {args.onecpu_rounds} interleaved rounds (min-max). "
             f"Throughput: the {long}-update runs. On one CPU `otelbot` as shipped exports "
-            f"with the SDK's exporter; `otelbot (export helper)` forces `otelbot_offload`.\n\n"
+            f"with `otelbot_otlp` (the SDK's exporter with otelbot's encoder); "
+            f"`otelbot (export helper)` forces `otelbot_offload`.\n\n"
             f"{onecpu.table(slopes)}\n"
         )
         data["onecpu"] = onecpu.data(slopes)
