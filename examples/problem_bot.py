@@ -68,7 +68,7 @@ ON CONFLICT DO NOTHING;
 SHELF_SIZE = 12
 REMINDERS = 8
 #: PBKDF2 rounds for /export: a few hundred milliseconds of CPU on a typical machine.
-EXPORT_ROUNDS = 400_000
+EXPORT_ROUNDS = 1_200_000
 #: Days /rank walks for a score: some tens of milliseconds of Python, under the time that
 #: counts as blocking the loop.
 SCORE_DAYS = 600_000
