@@ -1677,13 +1677,13 @@ def render_findings_markdown() -> str:
         "thread each: the step watcher, which also checks the loop heartbeat and samples "
         "for the profiler (blocked loop, hot code), and the memory watch (growing memory).",
         "",
-        "End to end the detectors cost more than these parts add up to: in the latest "
-        '`make bench` run (docs/performance.md, "Against the goals of issue 18") a '
-        "bot with no handler work kept 0.66 of bare's throughput on one CPU with findings "
-        "on and 0.92 with `OTELBOT_FINDINGS=off`, while a per-part profile put the "
-        "detectors, the step timer and the watcher thread at about 100 µs per update. "
-        "Where the rest goes is not found yet; a bot at the limit of its CPU can turn "
-        "findings off, or sample (`OTEL_TRACES_SAMPLER_ARG`), until it is.",
+        "End to end the figure is not settled: in one `make bench` run "
+        '(docs/performance.md, "Against the goals of issue 18") a bot with no handler '
+        "work kept 0.66 of bare's throughput on one CPU with findings on and 0.92 with "
+        "`OTELBOT_FINDINGS=off`; in the next, findings on cost no more than off, and a "
+        "per-part profile puts the detectors, the step timer and the watcher thread at "
+        "about 100 µs per update. A bot at the limit of its CPU can turn findings off, or "
+        "sample (`OTEL_TRACES_SAMPLER_ARG`).",
         "",
         "With head sampling (for example `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
         "`OTEL_TRACES_SAMPLER_ARG=0.1`) the detectors see only the sampled updates, so a "
