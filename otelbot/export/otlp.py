@@ -339,9 +339,9 @@ def _sdk_classes() -> tuple[Any, Any, Any, dict[int, bytes]]:
 _BoundedAttributes, _BoundedList, _NO_STATE, _KIND_BY_ID = _sdk_classes()
 
 
-def _sdk_span(span: Any) -> bytes:
-    """One ``ReadableSpan`` (the SDK's, or the SDK ``Span`` it was) as a ScopeSpans.spans
-    field."""
+def _head(span: Any) -> tuple[list[bytes], bool]:
+    """The fields every span starts with (ids, trace state, parent, name, kind), from the
+    attributes an SDK span and a light span share; and whether the parent is remote."""
     context = span._context
     trace_id, span_id = _ids_of(context)
     body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
@@ -356,6 +356,13 @@ def _sdk_span(span: Any) -> bytes:
     body.append(_name(span._name))
     kind = span._kind
     body.append(_KIND_BY_ID.get(id(kind)) or _KINDS[kind.value])
+    return body, remote
+
+
+def _sdk_span(span: Any) -> bytes:
+    """One ``ReadableSpan`` (the SDK's, or the SDK ``Span`` it was) as a ScopeSpans.spans
+    field."""
+    body, remote = _head(span)
     body.append(_times(span._start_time, span._end_time))
     attributes = span._attributes
     if attributes is not None:
@@ -404,20 +411,7 @@ def _sdk_span(span: Any) -> bytes:
 def _light_span(span: Any) -> bytes:
     """One ended light span (``otelbot.core.lightspan.LightSpan``): its own attribute dict
     and event list, no links, nothing dropped."""
-    context = span._context
-    trace_id, span_id = _ids_of(context)
-    body = [_IDS(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)]
-    state = _state_of(context)
-    if state is not _NO_STATE and state:
-        body.append(_trace_state(state.items()))
-    parent = span._parent
-    remote = False
-    if parent is not None:
-        parent_id, remote = _parent_of(parent)
-        body.append(_PARENT(0x2208, parent_id))
-    body.append(_name(span._name))
-    kind = span._kind
-    body.append(_KIND_BY_ID.get(id(kind)) or _KINDS[kind.value])
+    body, remote = _head(span)
     body.append(_times(span._start, span._end))
     if span._attributes:
         _span_attributes(span._attributes, body)
