@@ -124,6 +124,28 @@ def running() -> Diagnosis | None:
     return _instance
 
 
+def report_on_loop(
+    loop: Any, finding: Finding, span: Any, wanted: Callable[[Detector], bool]
+) -> None:
+    """Report ``finding`` from a detector's own thread: on ``loop`` (the bot's event loop,
+    where the reporter runs), at once when that loop is not running (a bot on threads, or
+    shutting down); only while the running diagnosis still has a detector ``wanted``
+    accepts (not one an ``uninstrument()`` left behind)."""
+
+    def send() -> None:
+        diagnosis = running()
+        if diagnosis is not None and any(wanted(d) for d in diagnosis.detectors):
+            diagnosis.reporter.report(finding, span)
+
+    if loop is not None and loop.is_running():
+        try:
+            loop.call_soon_threadsafe(send)
+            return
+        except RuntimeError:  # closed meanwhile
+            pass
+    send()
+
+
 def reset() -> None:
     """Forget the process's detectors (tests; a new instrument() after uninstrument())."""
     global _instance

@@ -296,17 +296,4 @@ def _report(block: Block) -> None:
     from otelbot.diagnosis.blocking import BlockedLoop, loop_finding
 
     finding = loop_finding(block, beat.threshold)
-
-    def send() -> None:
-        diagnosis = engine.running()
-        if diagnosis is not None and any(isinstance(d, BlockedLoop) for d in diagnosis.detectors):
-            diagnosis.reporter.report(finding)
-
-    loop = beat.loop
-    if loop is not None and loop.is_running():
-        try:
-            loop.call_soon_threadsafe(send)
-            return
-        except RuntimeError:  # closed meanwhile
-            pass
-    send()
+    engine.report_on_loop(beat.loop, finding, None, lambda d: isinstance(d, BlockedLoop))

@@ -188,20 +188,7 @@ class HotCode(Detector):
         not running."""
         context = self.examples.get(finding.handler or "")
         span = NonRecordingSpan(context) if context is not None else None
-
-        def send() -> None:
-            diagnosis = engine.running()
-            if diagnosis is not None and self in diagnosis.detectors:
-                diagnosis.reporter.report(finding, span)
-
-        loop = self.loop
-        if loop is not None and loop.is_running():
-            try:
-                loop.call_soon_threadsafe(send)
-                return
-            except RuntimeError:  # closed meanwhile
-                pass
-        send()
+        engine.report_on_loop(self.loop, finding, span, lambda d: d is self)
 
 
 def _stalled(update: UpdateNotes) -> float:

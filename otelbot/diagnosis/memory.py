@@ -209,20 +209,7 @@ class MemoryGrowth(Detector):
         not running (a bot on threads, or shutting down)."""
         context = self.examples.get(finding.handler or "")
         span = NonRecordingSpan(context) if context is not None else None
-
-        def send() -> None:
-            diagnosis = engine.running()
-            if diagnosis is not None and self in diagnosis.detectors:
-                diagnosis.reporter.report(finding, span)
-
-        loop = self.loop
-        if loop is not None and loop.is_running():
-            try:
-                loop.call_soon_threadsafe(send)
-                return
-            except RuntimeError:  # closed meanwhile
-                pass
-        send()
+        engine.report_on_loop(self.loop, finding, span, lambda d: d is self)
 
 
 class MemoryWatch(threading.Thread):
