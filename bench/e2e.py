@@ -77,6 +77,14 @@ CONFIGS = [
         "otelbot, 100% sampled, OTEL_TRACES_EXPORTER=otlp (the SDK's exporter in the bot)",
     ),
     Config(
+        "otelbot (in-process export)",
+        True,
+        {"OTEL_TRACES_EXPORTER": "otelbot_otlp"},
+        "otelbot, 100% sampled, OTEL_TRACES_EXPORTER=otelbot_otlp (otelbot's encoder in the "
+        "bot, no helper process: what ships on one CPU)",
+        default=False,
+    ),
+    Config(
         "contrib",
         True,
         CONTRIB,
