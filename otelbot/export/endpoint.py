@@ -23,8 +23,10 @@ Per signal, not per endpoint: traces, metrics and logs each have their own URL
 (``…/v1/traces``, ``…/v1/metrics``), may go to different places
 (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), and are exported on their own schedules, so each
 goes down and comes back on its own. Used by the bot's SDK configurator
-(``otelbot.export.distro``), the span export helper and the agent; it imports nothing
-from the rest of otelbot.
+(``otelbot.export.distro``), the span export helper (when it sends with the SDK's client)
+and the agent. The state behind the lines is ``otelbot.export.endpoint_state``, which needs
+no SDK (the helper's own OTLP/HTTP sender drives it directly); this module imports nothing
+else from otelbot.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,10 +41,23 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-log = logging.getLogger("otelbot.export.endpoint")
+from otelbot.export import endpoint_state
+from otelbot.export.endpoint_state import ITEMS, EndpointState, log
 
-#: signal -> what its items are called in our lines.
-ITEMS = {"traces": "spans", "metrics": "data points", "logs": "log records"}
+__all__ = [
+    "ITEMS",
+    "SDK_LOGGERS",
+    "EndpointState",
+    "WatchedLogExporter",
+    "WatchedMetricExporter",
+    "WatchedSpanExporter",
+    "configurator_hooks",
+    "install",
+    "log",
+    "log_record_processor",
+    "short_reason",
+    "watch_metric_readers",
+]
 
 #: Loggers of the SDK's OTLP exporters and batch processors.
 SDK_LOGGERS = (
@@ -72,108 +86,9 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 _GRPC_CODE = re.compile(r"StatusCode\.(\w+)")
 _HTTP_CODE = re.compile(r"code: (\d+), reason: ([^,]*)")
 
-_prefix = "otelbot: "
-_back_level = logging.WARNING
-
-
-class EndpointState:
-    """Whether one signal's exports get through, and what was lost while they did not."""
-
-    __slots__ = (
-        "_lock",
-        "_queue_full_said",
-        "endpoint",
-        "failed_exports",
-        "items",
-        "lost",
-        "reason",
-    )
-
-    def __init__(self, signal: str) -> None:
-        self.items = ITEMS[signal]
-        self.endpoint = "the OTLP endpoint"
-        self.failed_exports = 0  # in the current outage; 0: exports get through
-        self.lost = 0
-        self.reason: str | None = None  # the SDK's last failure line, shortened
-        self._queue_full_said = False
-        self._lock = threading.Lock()
-
-    def exported(self) -> None:
-        with self._lock:
-            failed, lost = self.failed_exports, self.lost
-            if not failed:
-                return
-            self.failed_exports = self.lost = 0
-            self.reason = None
-        log.log(
-            _back_level,
-            "%s%s takes %s again; %d export%s had failed, %d %s were not delivered",
-            _prefix,
-            self.endpoint,
-            self.items,
-            failed,
-            "" if failed == 1 else "s",
-            lost,
-            self.items,
-        )
-
-    def failed(self, items: int) -> None:
-        with self._lock:
-            self.failed_exports += 1
-            self.lost += items
-            failed, lost = self.failed_exports, self.lost
-        if failed == 1:
-            log.warning(
-                "%scannot export %s to %s (%s); dropping %s until the endpoint takes them again",
-                _prefix,
-                self.items,
-                self.endpoint,
-                self.reason or "the export failed",
-                self.items,
-            )
-        else:
-            log.debug(
-                "%s%s still does not take %s: %d failed exports, %d %s not delivered so far",
-                _prefix,
-                self.endpoint,
-                self.items,
-                failed,
-                lost,
-                self.items,
-            )
-
-    def dropped_from_queue(self) -> None:
-        """One item the SDK's batch processor dropped because its queue was full: counted
-        in the outage; with the endpoint up (but slower than the bot), said once."""
-        with self._lock:
-            if self.failed_exports:
-                self.lost += 1
-                return
-            if self._queue_full_said:
-                return
-            self._queue_full_said = True
-        log.warning(
-            "%sthe export queue of %s is full (%s takes them slower than they come); "
-            "dropping %s (said once)",
-            _prefix,
-            self.items,
-            self.endpoint,
-            self.items,
-        )
-
-
-_states = {signal: EndpointState(signal) for signal in ITEMS}
-#: Signals a Watched* exporter reports; the filter hides the SDK's lines only for these.
-_watched: set[str] = set()
-
 
 def _watch(signal: str, exporter: Any) -> EndpointState:
-    found = _states[signal]
-    endpoint = getattr(exporter, "_endpoint", None)
-    if isinstance(endpoint, str) and endpoint:
-        found.endpoint = endpoint
-    _watched.add(signal)
-    return found
+    return endpoint_state.watch(signal, getattr(exporter, "_endpoint", None))
 
 
 def _signal_of(record: logging.LogRecord) -> str | None:
@@ -211,20 +126,20 @@ class _SdkExportLines(logging.Filter):
         if msg.startswith(_FAILURE_LINES):
             signal = _signal_of(record)
             if signal is None:  # e.g. gRPC's shutdown line: it only ever follows a failure
-                return not _watched
-            if signal not in _watched:
+                return not endpoint_state.WATCHED
+            if signal not in endpoint_state.WATCHED:
                 return True
             try:
                 reason = short_reason(record.getMessage())
             except Exception:  # a record whose arguments do not fit its message
                 reason = None
             if reason is not None:
-                _states[signal].reason = reason
+                endpoint_state.STATES[signal].reason = reason
             return False
         if msg.startswith(_QUEUE_FULL_LINE):
             signal = _signal_of(record)
-            if signal in _watched:
-                _states[signal].dropped_from_queue()
+            if signal in endpoint_state.WATCHED:
+                endpoint_state.STATES[signal].dropped_from_queue()
                 return False
         return True
 
@@ -236,9 +151,7 @@ def install(prefix: str = "otelbot: ", back_level: int = logging.WARNING) -> Non
     """Filter the SDK exporters' failure lines (idempotent). ``prefix`` starts our lines
     (the agent's log handler adds its own); ``back_level`` is the level of the line said
     when an endpoint takes data again."""
-    global _prefix, _back_level
-    _prefix = prefix
-    _back_level = back_level
+    endpoint_state.configure(prefix, back_level)
     for name in SDK_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
