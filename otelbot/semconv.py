@@ -1450,12 +1450,18 @@ FINDINGS: tuple[Finding, ...] = (
         "bot",
         "the p95 duration of the handler's last 100 sampled updates, less the time other "
         "updates' long steps (a tenth of `OTELBOT_BLOCKING_MS` or more) held the loop during "
-        "each, reaches `OTELBOT_SLOW_HANDLER_MS` over at least "
-        "`OTELBOT_SLOW_HANDLER_MIN_UPDATES` updates.",
+        "each, and less the time it waited for a loop busy with other updates, reaches "
+        "`OTELBOT_SLOW_HANDLER_MS` over at least `OTELBOT_SLOW_HANDLER_MIN_UPDATES` updates. "
+        "The wait for a busy loop is measured on asyncio's selector loops (not uvloop) from "
+        "the loop's time outside `select()`: each of the update's steps waited about one mean "
+        "loop iteration, or, when the loop ran other code for 80% or more of the time the "
+        "update was not running (the process at its CPU limit), all its untraced waits did: "
+        "a healthy handler is not named slow because the bot is saturated.",
         "the p95, the slow updates' time split into the handler's own code on the loop, SQL "
         "(the statement), Redis (the command), the Bot API (the method), pool waits, other "
         "HTTP (the host) and untraced waits, the dominant one named; time other updates "
-        "stalled it is said apart and not held against it. Overlapping operations count "
+        "stalled it, and time it waited for the busy loop, are said apart and not held "
+        "against it. Overlapping operations count "
         "once, by precedence: pool wait, SQL, Redis, Bot API, HTTP, then own code.",
         "depends on the dominant cause: EXPLAIN the statement and index or rewrite it; "
         "cache what rarely changes; send slow Bot API calls in the background and re-send "

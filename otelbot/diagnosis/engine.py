@@ -17,6 +17,7 @@ from otelbot.core import config
 from otelbot.core.errors import internal_error
 from otelbot.diagnosis.notes import CodeLocation, UpdateNotes, current
 from otelbot.diagnosis.report import Finding, Reporter
+from otelbot.runtime.loop import busy_clock
 
 Found = Callable[[Finding], None]
 
@@ -69,6 +70,7 @@ class Diagnosis:
         if not span.is_recording():
             return None
         notes = UpdateNotes(span, update_type, time.perf_counter())
+        notes.busy_start = busy_clock()
         notes.token = current.set(notes)
         return notes
 
@@ -81,6 +83,8 @@ class Diagnosis:
     ) -> None:
         """The update is over: run the detectors. Call before ending its span."""
         notes.ended = time.perf_counter()
+        if notes.busy_start is not None:
+            notes.busy_end = busy_clock()
         try:
             current.reset(notes.token)
         except ValueError:  # ended in another context than it began: leave that one be

@@ -45,6 +45,8 @@ class UpdateNotes:
     """One sampled update, from its start to its end."""
 
     __slots__ = (
+        "busy_end",
+        "busy_start",
         "ended",
         "gc_in_steps",
         "handler",
@@ -84,6 +86,10 @@ class UpdateNotes:
         self.longest_step_call: str | None = None  # the call it was making there (a library's)
         # Garbage-collector pauses inside its long steps, taken off longest_step.
         self.gc_in_steps = 0.0
+        # The event loop's busy clock (otelbot.runtime.loop.busy_clock: seconds running
+        # callbacks, iterations) at the start and the end; None off selector loops.
+        self.busy_start: tuple[float, int] | None = None
+        self.busy_end: tuple[float, int] | None = None
         self.token: Any = None
 
     @property

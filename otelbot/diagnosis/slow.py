@@ -4,15 +4,23 @@ A handler is slow when the p95 of its last sampled updates reaches
 ``OTELBOT_SLOW_HANDLER_MS`` (over at least ``OTELBOT_SLOW_HANDLER_MIN_UPDATES``). An
 update's duration is judged less the time other updates' long steps held the event loop
 during it (``otelbot.diagnosis.steps``): a handler slow only because another one blocked
-the loop is not blamed (that one gets ``otelbot.bot.blocked_loop``).
+the loop is not blamed (that one gets ``otelbot.bot.blocked_loop``). Nor is one slow only
+because the loop was busy with other updates' short steps (the process at its CPU limit):
+on selector loops, where ``otelbot.runtime.loop.busy_clock`` measures the loop's busy time
+and iterations, each of the update's steps is taken to have waited about one mean loop
+iteration for the loop, or, when the loop ran other code for 80% of the time the update
+was not running (saturated), all its untraced waits are; that time is left out too.
 
 Each slow update's time is split into causes. Operations overlap (a pool wait inside a
 query's time, two queries gathered): each cause counts the union of its operations'
 intervals, less what a cause before it already took, in this order: stalled by other
 handlers, pool wait, SQL, Redis, Bot API, other HTTP. The handler's own time on the loop
-(from the step timer) takes what is left, up to its measure; the rest is waiting on
-something otelbot doesn't trace (``asyncio.sleep``, locks, queues, other clients). Within
-a cause, the statement, command, method or host with the most time is named.
+(from the step timer) takes what is left, up to its measure; then the wait for the busy
+loop (steps times the mean iteration, at most the loop's busy time less the update's own
+steps and the stalls); the rest is
+waiting on something otelbot doesn't trace (``asyncio.sleep``, locks, queues, other
+clients). Within a cause, the statement, command, method or host with the most time is
+named.
 
 Per update: a subtraction and a deque append; the split and the p95 are computed only
 for an update over the threshold.
@@ -38,10 +46,16 @@ _MAX_HANDLERS = 1000
 
 # Causes, in the order they claim overlapping time.
 STALLED = "stalled"
+BUSY = "busy"  # the loop ran other updates' (or anything else's) code meanwhile
 OWN = "own"
 WAITING = "waiting"
 UNTIMED = "untimed"
 _OP_CAUSES = (POOL_WAIT, SQL, REDIS, API, HTTP)
+#: The loop's share of busy time (running other code) while an update was not running
+#: from which the loop counts as saturated (every wait then partly a wait for the loop).
+_SATURATED = 0.8
+#: Causes not the handler's: left out of its judged duration and of the ranking.
+_NOT_COUNTED = (STALLED, BUSY)
 
 _SAID = {
     POOL_WAIT: "waiting for a pool connection",
@@ -108,7 +122,12 @@ class SlowHandlers(Detector):
         if judged < self.threshold:
             window.append((judged, None))
             return
-        window.append((judged, split(update, stalled, held)))
+        parts = split(update, stalled, held)
+        judged -= parts.causes.get(BUSY, 0.0)
+        if judged < self.threshold:
+            window.append((judged, None))
+            return
+        window.append((judged, parts))
         if len(window) < self.minimum:
             return
         durations = sorted(d for d, _ in window)
@@ -137,7 +156,7 @@ class SlowHandlers(Detector):
             for handler, seconds in parts.stalled_by.items():
                 stalled_by[handler] = stalled_by.get(handler, 0.0) + seconds
         ranked = sorted(
-            ((c, s) for c, s in causes.items() if c != STALLED and s >= 0.005),
+            ((c, s) for c, s in causes.items() if c not in _NOT_COUNTED and s >= 0.005),
             key=lambda cs: -cs[1],
         )
         dominant = ranked[0][0] if ranked else WAITING
@@ -157,6 +176,11 @@ class SlowHandlers(Detector):
             evidence += (
                 f"; another {causes[STALLED]:.2f} s they waited while {who} held the event "
                 "loop is not counted"
+            )
+        if causes.get(BUSY, 0.0) >= 0.1 * total:
+            evidence += (
+                f"; another {causes[BUSY]:.2f} s they waited while the event loop ran other "
+                "updates is not counted"
             )
         attributes: dict[str, str] = {}
         if dominant == SQL and top:
@@ -203,8 +227,34 @@ def split(update: UpdateNotes, stalled: list[Interval], held: list[steps.LongSte
     else:
         own = min(update.running, rest)
         parts.causes[OWN] = own
-        parts.causes[WAITING] = rest - own
+        waiting = rest - own
+        loop_wait = _waited_for_loop(update, _length(stalled), waiting)
+        if loop_wait > 0.0:
+            parts.causes[BUSY] = loop_wait
+            waiting -= loop_wait
+        parts.causes[WAITING] = waiting
     return parts
+
+
+def _waited_for_loop(update: UpdateNotes, stalled: float, waiting: float) -> float:
+    """About how long ``update`` waited for the event loop, ready to run while the loop ran
+    other code. From the loop's busy clock: ``others``, its busy time meanwhile less the
+    update's own steps and the stalls (others' long steps, counted apart). When the loop
+    ran others for at least ``_SATURATED`` of the time the update was not running, the loop
+    was saturated and its waits cannot be told apart: all of them, up to ``others``.
+    Otherwise each step (a resumption) waited about one loop iteration: its steps times the
+    loop's mean iteration, at most ``others``. 0.0 when the busy time is not measured."""
+    begin, end = update.busy_start, update.busy_end
+    if begin is None or end is None or update.running is None:
+        return 0.0
+    busy, iterations = end[0] - begin[0], end[1] - begin[1]
+    others = busy - update.running - stalled
+    if others <= 0.0 or iterations <= 0:
+        return 0.0
+    not_running = update.ended - update.started - update.running - stalled
+    if not_running > 0.0 and others >= _SATURATED * not_running:
+        return min(others, waiting)
+    return min(others, waiting, update.steps * busy / iterations)
 
 
 def _top(objects: dict[tuple[str, str], float], cause: str) -> str:

@@ -1,4 +1,5 @@
-"""Event-loop lag: a periodic tick plus, on selector loops, every iteration's duration."""
+"""Event-loop lag: a periodic tick plus, on selector loops, every iteration's duration, and
+the time the loop has spent running callbacks (``busy_clock``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ from collections.abc import Callable
 from typing import Any
 
 from otelbot.core.errors import internal_error
+
+#: The monitor whose selector wrapper counts busy time (the last one started), or None.
+watched: LoopMonitor | None = None
+
+
+def busy_clock() -> tuple[float, int] | None:
+    """The watched event loop's seconds outside ``select()`` (running callbacks: every
+    task's steps, otelbot's included) and its iterations, since it was first watched, up
+    to now. Call it on the loop's thread; None when the running loop is not a watched
+    selector loop (uvloop, or no runtime instrumentation)."""
+    monitor = watched
+    if monitor is None or monitor.loop is not asyncio._get_running_loop():
+        return None
+    return monitor.busy + (time.perf_counter() - monitor.returned), monitor.iterations
 
 
 class LoopMonitor:
@@ -30,6 +45,9 @@ class LoopMonitor:
         #: perf_counter when the selector last returned / longest iteration since the tick
         self.returned = time.perf_counter()
         self.worst = 0.0
+        #: seconds spent outside select() in completed iterations (selector loops only)
+        self.busy = 0.0
+        self.iterations = 0
         self._selector: Any = None
         self._select: Any = None
 
@@ -45,6 +63,9 @@ class LoopMonitor:
         selector, self._selector = self._selector, None
         if selector is not None and vars(selector).get("select") is self._select:
             del selector.select
+        global watched
+        if watched is self:
+            watched = None
 
     def _schedule(self) -> None:
         self._due = self.loop.time() + self.interval
@@ -77,8 +98,11 @@ class LoopMonitor:
 
         def select(timeout: float | None = None) -> Any:
             entered = clock()
-            if entered - monitor.returned > monitor.worst:
-                monitor.worst = entered - monitor.returned
+            ran = entered - monitor.returned
+            monitor.busy += ran
+            monitor.iterations += 1
+            if ran > monitor.worst:
+                monitor.worst = ran
             events = original(timeout)
             monitor.returned = clock()
             return events
@@ -86,3 +110,5 @@ class LoopMonitor:
         selector.select = select
         self._selector = selector
         self._select = select
+        global watched
+        watched = self

@@ -11,7 +11,7 @@ from otelbot.diagnosis.notes import API, POOL_WAIT, SQL, Op, UpdateNotes
 from otelbot.diagnosis.report import Finding
 from otelbot.testing.fake_bot_api import FakeBotApi, Fault
 from otelbot.testing.otlp_receiver import OtlpReceiver
-from tests.diagnosis._harness import findings_bot
+from tests.diagnosis._harness import UPDATE_SPAN, findings_bot
 from tests.diagnosis._settle import findings_counted
 
 
@@ -69,6 +69,48 @@ def test_slow_handlers_are_named_with_the_slow_call_or_statement_and_the_fast_on
     assert not [f for f in run.findings(handler=".fast") if f.event_name in mine]
 
 
+@pytest.mark.e2e
+def test_a_handler_slow_only_because_the_loop_is_busy_with_others_is_not_found(
+    fake_bot_api: FakeBotApi,
+    otlp_receiver: OtlpReceiver,
+    bot_token: str,
+    pg_dsn: str,
+    redis_url: str,
+) -> None:
+    """80 /crowd updates at once keep the loop busy for seconds: each takes well over the
+    threshold, waiting for the loop, with 40 ms of its own work: not found. /nap waits 1.5 s
+    on something untraced, on a calm loop: found, with that cause."""
+    with findings_bot(
+        "slow_bot",
+        fake_bot_api,
+        otlp_receiver,
+        bot_token,
+        pg_dsn,
+        redis_url,
+        OTELBOT_SLOW_HANDLER_MIN_UPDATES="5",
+    ) as run:
+        run.send(*["/nap"] * 6)
+        run.wait_handled()
+        for _ in range(3):
+            run.send(*["/crowd"] * 80)
+            run.wait_handled()
+        otlp_receiver.wait_for(lambda r: len(run.findings(semconv.EVENT_SLOW_HANDLER)) >= 1, 20)
+        counted = findings_counted(run)
+        durations = sorted(
+            s.duration
+            for s in otlp_receiver.spans(UPDATE_SPAN)
+            if s.attributes.get("telegram.handler") == "__main__.crowd"
+        )
+    assert len(durations) == 240
+    assert durations[len(durations) // 2] > 1.0, "the loop was not busy enough to test this"
+    mine = (semconv.EVENT_BLOCKED_LOOP, semconv.EVENT_SLOW_HANDLER)
+    assert sorted(key for key in counted if key[0] in mine) == [
+        (semconv.EVENT_SLOW_HANDLER, "__main__.nap"),
+    ]
+    (found,) = run.findings(semconv.EVENT_SLOW_HANDLER)
+    assert "goes to untraced waits" in found.body
+
+
 # ---------------------------------------------------------------------------- the split
 
 
@@ -118,6 +160,50 @@ def test_a_handler_slow_only_while_another_held_the_loop_is_not_found() -> None:
         assert bool(found) == (i == 19), "judged from the 20th update on (the default)"
     assert {f.handler for f in found} == {"bot.slow"}
     assert "goes to its own code on the event loop" in found[0].summary
+
+
+def test_waiting_for_a_busy_loop_is_not_the_handlers_time() -> None:
+    """The same updates: with the loop's busy clock, mostly waiting for the loop (not
+    found); without it (uvloop), their untraced waits (found: what it said before)."""
+    base = 1_500_000.0
+
+    def crowded(i: int, clock: bool) -> UpdateNotes:
+        start = base + 10 * i
+        update = _update("bot.crowd", start, start + 1.5, 0.04)
+        update.steps = 40
+        if clock:  # the loop ran 1.45 s of callbacks in 30 iterations meanwhile
+            update.busy_start, update.busy_end = (50.0, 1000), (51.45, 1030)
+        return update
+
+    detector, found = slow.SlowHandlers(), []
+    for i in range(25):
+        detector.on_update(crowded(i, clock=True), found.append)
+    assert found == []
+    parts = slow.split(crowded(0, clock=True), [], [])
+    assert parts.causes[slow.BUSY] == pytest.approx(1.41)  # 1.45 less its own 0.04
+    assert parts.causes[slow.WAITING] == pytest.approx(0.05)
+    # the loop 80%+ busy with others (saturated): all its untraced waits, whatever its steps
+    update = crowded(0, clock=True)
+    update.steps = 2
+    assert slow.split(update, [], []).causes[slow.BUSY] == pytest.approx(1.41)
+
+    detector, found = slow.SlowHandlers(), []
+    for i in range(25):
+        detector.on_update(crowded(i, clock=False), found.append)
+    assert found and "goes to untraced waits" in found[-1].summary
+
+    # a handler that sleeps 1.5 s while the loop is half busy with short callbacks: its
+    # 3 steps waited about 3 mean iterations (0.5 ms), it is still slow
+    detector, found = slow.SlowHandlers(), []
+    for i in range(25):
+        start = base + 1000 + 10 * i
+        update = _update("bot.nap", start, start + 1.5, 0.002)
+        update.steps = 3
+        update.busy_start, update.busy_end = (0.0, 0), (0.75, 1500)
+        detector.on_update(update, found.append)
+    assert found and "goes to untraced waits" in found[-1].summary
+    parts = slow.split(update, [], [])
+    assert parts.causes[slow.BUSY] == pytest.approx(0.0015)
 
 
 def test_updates_while_allocations_were_traced_are_not_judged() -> None:
