@@ -45,7 +45,7 @@ from otelbot.core.redaction import remember_token
 from otelbot.core.users import ActiveUsers
 from otelbot.core.users import observations as users_observations
 from otelbot.diagnosis import engine as diagnosis
-from otelbot.diagnosis import notes
+from otelbot.diagnosis import heartbeat, notes
 from otelbot.diagnosis.notes import CodeLocation, code_of
 from otelbot.instrumentation import botapi
 from otelbot.instrumentation.botapi import ApiCall, current_api_call
@@ -186,6 +186,17 @@ class _Telemetry:
         self.active.add(1, self.attrs(update_type))
         with self._lock:  # TeleBot's worker threads: the stats file's counters are plain ints
             stats_file.update_started()
+        return state
+
+    def start_async_update(
+        self, bot: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _UpdateState:
+        """``start_update`` for ``AsyncTeleBot``, on the bot's event loop: with findings on,
+        the first update starts the loop heartbeat there (``otelbot.diagnosis.heartbeat``:
+        the blocked-loop finding for a block in a handler, a middleware or a task)."""
+        state = self.start_update(bot, args, kwargs)
+        if self.diagnosis is not None and heartbeat.beat.loop is None:
+            heartbeat.start()
         return state
 
     def end_update(self, state: _UpdateState, result: Any, exc: BaseException | None) -> None:
@@ -428,7 +439,9 @@ class TelebotInstrumentor(OtelbotInstrumentor):
         wrap(
             AsyncTeleBot,
             "_run_middlewares_and_handlers",
-            lambda o: guarded_async(o, telemetry.start_update, telemetry.end_update, "telebot"),
+            lambda o: guarded_async(
+                o, telemetry.start_async_update, telemetry.end_update, "telebot"
+            ),
         )
         wrap(
             AsyncTeleBot,

@@ -166,3 +166,34 @@ def test_a_python_telegram_bot_job_blocking_the_loop_is_named_by_its_callback(
     held = f"held at build_digest (heartbeat_ptb_bot.py:{a[semconv.CODE_LINE_NUMBER]}) → time.sleep"
     assert held in a[semconv.FINDING_EVIDENCE]
     assert not run.findings(handler="ok")
+
+
+def test_an_async_telebot_handler_blocking_the_loop_is_found_by_the_heartbeat(
+    fake_bot_api: FakeBotApi,
+    otlp_receiver: OtlpReceiver,
+    bot_token: str,
+    pg_dsn: str,
+    redis_url: str,
+) -> None:
+    """telebot's handlers are not step-timed: the heartbeat, started by AsyncTeleBot's first
+    update, finds /export's block and names its line; /ok gets nothing."""
+    _require.module("telebot", "pip install pyTelegramBotAPI")
+    with findings_bot(
+        "heartbeat_telebot_bot", fake_bot_api, otlp_receiver, bot_token, pg_dsn, redis_url
+    ) as run:
+        run.send(*["/ok"] * 4)
+        run.wait_handled()
+        for _ in range(3):
+            run.send("/export", "/ok")
+            run.wait_handled()
+        otlp_receiver.wait_for(lambda r: run.findings(semconv.EVENT_BLOCKED_LOOP), 20)
+        counted = findings_counted(run)
+    assert list(counted) == [(semconv.EVENT_BLOCKED_LOOP, "__main__.export")]
+    finding = run.findings(semconv.EVENT_BLOCKED_LOOP)[0]
+    a = finding.attributes
+    assert a[semconv.CODE_FUNCTION_NAME] == "build_export"
+    bot_file = (BOTS / "heartbeat_telebot_bot.py").read_text().splitlines()
+    assert "time.sleep(0.3)" in bot_file[a[semconv.CODE_LINE_NUMBER] - 1]
+    held = f"build_export (heartbeat_telebot_bot.py:{a[semconv.CODE_LINE_NUMBER]}) → time.sleep"
+    assert held in a[semconv.FINDING_EVIDENCE]
+    assert not run.findings(handler="ok")
