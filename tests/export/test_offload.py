@@ -14,7 +14,8 @@ from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from otelbot.core.lightspan import LightTracer
@@ -25,7 +26,7 @@ from otelbot.export.offload import (
 )
 from otelbot.export.otlp_http import OtlpHttpSpanExporter
 from otelbot.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from otelbot.testing.processes import Child, instrument_command
+from otelbot.testing.processes import Child, free_port, instrument_command
 
 
 def emit_spans(exporter: SpanExporter, service: str) -> None:
@@ -331,3 +332,42 @@ def test_ctrl_c_stops_the_bot_and_its_helper_quietly_and_loses_no_span(
         *(f"before {i}" for i in range(5)),
         "after the interrupt",
     }
+
+
+def test_the_helper_says_once_when_the_endpoint_is_down_and_once_when_it_is_back(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The helper's own sender (no SDK exporter in it) drives the same two lines."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # a refused export gives up at once
+    provider = TracerProvider()
+    kept = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("t")
+    for name in ("lost 1", "lost 2", "lost 3", "delivered"):
+        tracer.start_span(name).end()
+    lost_1, lost_2, lost_3, delivered = kept.get_finished_spans()
+    # The helper writes to the bot's stderr (capfd sees it) at the level it is given.
+    exporter = OffloadSpanExporter(
+        command=[sys.executable, "-I", "-m", "otelbot.export.helper", "--log-level=30"]
+    )
+    exporter.export([lost_1])  # the endpoint is down: nothing listens on the port
+    exporter.export([lost_2, lost_3])
+    assert exporter.force_flush(10_000)
+    down = capfd.readouterr().err
+    with OtlpReceiver(http_port=port, grpc_port=None) as receiver:
+        exporter.export([delivered])
+        assert exporter.force_flush(10_000)
+        exporter.shutdown()
+        assert [s.name for s in receiver.spans()] == ["delivered"]
+    back = capfd.readouterr().err
+    assert down.splitlines() == [
+        f"otelbot: cannot export spans to {url} (Connection refused); "
+        "dropping spans until the endpoint takes them again"
+    ]
+    assert back.splitlines() == [
+        f"otelbot: {url} takes spans again; 2 exports had failed, 3 spans were not delivered"
+    ]
