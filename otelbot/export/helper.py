@@ -12,7 +12,7 @@ Over HTTP/protobuf (the default) the rows are written to OTLP directly
 (``otelbot.export.otlp.encode_rows``, no span objects) and sent by
 ``otelbot.export.http_send``, a small sender on the standard library that reads the same
 ``OTEL_EXPORTER_OTLP_*`` settings and retries as the SDK's exporter does: the helper then
-imports neither the SDK's exporter nor ``requests`` nor protobuf (~20 MB RSS instead of
+imports neither the SDK's exporter nor ``requests`` nor protobuf (~17 MB RSS instead of
 ~37 MB). Where a setting only ``requests`` honours is set (a proxy variable, a credential
 provider, a ``.netrc``: ``http_send.needs_sdk_client``), the rows
 are sent by the SDK's HTTP client (``otelbot.export.otlp_http``) instead. Over gRPC
