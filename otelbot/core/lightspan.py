@@ -282,7 +282,9 @@ class LightSpan(trace.Span):
         self._kind = kind
         # A copy: the instrumentations pass cached, shared dicts.
         self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
-        self._events: list[Event] = []
+        # No list until the first event (most spans have none): every object the span
+        # holds while the update awaits counts towards the next garbage collection.
+        self._events: list[Event] | tuple[()] = ()
         self._status = _UNSET
         self._end: int | None = None
         self._start = time_ns()
@@ -310,7 +312,11 @@ class LightSpan(trace.Span):
         if self._end is not None:
             return
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in (attributes or {}).items()}
-        self._events.append(Event(name, clean, timestamp if timestamp is not None else time_ns()))
+        event = Event(name, clean, timestamp if timestamp is not None else time_ns())
+        if isinstance(self._events, list):
+            self._events.append(event)
+        else:
+            self._events = [event]
 
     def update_name(self, name: str) -> None:
         if self._end is None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections.abc import Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 # Operation kinds
@@ -76,7 +78,9 @@ class UpdateNotes:
         self.outcome = ""
         self.ops: list[Op] = []
         self.shapes: dict[str, int] = {}  # shape -> times noted
-        self.repeated_at: dict[str, CodeLocation | None] = {}  # shape -> where it repeated
+        # shape -> where it repeated; a dict of its own only once a shape repeats (the
+        # usual update has none, and each object it holds counts towards a collection)
+        self.repeated_at: Mapping[str, CodeLocation | None] = _NONE_REPEATED
         # Set when the handler's coroutine is driven by otelbot.diagnosis.steps: time the
         # update's own code held the event loop, in total and in its longest step.
         self.running: float | None = None
@@ -97,6 +101,8 @@ class UpdateNotes:
         return self.ended - self.started
 
 
+_NONE_REPEATED: Mapping[str, CodeLocation | None] = MappingProxyType({})
+
 current: ContextVar[UpdateNotes | None] = ContextVar("otelbot_update_notes", default=None)
 
 
@@ -108,7 +114,10 @@ def note(kind: str, shape: str, start: float, end: float, extra: Any = None) -> 
         shapes = notes.shapes
         count = shapes[shape] = shapes.get(shape, 0) + 1
         if count == repeat_threshold:
-            notes.repeated_at[shape] = bot_code_location(2)
+            repeated = notes.repeated_at
+            if not isinstance(repeated, dict):
+                repeated = notes.repeated_at = {}
+            repeated[shape] = bot_code_location(2)
 
 
 # ---------------------------------------------------------------------------- code
