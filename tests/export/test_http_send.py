@@ -378,11 +378,14 @@ def test_https_with_the_configured_ca_certificate(
         assert not unverified.ok
         assert unverified.reason is not None and "certificate verify failed" in unverified.reason
         assert receiver.headers == []
-        monkeypatch.setenv(
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", str(certificates / "server.pem")
-        )
+        server_ca = str(certificates / "server.pem")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", server_ca)
         assert lean_sender().send(body).ok
         assert [s.name for s in receiver.spans()] == ["SELECT", "update"]
+        # requests' own CA variable is trusted too, as requests trusts it
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server_ca)
+        assert lean_sender().send(body).ok
     finally:
         receiver.stop()
 
