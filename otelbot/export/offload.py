@@ -12,8 +12,10 @@ otelbot's distro picks where the process may use two CPUs or more, unless
 ``OTEL_TRACES_EXPORTER`` says otherwise: ``otelbot.export.cpus``) ``OffloadSpanProcessor``
 flattens each ended span into a row (``otelbot.export.rows``) and writes batches,
 ``marshal``-ed, to a pipe; the helper process (``otelbot.export.helper``, started on first
-use) writes them to OTLP with otelbot's encoder and sends them with the SDK's OTLP/HTTP
-client (over gRPC: rebuilds the SDK's ``ReadableSpan`` objects for the SDK's exporter).
+use) writes them to OTLP with otelbot's encoder and sends them with its own stdlib
+OTLP/HTTP sender (``otelbot.export.http_send``; the SDK's client behind a proxy, a
+credential provider or a .netrc; over gRPC: rebuilds the SDK's ``ReadableSpan`` objects for
+the SDK's exporter).
 
 Memory stays bounded: when the helper falls behind (collector down, retries) the pipe
 fills, the writer thread waits, and spans over the queue size are dropped, as the batch

@@ -9,8 +9,9 @@ the same bytes as the SDK's encoder at a tenth of its CPU, not by building proto
 objects. Everything else is the SDK's own: the ``OTEL_EXPORTER_OTLP_*`` settings, the HTTP
 client with its retries, backoff, compression, headers and TLS, the request size limit,
 the exporter's own metrics and its log lines (which ``otelbot.export.endpoint`` turns into
-one line per outage). The export helper process sends with it too (``encode_rows`` for
-its rows, ``otelbot.export.helper``).
+one line per outage). The export helper process sends with it only where its own sender
+(``otelbot.export.http_send``) does not apply: behind a proxy, a credential provider or a
+.netrc (``encode_rows`` for its rows, ``otelbot.export.helper``).
 
 If a later SDK keeps its HTTP client elsewhere (this reads its private ``_client``,
 ``_metrics`` and ``_max_request_size``), the exporter says so once and exports as the SDK
