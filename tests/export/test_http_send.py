@@ -20,11 +20,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.util.re import parse_env_headers
 
 from otelbot.export import http_send
@@ -33,6 +29,7 @@ from otelbot.export.otlp import encode_rows
 from otelbot.export.otlp_http import OtlpHttpSpanExporter
 from otelbot.export.rows import SpanBatch, read_rows
 from otelbot.testing.otlp_receiver import OtlpReceiver
+from tests.export.test_otlp_http import ended_spans
 
 OTEL_VARIABLES = [
     name
@@ -102,18 +99,6 @@ def receiver() -> Iterator[Receiver]:
     found = Receiver().start()
     yield found
     found.stop()
-
-
-def ended_spans() -> list[ReadableSpan]:
-    provider = TracerProvider(resource=Resource({"service.name": "http-send"}))
-    kept = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(kept))
-    tracer = provider.get_tracer("otelbot.test", "1")
-    with tracer.start_as_current_span("update", kind=SpanKind.CONSUMER, attributes={"n": 1}):
-        span = tracer.start_span("SELECT", kind=SpanKind.CLIENT, attributes={"port": 5432})
-        span.set_status(StatusCode.ERROR, "boom")
-        span.end()
-    return list(kept.get_finished_spans())
 
 
 def rows_payload() -> bytes:
