@@ -91,6 +91,14 @@ CONFIGS = [
         "contrib aiohttp-client/asyncpg/redis, 100% sampled, the SDK's OTLP exporter",
     ),
     Config("otelbot 10%", True, SAMPLE_10, "otelbot as shipped, parentbased_traceidratio 0.1"),
+    Config(
+        "otelbot 10%, findings off",
+        True,
+        {**SAMPLE_10, "OTELBOT_FINDINGS": "off"},
+        "otelbot 10% with OTELBOT_FINDINGS=off: what the detectors, the watchdog and the "
+        "profiler cost when one update in ten is traced",
+        default=False,
+    ),
     Config("contrib 10%", True, {**CONTRIB, **SAMPLE_10}, "contrib, parentbased_traceidratio 0.1"),
     Config(
         "bare (PTB)",
@@ -272,15 +280,31 @@ class Summary:
         return statistics.median(getattr(r, attr) for r in self.runs)
 
 
+def paired_ratio(summary: Summary, bare: Summary) -> float | None:
+    """The median over rounds of a configuration's rate over bare's in the same round.
+
+    The machine's speed drifts over minutes; a round runs every configuration within a
+    minute or two, so this ratio leaves out most of the drift between rounds that the
+    ratio of the medians keeps."""
+    pairs = [
+        run.updates_per_s / base.updates_per_s
+        for run, base in zip(summary.runs, bare.runs, strict=False)
+        if base.updates_per_s > 0
+    ]
+    return statistics.median(pairs) if pairs else None
+
+
 def run_interleaved(
     configs: list[Config], repeats: int, updates: int, work_ms: float, log=print
 ) -> list[Summary]:
-    """A B C …, A B C …: each round runs every configuration once."""
+    """A B C …, B C … A, C … A B: each round runs every configuration once, the order
+    rotated by one each round so that none always runs first or right after another."""
     receiver = Receiver()
     summaries = [Summary(c, []) for c in configs]
     try:
         for round_no in range(1, repeats + 1):
-            for summary in summaries:
+            shift = (round_no - 1) % len(summaries)
+            for summary in summaries[shift:] + summaries[:shift]:
                 result = run_once(summary.config, receiver, updates, work_ms)
                 summary.runs.append(result)
                 log(

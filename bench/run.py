@@ -50,19 +50,22 @@ def machine() -> str:
 
 def e2e_table(summaries: list[e2e.Summary]) -> str:
     # Each workload bot (aiogram, python-telegram-bot) is compared with its own bare run.
-    bares = {s.config.module: s.median for s in summaries if not s.config.instrumented}
+    bares = {s.config.module: s for s in summaries if not s.config.instrumented}
     rows = [
-        "| configuration | updates/s (median) | min-max | ratio to bare | spans/update "
-        "| CPU µs/update, bot + helper | bot / helper | peak RSS MB, bot + helper |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | updates/s (median) | min-max | ratio to bare | per round "
+        "| spans/update | CPU µs/update, bot + helper | bot / helper "
+        "| peak RSS MB, bot + helper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         bare = bares.get(s.config.module)
-        ratio = f"{s.median / bare:.2f}" if bare else "-"
+        ratio = f"{s.median / bare.median:.2f}" if bare and bare.median else "-"
+        paired = e2e.paired_ratio(s, bare) if bare else None
+        per_round = f"{paired:.2f}" if paired is not None else "-"
         lo = min(r.updates_per_s for r in s.runs)
         hi = max(r.updates_per_s for r in s.runs)
         rows.append(
-            f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | "
+            f"| {s.config.name} | {s.median:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {per_round} | "
             f"{s.med('spans_per_update'):.2f} | {s.med('cpu_us_per_update'):.0f} | "
             f"{s.med('bot_cpu_us_per_update'):.0f} / {s.med('helper_cpu_us_per_update'):.0f} | "
             f"{s.med('bot_peak_rss_mb'):.0f} + {s.med('helper_peak_rss_mb'):.0f} |"
