@@ -1689,8 +1689,14 @@ def render_findings_markdown() -> str:
         "work kept 0.66 of bare's throughput on one CPU with findings on and 0.92 with "
         "`OTELBOT_FINDINGS=off`; in the next, findings on cost no more than off, and a "
         "per-part profile puts the detectors, the step timer and the watcher thread at "
-        "about 100 µs per update. A bot at the limit of its CPU can turn findings off, or "
-        "sample (`OTEL_TRACES_SAMPLER_ARG`).",
+        "about 124 µs per update, plus more garbage collection. On two CPUs with 1 ms of "
+        "handler work and findings on, three runs (bench/results/issue-16.md) gave full "
+        "traces 0.86-0.98 of bare (the budget of issue 6: 0.85) and 10% sampling "
+        "0.87-0.94 by medians, 0.99 per round in the longest run (budget 0.95; 10% with "
+        "findings off did no better, 0.85); findings off gave 0.91-0.98 with full traces, "
+        "a difference inside the machine's drift between runs. A bot at the limit of its "
+        "CPU can turn "
+        "findings off, or sample (`OTEL_TRACES_SAMPLER_ARG`).",
         "",
         "With head sampling (for example `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
         "`OTEL_TRACES_SAMPLER_ARG=0.1`) the detectors see only the sampled updates, so a "
