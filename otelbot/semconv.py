@@ -1690,11 +1690,11 @@ def render_findings_markdown() -> str:
         "`OTELBOT_FINDINGS=off`; in the next, findings on cost no more than off, and a "
         "per-part profile puts the detectors, the step timer and the watcher thread at "
         "about 124 µs per update, plus more garbage collection. On two CPUs with 1 ms of "
-        "handler work and findings on, three runs (bench/results/issue-16.md) gave full "
-        "traces 0.86-0.98 of bare (the budget of issue 6: 0.85) and 10% sampling "
-        "0.87-0.94 by medians, 0.99 per round in the longest run (budget 0.95; 10% with "
-        "findings off did no better, 0.85); findings off gave 0.91-0.98 with full traces, "
-        "a difference inside the machine's drift between runs. A bot at the limit of its "
+        "handler work and findings on, four runs (bench/results/issue-16.md) gave full "
+        "traces 0.80-0.98 of bare (the budget of issue 6: 0.85; met in three runs of "
+        "four) and 10% sampling 0.87-0.94 by medians, 0.95-0.99 per round in the two "
+        "longest runs (budget 0.95; 10% with findings off did no better, 0.85-0.88); "
+        "findings off gave 0.91-0.98 with full traces. A bot at the limit of its "
         "CPU can turn "
         "findings off, or sample (`OTEL_TRACES_SAMPLER_ARG`).",
         "",
