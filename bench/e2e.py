@@ -298,7 +298,7 @@ def run_interleaved(
     configs: list[Config], repeats: int, updates: int, work_ms: float, log=print
 ) -> list[Summary]:
     """A B C …, B C … A, C … A B: each round runs every configuration once, the order
-    rotated by one each round so that none always runs first or right after another."""
+    rotated by one each round so that none always runs first (the cyclic order stays)."""
     receiver = Receiver()
     summaries = [Summary(c, []) for c in configs]
     try:
