@@ -94,8 +94,26 @@ SELECT a.state, CASE WHEN apps.rank <= $1 THEN a.app ELSE '(other)' END AS app,
  GROUP BY 1, 2
 """
 
+# [pid, query_start, active, query] of the sessions' statements with a WHERE clause
+_SESSIONS = """SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.query_start),
+                                         r.state = 'active', r.query))
+          FROM (SELECT pid, query_start, state, query FROM pg_stat_activity
+                 WHERE datname = current_database() AND backend_type = 'client backend'
+                   AND pid <> pg_backend_pid() AND application_name <> $1
+                   AND query ILIKE '%where%'
+                 ORDER BY query_start DESC NULLS LAST
+                 LIMIT 50) r"""
+
+#: The burst of reads of the sessions' statements at an advice poll where a missing-index
+#: candidate's column is not known yet: 1 s of them, a few ms of the server's time in all.
+SESSION_BURST_POLLS = 20
+SESSION_BURST_EVERY = 0.05
+
+# the same, alone: the burst of polls for a missing index whose column is not known yet
+SESSIONS_SQL = _SESSIONS
+
 # postgresql.idle_in_transaction.max_duration, .transaction.max_duration, .locks.waiting
-ACTIVITY_SQL = """
+ACTIVITY_SQL = f"""
 SELECT coalesce(max(extract(epoch FROM now() - state_change))
                 FILTER (WHERE state LIKE 'idle in transaction%'), 0)::float8 AS idle_in_tx_max,
        coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 AS xact_max,
@@ -103,14 +121,7 @@ SELECT coalesce(max(extract(epoch FROM now() - state_change))
          WHERE NOT l.granted AND w.datname = current_database()) AS waiting_locks,
        -- statements with a WHERE clause that sessions run (or, idle, ran last), for the
        -- missing-index finding's column; the agent strips their values on arrival
-       (SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.query_start),
-                                         r.state = 'active', r.query))
-          FROM (SELECT pid, query_start, state, query FROM pg_stat_activity
-                 WHERE datname = current_database() AND backend_type = 'client backend'
-                   AND pid <> pg_backend_pid() AND application_name <> $1
-                   AND query ILIKE '%where%'
-                 ORDER BY query_start DESC NULLS LAST
-                 LIMIT 50) r) AS sessions
+       ({_SESSIONS}) AS sessions
   FROM pg_stat_activity
  WHERE datname = current_database() AND backend_type = 'client backend'
    AND pid <> pg_backend_pid()
@@ -725,7 +736,13 @@ class PostgresCollector(Collector):
                 )
             )
         rows = await self._missing_index_candidates()
-        for r in rows:
+        choices = [self._index_choice(r) for r in rows]
+        if None in choices:
+            # pg_stat_activity shows a statement only while it runs or until the session's
+            # next one (a pool's reset query hides it): a quick look at more moments
+            await self._watch_sessions()
+            choices = [c or self._index_choice(r) for r, c in zip(rows, choices, strict=True)]
+        for r, choice in zip(rows, choices, strict=True):
             per_scan = r["seq_tup_read"] // max(r["seq_scan"], 1)
             evidence = (
                 f"{r['seq_scan']} sequential scans of {r['table_name']} read "
@@ -736,7 +753,6 @@ class PostgresCollector(Collector):
                 **base,
                 semconv.DB_COLLECTION_NAME: r["table_name"],
             }
-            choice = self._index_choice(r)
             if choice is None:
                 suggestion = (
                     f"CREATE INDEX CONCURRENTLY ON {r['qualified']} (<column in the WHERE "
@@ -753,6 +769,19 @@ class PostgresCollector(Collector):
                     semconv.EVENT_MISSING_INDEX, r["table_name"], evidence, suggestion, table_attrs
                 )
             )
+
+    async def _watch_sessions(self) -> None:
+        """``SESSION_BURST_POLLS`` reads of the sessions' statements, ``SESSION_BURST_EVERY``
+        seconds apart, for the missing-index column when no poll has seen one."""
+        for i in range(SESSION_BURST_POLLS):
+            if i:
+                await asyncio.sleep(SESSION_BURST_EVERY)
+            sessions = (await self._fetch(SESSIONS_SQL, APPLICATION_NAME))[0][0]
+            if sessions:
+                self._seen.observe_sessions(
+                    (int(pid), started, bool(active), query or "")
+                    for pid, started, active, query in json.loads(sessions)
+                )
 
     async def _missing_index_candidates(self) -> list[asyncpg.Record]:
         cfg = self._cfg

@@ -14,13 +14,15 @@ import asyncpg
 import pytest
 
 from otelbot import semconv
+from otelbot.agent.collectors import postgres
 from otelbot.agent.collectors.base import Collection, Finding, Tier
-from otelbot.agent.collectors.postgres import PostgresCollector
+from otelbot.agent.collectors.postgres import APPLICATION_NAME, PostgresCollector
 from tests.agent.collectors.test_postgres import collector
 from tests.agent.conftest import unique
 
 FAST_AND_ADVICE = frozenset({Tier.FAST, Tier.ADVICE})
 BOT_APP = "otb_mi_bot"
+POOL_RESET = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"
 
 
 async def make_table(conn: asyncpg.Connection, name: str, index_on: str | None = None) -> None:
@@ -162,6 +164,66 @@ async def test_across_polls_the_busier_statement_decides_and_indexed_columns_are
     assert "(seen 2 times)" in found.evidence
     assert "chosen over note (seen 1 time): filtered more often" in found.evidence
     assert "c7" not in repr(found) and "private note" not in repr(found)
+
+
+async def _show_when_the_agent_looks_again(
+    scratch_db: str, bot: asyncpg.Connection, statement: str
+) -> bool:
+    """Run ``statement`` once the agent's session is reading the sessions' statements on
+    their own (a burst), and leave it as the bot session's last one; False after 3 s."""
+    watcher = await asyncpg.connect(scratch_db)
+    try:
+        for _ in range(300):
+            shown = await watcher.fetchval(
+                "SELECT query FROM pg_stat_activity WHERE application_name = $1",
+                APPLICATION_NAME,
+            )
+            if shown and shown.lstrip().startswith("SELECT json_agg"):
+                await bot.fetch(statement)
+                return True
+            await asyncio.sleep(0.01)
+        return False
+    finally:
+        await watcher.close()
+
+
+@pytest.mark.parametrize("burst", [True, False], ids=["burst", "no burst"])
+async def test_a_statement_the_polls_missed_is_caught_by_the_advice_polls_burst(
+    scratch_db: str, bot: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, burst: bool
+) -> None:
+    """A pool hides a session's statement behind its reset query between uses, so a poll
+    now and then misses it. When a candidate's column is unknown, the advice poll looks
+    at the sessions again for a second; the control without the burst keeps the
+    placeholder (and the bot's statement is never run: nothing looked)."""
+    if not burst:
+        monkeypatch.setattr(postgres, "SESSION_BURST_POLLS", 0)
+    setup = await asyncpg.connect(scratch_db)
+    events = "otb_mi_burst"
+    await make_table(setup, events)
+    await setup.close()
+    statement = f"SELECT id FROM {events} WHERE chat_ref = 'c9'"
+    for _ in range(6):
+        await bot.fetch(statement)
+    await flush_stats(bot)
+    await bot.execute(POOL_RESET)  # what a pool runs when a connection goes back to it
+    c = collector(scratch_db, missing_index_min_seq_scans=5, missing_index_min_rows=1000)
+    try:
+        out = await c.collect(frozenset({Tier.FAST}))
+        assert out.failures == []
+        shown = asyncio.create_task(_show_when_the_agent_looks_again(scratch_db, bot, statement))
+        out = await advise_until(c, events, FAST_AND_ADVICE)
+        shown_in_burst = await shown
+    finally:
+        await c.close()
+    [found] = missing(out, events)
+    if burst:
+        assert shown_in_burst
+        assert found.suggestion == f"CREATE INDEX CONCURRENTLY ON public.{events} (chat_ref);"
+        assert "1 statement seen in pg_stat_activity (seen 1 time)" in found.evidence
+        assert "c9" not in repr(found)
+    else:
+        assert not shown_in_burst
+        assert "(<column in the WHERE clause>)" in found.suggestion
 
 
 async def test_nothing_known_keeps_the_placeholder(scratch_db: str) -> None:
