@@ -65,13 +65,16 @@ class Diagnosis:
         self.detectors = list(detectors) if detectors is not None else load_detectors()
         self.reporter = reporter or Reporter(meter)
 
-    def begin(self, span: Any, update_type: str) -> UpdateNotes | None:
-        """Notes for a sampled update, made current; None for an unsampled one."""
+    def begin(self, span: Any, update_type: str, make_current: bool = True) -> UpdateNotes | None:
+        """Notes for a sampled update, made current; None for an unsampled one. A bot
+        library's instrumentation passes ``make_current=False``: its update state, already
+        current (``notes.current``), carries the notes in its ``notes`` attribute."""
         if not span.is_recording():
             return None
         notes = UpdateNotes(span, update_type, time.perf_counter())
         notes.busy_start = busy_clock()
-        notes.token = current.set(notes)
+        if make_current:
+            notes.token = current.set(notes)
         return notes
 
     def end(
@@ -85,10 +88,11 @@ class Diagnosis:
         notes.ended = time.perf_counter()
         if notes.busy_start is not None:
             notes.busy_end = busy_clock()
-        try:
-            current.reset(notes.token)
-        except ValueError:  # ended in another context than it began: leave that one be
-            pass
+        if notes.token is not None:
+            try:
+                current.reset(notes.token)
+            except ValueError:  # ended in another context than it began: leave that one be
+                pass
         notes.handler = handler
         notes.outcome = outcome
         if handler_code is not None:

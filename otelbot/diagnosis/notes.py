@@ -100,15 +100,33 @@ class UpdateNotes:
     def duration(self) -> float:
         return self.ended - self.started
 
+    @property
+    def notes(self) -> UpdateNotes:
+        """Itself: made current alone (``current.set(notes)``), it reads as the update state
+        of a bot library whose update is sampled."""
+        return self
+
 
 _NONE_REPEATED: Mapping[str, CodeLocation | None] = MappingProxyType({})
 
-current: ContextVar[UpdateNotes | None] = ContextVar("otelbot_update_notes", default=None)
+#: The update being handled: the bot library's update state (its ``notes`` attribute holds
+#: the notes of a sampled update, None otherwise), or an ``UpdateNotes`` alone (its
+#: ``notes`` is itself). One context variable for both, set once per update: each set
+#: makes a token and a new context mapping that stay alive across the update's awaits,
+#: and the garbage collector meets them in every collection meanwhile.
+current: ContextVar[Any] = ContextVar("otelbot_update", default=None)
+
+
+def noting() -> bool:
+    """True inside a sampled update, where ``note`` records."""
+    state = current.get()
+    return state is not None and state.notes is not None
 
 
 def note(kind: str, shape: str, start: float, end: float, extra: Any = None) -> None:
     """Record one operation on the current update (nothing outside a sampled update)."""
-    notes = current.get()
+    state = current.get()
+    notes = None if state is None else state.notes
     if notes is not None:
         notes.ops.append(Op(kind, shape, start, end, extra))
         shapes = notes.shapes

@@ -92,7 +92,9 @@ from otelbot.semconv import (
 _ingress: ContextVar[str | None] = ContextVar("otelbot_aiogram_ingress", default=None)
 
 
-_current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_update", default=None)
+#: The update being handled: notes.current, shared with the findings' notes (one context
+#: variable set per update; see there).
+_current_update: ContextVar[_UpdateState | None] = notes.current
 _EMPTY_CONTEXT = context.Context()
 
 
@@ -201,7 +203,7 @@ class _Telemetry(UpdateAttributes):
         state.context_token = context.attach(trace.set_span_in_context(span))
         state.state_token = _current_update.set(state)
         if self.diagnosis is not None:
-            state.notes = self.diagnosis.begin(span, update_type)
+            state.notes = self.diagnosis.begin(span, update_type, make_current=False)
             if heartbeat.beat.loop is None:  # the loop heartbeat: once per loop
                 heartbeat.start()
         self.active.add(1, self.type_attrs(update_type))
@@ -326,7 +328,7 @@ class _Telemetry(UpdateAttributes):
             elif not code:
                 code = _error_code(exc)
         self.api_duration.record(elapsed, botapi.metric_attrs(api_method, code, err))
-        if notes.current.get() is not None:
+        if notes.noting():
             # Where the bot's code made a failed call (a frame walk: only on errors).
             where = notes.bot_code_location() if code else None
             ended = call.started + elapsed

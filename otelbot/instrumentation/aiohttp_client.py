@@ -228,7 +228,7 @@ class _Telemetry:
             _status_on_call(span, status)
             return
         api = target.api
-        if notes.current.get() is not None:
+        if notes.noting():
             started = request.started
             if api is not None:
                 code = status if status >= 400 else 0

@@ -394,12 +394,12 @@ def _query_method(tel: _Telemetry, query_keyword: str | None, batch: bool) -> Ca
             except BaseException as exc:
                 end = _perf_counter()
                 tel.failed(span, statement, end - start, exc)
-                if notes.current.get() is not None:
+                if notes.noting():
                     _note_sql(self, query_keyword, statement, start, end)
                 raise
             end = _perf_counter()
             tel.succeeded(span, statement, end - start)
-            if notes.current.get() is not None:
+            if notes.noting():
                 _note_sql(self, query_keyword, statement, start, end)
             return result
 
@@ -494,7 +494,7 @@ def _pool_acquire(tel: _Telemetry) -> Callable[[Any], Any]:
             finally:
                 end = _perf_counter()
                 tel.acquired(info, end - start, pending)
-                if notes.current.get() is not None:
+                if notes.noting():
                     _note_pool_wait(tel, self, info, proxy, start, end)
 
         return acquire

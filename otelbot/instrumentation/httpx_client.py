@@ -183,7 +183,7 @@ class _Telemetry:
         target = request.target
         elapsed, err = self.record_http(target, request.started, status, exc)
         api = target.api
-        if notes.current.get() is not None:
+        if notes.noting():
             started = request.started
             if api is not None:
                 code = status if status >= 400 else 0

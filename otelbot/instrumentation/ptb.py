@@ -125,7 +125,9 @@ class _UpdateState(UpdateState):
         self.ended = False
 
 
-_current_update: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_update", default=None)
+#: The update being handled: notes.current, shared with the findings' notes (one context
+#: variable set per update; see there).
+_current_update: ContextVar[_UpdateState | None] = notes.current
 _current_job: ContextVar[_UpdateState | None] = ContextVar("otelbot_ptb_job", default=None)
 
 
@@ -218,7 +220,7 @@ class _Telemetry(UpdateAttributes):
         state.context_token = context.attach(trace.set_span_in_context(span))
         state.state_token = _current_update.set(state)
         if self.diagnosis is not None:
-            state.notes = self.diagnosis.begin(span, update_type)
+            state.notes = self.diagnosis.begin(span, update_type, make_current=False)
             if heartbeat.beat.loop is None:  # the loop heartbeat: once per loop
                 heartbeat.start()
         self.active.add(1, self.type_attrs(update_type))
@@ -412,7 +414,7 @@ class _Telemetry(UpdateAttributes):
             elif not code:
                 code = _ERROR_CODES.get(type(exc).__name__, 0)
         self.api_duration.record(elapsed, api_metric_attrs(api_method, code, err))
-        if notes.current.get() is not None:
+        if notes.noting():
             where = notes.bot_code_location() if code else None
             ended = call.started + elapsed
             notes.note(notes.API, api_method, call.started, ended, (code, retry_after, where))

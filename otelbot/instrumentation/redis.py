@@ -598,7 +598,7 @@ class _Telemetry:
         end = perf_counter()
         duration = end - call.started
         span = call.span
-        noted = notes.current.get() is not None
+        noted = notes.noting()
         keys = None
         if command.keyed:
             # Keys are shaped for a recording span or a noted update only.
@@ -645,7 +645,7 @@ class _Telemetry:
         duration = end - call.started
         call.span.end()
         self.duration.record(duration, target.pipeline.metric_attrs)
-        if notes.current.get() is not None:
+        if notes.noting():
             keys = _pipeline_keys(call, results)
             notes.note(notes.REDIS, SPAN_REDIS_PIPELINE, call.started, end, tuple(keys) or None)
         reads = target.batch(call.commands).reads

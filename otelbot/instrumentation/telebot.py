@@ -91,9 +91,9 @@ _async_polling: ContextVar[bool] = ContextVar("otelbot_telebot_polling", default
 _EMPTY_CONTEXT = context.Context()
 
 
-_current_update: ContextVar[_UpdateState | None] = ContextVar(
-    "otelbot_telebot_update", default=None
-)
+#: The update being handled: notes.current, shared with the findings' notes (one context
+#: variable set per update; see there).
+_current_update: ContextVar[_UpdateState | None] = notes.current
 
 
 class _Telemetry:
@@ -182,7 +182,7 @@ class _Telemetry:
         state.context_token = context.attach(trace.set_span_in_context(span))
         state.state_token = _current_update.set(state)
         if self.diagnosis is not None:
-            state.notes = self.diagnosis.begin(span, update_type)
+            state.notes = self.diagnosis.begin(span, update_type, make_current=False)
         self.active.add(1, self.attrs(update_type))
         with self._lock:  # TeleBot's worker threads: the stats file's counters are plain ints
             stats_file.update_started()
@@ -294,7 +294,7 @@ class _Telemetry:
                 retry_after = parameters.get("retry_after")
         err = error_type(exc) if exc is not None else None
         self.api_duration.record(elapsed, botapi.metric_attrs(api_method, code, err))
-        if notes.current.get() is not None:
+        if notes.noting():
             where = notes.bot_code_location() if code else None
             ended = call.started + elapsed
             notes.note(notes.API, api_method, call.started, ended, (code, retry_after, where))

@@ -4,6 +4,7 @@ the real Redis, checked with the in-memory SDK."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -441,3 +442,35 @@ async def test_response_classes_stay_alive_across_garbage_collections(
     pinned = weakref.ref(Response[SendMessage.__returning__])
     gc.collect()
     assert pinned() is not None, "otelbot keeps aiogram's response class for sendMessage"
+
+
+async def test_one_context_variable_carries_the_update_and_its_notes(
+    instrumented: MemoryTelemetry, fake_bot_api: FakeBotApi, bot: Bot
+) -> None:
+    """An update sets one otelbot context variable (besides OpenTelemetry's context): the
+    update state, whose ``notes`` the findings' note() reads. A second one would be a
+    second token and context mapping alive across each of the update's awaits."""
+    from otelbot.diagnosis import notes
+    from otelbot.instrumentation.updates import UpdateState
+
+    seen: dict[str, Any] = {}
+    router = Router()
+
+    @router.message(F.text == "look")
+    async def look(message: Message) -> None:
+        held = contextvars.copy_context().items()
+        seen["ours"] = [
+            v.name for v, value in held if isinstance(value, UpdateState | notes.UpdateNotes)
+        ]
+        seen["state"] = notes.current.get()
+        seen["noting"] = notes.noting()
+        await message.answer("ok")
+
+    dp = Dispatcher()
+    dp.include_router(router)
+    await dp.feed_update(bot, update(fake_bot_api, "look", bot))
+    assert seen["ours"] == ["otelbot_update"]
+    state = seen["state"]
+    assert isinstance(state, UpdateState) and seen["noting"]
+    assert [op.shape for op in state.notes.ops] == ["sendMessage"]  # noted through it
+    assert notes.current.get() is None and not notes.noting()
