@@ -1686,19 +1686,20 @@ def render_findings_markdown() -> str:
         "thread each: the step watcher, which also checks the loop heartbeat and samples "
         "for the profiler (blocked loop, hot code), and the memory watch (growing memory).",
         "",
-        "End to end the figure is not settled: in one `make bench` run "
+        "End to end, in one `make bench` run "
         '(docs/performance.md, "Against the goals of issue 18") a bot with no handler '
         "work kept 0.66 of bare's throughput on one CPU with findings on and 0.92 with "
         "`OTELBOT_FINDINGS=off`; in the next, findings on cost no more than off, and a "
         "per-part profile puts the detectors, the step timer and the watcher thread at "
         "about 124 µs per update, plus more garbage collection. On two CPUs with 1 ms of "
-        "handler work and findings on, four runs (bench/results/issue-16.md) gave full "
-        "traces 0.80-0.98 of bare (the budget of issue 6: 0.85; met in three runs of "
-        "four) and 10% sampling 0.87-0.94 by medians, 0.95-0.99 per round in the two "
-        "longest runs (budget 0.95; 10% with findings off did no better, 0.85-0.88); "
-        "findings off gave 0.91-0.98 with full traces. A bot at the limit of its "
-        "CPU can turn "
-        "findings off, or sample (`OTEL_TRACES_SAMPLER_ARG`).",
+        "handler work and findings on, the two latest runs (bench/results/issue-16.md, "
+        "runs E and F) gave full traces 0.86 and 0.85 of bare, 0.87 per round in both "
+        "(the budget of issue 6: 0.85), and 10% sampling 0.94 and 0.97, 0.98 and 0.95 "
+        "per round (budget 0.95); findings off gave 0.99 and 0.95 with full traces: "
+        "findings cost about 290 µs of CPU per sampled update there, the whole of the "
+        "budget's margin. Four earlier runs, before an update's notes shared the "
+        "update's context variable, gave full traces 0.80-0.98. A bot at the limit of "
+        "its CPU can turn findings off, or sample (`OTEL_TRACES_SAMPLER_ARG`).",
         "",
         "With head sampling (for example `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
         "`OTEL_TRACES_SAMPLER_ARG=0.1`) the detectors see only the sampled updates, so a "
