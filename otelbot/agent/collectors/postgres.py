@@ -94,8 +94,9 @@ SELECT a.state, CASE WHEN apps.rank <= $1 THEN a.app ELSE '(other)' END AS app,
  GROUP BY 1, 2
 """
 
-# [pid, query_start, active, query] of the sessions' statements with a WHERE clause
-_SESSIONS = """SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.query_start),
+# [pid, query_start, active, query] of the sessions' statements with a WHERE clause: a
+# part of ACTIVITY_SQL, and alone the burst of reads for a missing index's column
+SESSIONS_SQL = """SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.query_start),
                                          r.state = 'active', r.query))
           FROM (SELECT pid, query_start, state, query FROM pg_stat_activity
                  WHERE datname = current_database() AND backend_type = 'client backend'
@@ -109,9 +110,6 @@ _SESSIONS = """SELECT json_agg(json_build_array(r.pid, extract(epoch FROM r.quer
 SESSION_BURST_POLLS = 20
 SESSION_BURST_EVERY = 0.05
 
-# the same, alone: the burst of polls for a missing index whose column is not known yet
-SESSIONS_SQL = _SESSIONS
-
 # postgresql.idle_in_transaction.max_duration, .transaction.max_duration, .locks.waiting
 ACTIVITY_SQL = f"""
 SELECT coalesce(max(extract(epoch FROM now() - state_change))
@@ -121,7 +119,7 @@ SELECT coalesce(max(extract(epoch FROM now() - state_change))
          WHERE NOT l.granted AND w.datname = current_database()) AS waiting_locks,
        -- statements with a WHERE clause that sessions run (or, idle, ran last), for the
        -- missing-index finding's column; the agent strips their values on arrival
-       ({_SESSIONS}) AS sessions
+       ({SESSIONS_SQL}) AS sessions
   FROM pg_stat_activity
  WHERE datname = current_database() AND backend_type = 'client backend'
    AND pid <> pg_backend_pid()
