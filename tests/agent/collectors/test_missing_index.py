@@ -136,7 +136,7 @@ async def test_across_polls_the_busier_statement_decides_and_indexed_columns_are
     await make_table(setup, events, index_on="kind")
     await setup.close()
     busy = (
-        f"SELECT id FROM public.{events} e WHERE e.chat_ref = 'c7' "
+        f"SELECT id FROM public.{events} e WHERE e.chat_ref = 'zq7-chat' "
         "AND e.created_at > now() - interval '1 day'"
     )
     rare = f"SELECT id FROM {events} WHERE kind = 2 AND note = 'private note'"
@@ -163,7 +163,7 @@ async def test_across_polls_the_busier_statement_decides_and_indexed_columns_are
     )
     assert "(seen 2 times)" in found.evidence
     assert "chosen over note (seen 1 time): filtered more often" in found.evidence
-    assert "c7" not in repr(found) and "private note" not in repr(found)
+    assert "zq7-chat" not in repr(found) and "private note" not in repr(found)
 
 
 async def _show_when_the_agent_looks_again(
@@ -201,7 +201,7 @@ async def test_a_statement_the_polls_missed_is_caught_by_the_advice_polls_burst(
     events = "otb_mi_burst"
     await make_table(setup, events)
     await setup.close()
-    statement = f"SELECT id FROM {events} WHERE chat_ref = 'c9'"
+    statement = f"SELECT id FROM {events} WHERE chat_ref = 'zq9-chat'"
     for _ in range(6):
         await bot.fetch(statement)
     await flush_stats(bot)
@@ -220,7 +220,7 @@ async def test_a_statement_the_polls_missed_is_caught_by_the_advice_polls_burst(
         assert shown_in_burst
         assert found.suggestion == f"CREATE INDEX CONCURRENTLY ON public.{events} (chat_ref);"
         assert "1 statement seen in pg_stat_activity (seen 1 time)" in found.evidence
-        assert "c9" not in repr(found)
+        assert "zq9-chat" not in repr(found)
     else:
         assert not shown_in_burst
         assert "(<column in the WHERE clause>)" in found.suggestion
